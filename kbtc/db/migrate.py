@@ -36,6 +36,8 @@ def alembic_config(url: str) -> Config:
     config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.exists() else Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["url"] = url
+    # Called from kbtc: our logging is already configured; don't let alembic.ini's fileConfig replace it.
+    config.attributes["configure_logger"] = False
     return config
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -110,7 +111,7 @@ class Market(Base):
     settlement_ts: Mapped[int | None] = mapped_column(BigInteger)
     settlement_timer_s: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str | None] = mapped_column(String(24))
-    catalog_status: Mapped[str] = mapped_column(String(16), default="listed")
+    catalog_status: Mapped[str] = mapped_column(String(16), server_default=text("'listed'"))
     can_close_early: Mapped[bool | None] = mapped_column(Boolean)
     price_level_structure: Mapped[str | None] = mapped_column(String(48))
     price_ranges_json: Mapped[str | None] = mapped_column(Text)
@@ -469,7 +470,7 @@ class FeedEvent(Base):
     connection_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     event_ts: Mapped[int] = mapped_column(BigInteger)
-    subject: Mapped[str] = mapped_column(String(128), default="")
+    subject: Mapped[str] = mapped_column(String(128), server_default=text("''"))
     expected_seq: Mapped[int | None] = mapped_column(BigInteger)
     received_seq: Mapped[int | None] = mapped_column(BigInteger)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)

@@ -95,6 +95,9 @@ def upsert_sql(
         stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=set_)
     compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
     order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+    extra = sorted(set(order or ()) - set(columns))
+    if extra:  # e.g. a Python-side column default: the schema uses server defaults instead
+        raise ValueError(f"upsert into {table.name} would need parameters not in the rows: {extra}")
     return compiled.string, order
 
 

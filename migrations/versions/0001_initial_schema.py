@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 05:00:30.867755
+Create Date: 2026-11-25 05:02:47.313371
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def upgrade() -> None:
     sa.Column('connection_id', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('event_ts', sa.BigInteger(), nullable=False),
-    sa.Column('subject', sa.String(length=128), nullable=False),
+    sa.Column('subject', sa.String(length=128), server_default=sa.text("('')"), nullable=False),
     sa.Column('expected_seq', sa.BigInteger(), nullable=True),
     sa.Column('received_seq', sa.BigInteger(), nullable=True),
     sa.Column('duration_ms', sa.BigInteger(), nullable=True),
@@ -169,7 +169,7 @@ def upgrade() -> None:
     sa.Column('settlement_ts', sa.BigInteger(), nullable=True),
     sa.Column('settlement_timer_s', sa.Integer(), nullable=True),
     sa.Column('status', sa.String(length=24), nullable=True),
-    sa.Column('catalog_status', sa.String(length=16), nullable=False),
+    sa.Column('catalog_status', sa.String(length=16), server_default=sa.text("'listed'"), nullable=False),
     sa.Column('can_close_early', sa.Boolean(), nullable=True),
     sa.Column('price_level_structure', sa.String(length=48), nullable=True),
     sa.Column('price_ranges_json', sa.Text(), nullable=True),

@@ -1,0 +1,158 @@
+"""The `kbtc` command: every pipeline step runnable by hand, plus database and configuration tools.
+
+Configuration errors print one line naming the variable and exit with status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kbtc.config import Settings, SettingsError, load_settings
+from kbtc.log import get_logger
+
+app = typer.Typer(
+    name="kbtc",
+    help="Kalshi BTC threshold contracts: ingest, price, fee-aware EV ledger, scoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+_log = get_logger("kbtc.cli")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    """Load settings, turning a bad value into a one-line error and exit status 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _setup(debug: bool = False) -> Settings:
+    from kbtc.log import configure_logging
+
+    settings = settings_or_exit()
+    secrets = [
+        settings.kalshi_api_key_id.get_secret_value() if settings.kalshi_api_key_id else None,
+        settings.kalshi_private_key_pem.get_secret_value() if settings.kalshi_private_key_pem else None,
+    ]
+    configure_logging(settings.log_path, "DEBUG" if debug else settings.log_level, secrets=secrets)
+    return settings
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from kbtc.config import mask_url_password
+    from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
+
+    settings = _setup()
+    try:
+        upgrade_database(settings.sqlalchemy_url, revision)
+    except DatabaseRevisionError as exc:
+        raise _fail(str(exc)) from None
+    _log.info("db_upgraded", revision=revision)
+    console.print(f"database {mask_url_password(settings.sqlalchemy_url)} is at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "base") -> None:
+    """Revert migrations down to REVISION (default: base, i.e. drop every table)."""
+    from kbtc.db.migrate import downgrade_database
+
+    settings = _setup()
+    downgrade_database(settings.sqlalchemy_url, revision)
+    console.print(f"database downgraded to {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the code's head revision."""
+    from kbtc.db.engine import make_engine
+    from kbtc.db.migrate import current_revision, head_revision
+
+    settings = _setup()
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        console.print(f"database: {current_revision(engine) or '(none)'}  code head: {head_revision()}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail unless the database is at head and the models match the migrations."""
+    from alembic.util.exc import CommandError
+
+    from kbtc.db.engine import make_engine
+    from kbtc.db.migrate import DatabaseRevisionError, check_database_revision, check_models
+
+    settings = _setup()
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        revision = check_database_revision(engine)
+        check_models(settings.sqlalchemy_url)
+    except (DatabaseRevisionError, CommandError) as exc:
+        raise _fail(str(exc).strip().splitlines()[0], code=1) from None
+    finally:
+        engine.dispose()
+    console.print(f"ok: database at {revision}, models match migrations")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (secrets masked)."""
+    settings = settings_or_exit()
+    table = Table("variable", "value", title="kbtc configuration")
+    for name, value in settings.public_view().items():
+        table.add_row(name, value)
+    console.print(table)
+
+
+@app.command("status")
+def status() -> None:
+    """Print the database revision and the row count of every table."""
+    from kbtc.pipeline.status import database_status
+
+    settings = _setup()
+    console.print(database_status(settings))
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the main job: migrate the database and print its status (the full simulated demo grows here)."""
+    from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
+    from kbtc.pipeline.status import database_status
+
+    settings = _setup()
+    try:
+        upgrade_database(settings.sqlalchemy_url)
+    except DatabaseRevisionError as exc:
+        raise _fail(str(exc)) from None
+    _log.info("demo_status", database=settings.sqlalchemy_url)
+    console.print(database_status(settings))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

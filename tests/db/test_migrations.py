@@ -1,0 +1,98 @@
+"""Migrations: up and down on SQLite and PostgreSQL, models in sync, the too-new guard, `kbtc db`."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text
+from typer.testing import CliRunner
+
+from kbtc.cli import app
+from kbtc.db.engine import make_engine
+from kbtc.db.migrate import (
+    DatabaseNotMigratedError,
+    DatabaseTooNewError,
+    check_database_revision,
+    check_models,
+    current_revision,
+    downgrade_database,
+    head_revision,
+    upgrade_database,
+)
+from kbtc.db.schema import metadata
+
+
+def test_upgrade_creates_every_table_and_downgrade_removes_them(any_db_url: str) -> None:
+    upgrade_database(any_db_url)
+    engine = make_engine(any_db_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert set(metadata.tables) <= tables
+        assert current_revision(engine) == head_revision()
+        assert check_database_revision(engine) == head_revision()
+        check_models(any_db_url)  # raises when models and migrations disagree
+
+        downgrade_database(any_db_url, "base")
+        remaining = set(inspect(engine).get_table_names()) - {"alembic_version"}
+        assert remaining.isdisjoint(metadata.tables)
+        assert current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_is_repeatable(sqlite_url: str) -> None:
+    upgrade_database(sqlite_url)
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_unmigrated_database_is_reported(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    with pytest.raises(DatabaseNotMigratedError, match="kbtc db upgrade"):
+        check_database_revision(engine)
+    engine.dispose()
+
+
+def test_database_newer_than_code_is_refused(sqlite_url: str) -> None:
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed9999'"))
+    with pytest.raises(DatabaseTooNewError, match="newer than this kbtc"):
+        check_database_revision(engine)
+    with pytest.raises(DatabaseTooNewError):
+        upgrade_database(sqlite_url)
+    engine.dispose()
+
+    result = CliRunner().invoke(app, ["db", "upgrade"], env={"DATABASE_URL": sqlite_url})
+    assert result.exit_code == 2
+    assert "newer than this kbtc" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_wal_and_pragmas_are_set(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+    engine.dispose()
+
+
+def test_cli_db_commands(sqlite_url: str) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": sqlite_url}
+    result = runner.invoke(app, ["db", "check"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "kbtc db upgrade" in result.output
+
+    result = runner.invoke(app, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["db", "current"], env=env)
+    assert result.exit_code == 0
+    assert f"database: {head_revision()}" in result.output
+    result = runner.invoke(app, ["db", "check"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "models match migrations" in result.output

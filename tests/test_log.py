@@ -1,0 +1,55 @@
+"""Logging: JSON lines with the documented keys; configured secrets and PEM blocks never written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kbtc.log import configure_logging, get_logger, redactor
+
+SECRET_KEY_ID = "3f2a9c1e-kbtc-test-key-id"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAuTestKeyMaterialLine0001\n-----END RSA PRIVATE KEY-----"
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "logs" / "app.jsonl"
+    configure_logging(path, "DEBUG", console=True, secrets=[SECRET_KEY_ID, PEM])
+    yield path
+    configure_logging(None, "INFO", console=False)
+    redactor.clear()
+
+
+def test_lines_are_json_with_documented_keys(log_file: Path) -> None:
+    log = get_logger("kbtc.test")
+    log.info("quotes_written", rows=12, market="KXBTC15M-X", ratio=0.5, tags=("a", "b"))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("step_failed", step="poll")
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert set(first) == {"ts", "ts_ms", "level", "logger", "event", "fields"}
+    assert first["event"] == "quotes_written"
+    assert first["fields"] == {"rows": 12, "market": "KXBTC15M-X", "ratio": 0.5, "tags": ["a", "b"]}
+    assert first["level"] == "INFO" and first["logger"] == "kbtc.test"
+    assert first["ts"].endswith("Z")
+    assert second["level"] == "ERROR" and "RuntimeError: boom" in second["exc"]
+
+
+def test_secrets_never_reach_file_or_console(log_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = get_logger("kbtc.test")
+    log.info(f"using key {SECRET_KEY_ID}", header=SECRET_KEY_ID)
+    log.warning("pem_seen", pem=PEM)
+    log.info("pem line", line="MIIEpAIBAAKCAQEAuTestKeyMaterialLine0001")
+    log.error("unregistered pem", text="-----BEGIN PRIVATE KEY-----\nQUJD\n-----END PRIVATE KEY-----")
+    written = log_file.read_text() + capsys.readouterr().err
+    for needle in (SECRET_KEY_ID, "MIIEpAIBAAKCAQEAuTestKeyMaterialLine0001", "QUJD", "BEGIN"):
+        assert needle not in written
+    assert written.count("[REDACTED]") >= 4
+    for line in log_file.read_text().splitlines():
+        json.loads(line)
