@@ -33,7 +33,7 @@ def _write(url: str, writer: int, queue: mp.Queue) -> None:  # type: ignore[type
         upsert(engine, "spot_ticks", frame, batch_rows=250)
         engine.dispose()
         queue.put((writer, None))
-    except Exception as exc:  # noqa: BLE001 — reported to the parent
+    except Exception as exc:
         queue.put((writer, repr(exc)))
 
 
