@@ -1,0 +1,1 @@
+"""Venue clients (Kalshi, Coinbase): auth, REST, WebSocket and parsing. No database code lives here."""
