@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from kbtc.config import Settings, SettingsError, load_settings
+from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
 app = typer.Typer(
@@ -27,33 +26,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
 _log = get_logger("kbtc.cli")
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    """Load settings, turning a bad value into a one-line error and exit status 2."""
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _setup(debug: bool = False) -> Settings:
-    from kbtc.log import configure_logging
-
-    settings = settings_or_exit()
-    secrets = [
-        settings.kalshi_api_key_id.get_secret_value() if settings.kalshi_api_key_id else None,
-        settings.kalshi_private_key_pem.get_secret_value() if settings.kalshi_private_key_pem else None,
-    ]
-    configure_logging(settings.log_path, "DEBUG" if debug else settings.log_level, secrets=secrets)
-    return settings
 
 
 @db_app.command("upgrade")
@@ -62,11 +34,11 @@ def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] =
     from kbtc.config import mask_url_password
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
 
-    settings = _setup()
+    settings = setup()
     try:
         upgrade_database(settings.sqlalchemy_url, revision)
     except DatabaseRevisionError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _log.info("db_upgraded", revision=revision)
     console.print(f"database {mask_url_password(settings.sqlalchemy_url)} is at {revision}")
 
@@ -76,7 +48,7 @@ def db_downgrade(revision: Annotated[str, typer.Option(help="Target revision.")]
     """Revert migrations down to REVISION (default: base, i.e. drop every table)."""
     from kbtc.db.migrate import downgrade_database
 
-    settings = _setup()
+    settings = setup()
     downgrade_database(settings.sqlalchemy_url, revision)
     console.print(f"database downgraded to {revision}")
 
@@ -87,7 +59,7 @@ def db_current() -> None:
     from kbtc.db.engine import make_engine
     from kbtc.db.migrate import current_revision, head_revision
 
-    settings = _setup()
+    settings = setup()
     engine = make_engine(settings.sqlalchemy_url)
     try:
         console.print(f"database: {current_revision(engine) or '(none)'}  code head: {head_revision()}")
@@ -103,13 +75,13 @@ def db_check() -> None:
     from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, check_database_revision, check_models
 
-    settings = _setup()
+    settings = setup()
     engine = make_engine(settings.sqlalchemy_url)
     try:
         revision = check_database_revision(engine)
         check_models(settings.sqlalchemy_url)
     except (DatabaseRevisionError, CommandError) as exc:
-        raise _fail(str(exc).strip().splitlines()[0], code=1) from None
+        raise fail(str(exc).strip().splitlines()[0], code=1) from None
     finally:
         engine.dispose()
     console.print(f"ok: database at {revision}, models match migrations")
@@ -130,7 +102,7 @@ def status() -> None:
     """Print the database revision and the row count of every table."""
     from kbtc.pipeline.status import database_status
 
-    settings = _setup()
+    settings = setup()
     console.print(database_status(settings))
 
 
@@ -140,11 +112,11 @@ def demo() -> None:
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.status import database_status
 
-    settings = _setup()
+    settings = setup()
     try:
         upgrade_database(settings.sqlalchemy_url)
     except DatabaseRevisionError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _log.info("demo_status", database=settings.sqlalchemy_url)
     console.print(database_status(settings))
 
