@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     kalshi_private_key_path: Path | None = None
     kalshi_private_key_pem: SecretStr | None = None
     kalshi_private_key_passphrase: SecretStr | None = None
+    # Names of the Prefect Secret blocks flows read the Kalshi credentials from when env/file give none.
+    kalshi_key_id_block: str = "kalshi-api-key-id"
+    kalshi_private_key_block: str = "kalshi-private-key"
     kalshi_rest_url_override: str | None = Field(default=None, validation_alias="KALSHI_REST_URL")
     kalshi_ws_url_override: str | None = Field(default=None, validation_alias="KALSHI_WS_URL")
     kalshi_market_tickers: CsvList = ()
