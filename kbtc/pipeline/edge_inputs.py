@@ -1,0 +1,185 @@
+"""Read what the edge engine needs at an as-of time, as Polars frames, with no look-ahead.
+
+Everything is bounded by `asof_ts`: quotes and ticks newer than it are never read, so the same function serves
+a live tick and a replay. The engine itself (kbtc.edge) is pure; this module is its only database reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+from sqlalchemy import Connection, Engine
+
+from kbtc.db.store import latest_quotes, read_frame
+
+MARKET_COLUMNS = """
+    market_ticker, event_ticker, series_ticker, status, strike_type, floor_strike, cap_strike,
+    open_ts, close_ts, expected_expiration_ts, settlement_ts, fee_type, fee_multiplier,
+    price_level_structure, price_ranges_json AS price_ranges, result, expiration_value
+"""
+
+_MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "market_ticker": pl.String,
+    "event_ticker": pl.String,
+    "series_ticker": pl.String,
+    "status": pl.String,
+    "strike_type": pl.String,
+    "floor_strike": pl.Float64,
+    "cap_strike": pl.Float64,
+    "open_ts": pl.Int64,
+    "close_ts": pl.Int64,
+    "expected_expiration_ts": pl.Int64,
+    "settlement_ts": pl.Int64,
+    "fee_type": pl.String,
+    "fee_multiplier": pl.Float64,
+    "price_level_structure": pl.String,
+    "price_ranges": pl.String,
+    "result": pl.String,
+    "expiration_value": pl.Float64,
+}
+_QUOTE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "market_ticker": pl.String,
+    "quote_ts": pl.Int64,
+    "received_ts": pl.Int64,
+    "source": pl.String,
+    "yes_bid_cents": pl.Float64,
+    "yes_ask_cents": pl.Float64,
+    "no_bid_cents": pl.Float64,
+    "no_ask_cents": pl.Float64,
+    "yes_bid_size": pl.Float64,
+    "yes_ask_size": pl.Float64,
+}
+_SPOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "ts": pl.Int64,
+    "price": pl.Float64,
+    "best_bid": pl.Float64,
+    "best_ask": pl.Float64,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeInputs:
+    """The engine's inputs at one as-of time."""
+
+    asof_ts: int
+    markets: pl.DataFrame
+    quotes: pl.DataFrame
+    spot: pl.DataFrame
+    index_prints: pl.DataFrame
+    settled_references: pl.DataFrame
+
+
+def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    columns = [
+        (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in schema.items()
+    ]
+    return frame.select(columns)
+
+
+def load_markets(
+    conn: Connection | Engine, asof_ts: int, series: Sequence[str], *, expired_tolerance_ms: int = 5_000
+) -> pl.DataFrame:
+    """Listed markets of the tracked series that have not closed before `asof − tolerance` (or lack a close)."""
+    if not series:
+        return _typed(pl.DataFrame(), _MARKET_SCHEMA)
+    names = [f"s{i}" for i in range(len(series))]
+    params: dict[str, object] = dict(zip(names, series, strict=True))
+    params["earliest_close"] = asof_ts - expired_tolerance_ms
+    sql = f"""
+        SELECT {MARKET_COLUMNS} FROM markets
+        WHERE series_ticker IN ({", ".join(":" + n for n in names)})
+          AND catalog_status = 'listed'
+          AND (close_ts IS NULL OR close_ts >= :earliest_close)
+        ORDER BY market_ticker
+    """  # noqa: S608 — generated placeholder names only; values are bound
+    return _typed(read_frame(conn, sql, params), _MARKET_SCHEMA)
+
+
+def load_spot(conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
+    """Spot ticks in [asof − lookback, asof] as (ts, price, best_bid, best_ask), oldest first."""
+    sql = """
+        SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks
+        WHERE product_id = :product AND tick_ts >= :start AND tick_ts <= :asof
+        ORDER BY tick_ts, venue_time_ns
+    """
+    params = {"product": product_id, "start": asof_ts - int(lookback_s * 1000), "asof": asof_ts}
+    return _typed(read_frame(conn, sql, params), _SPOT_SCHEMA)
+
+
+def load_index_prints(conn: Connection | Engine, index_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
+    """Settlement-index prints (e.g. BRTI via Kalshi) in [asof − lookback, asof] as (ts, price)."""
+    sql = """
+        SELECT value_ts AS ts, value_usd AS price FROM index_prices
+        WHERE index_id = :index AND value_ts >= :start AND value_ts <= :asof
+        ORDER BY value_ts
+    """
+    params = {"index": index_id, "start": asof_ts - int(lookback_s * 1000), "asof": asof_ts}
+    return _typed(read_frame(conn, sql, params), {"ts": pl.Int64, "price": pl.Float64})
+
+
+def load_settled_references(
+    conn: Connection | Engine, series_ticker: str, asof_ts: int, lookback_s: float
+) -> pl.DataFrame:
+    """Published 60-second index averages known by `asof`: strikes set at window opens and expiration values.
+
+    Every KXBTC15M `floor_strike` is the average of the 60 s of BRTI before `open_ts`, and `expiration_value`
+    the average before `close_ts` — the evidence for the Coinbase-to-index basis. Only values whose window
+    ended before `asof` are returned (an expiration value counts once the market is determined).
+    """
+    sql = """
+        SELECT market_ticker, open_ts AS window_end_ts, floor_strike AS index_avg_usd, 'strike' AS kind
+        FROM markets
+        WHERE series_ticker = :series AND floor_strike IS NOT NULL
+          AND open_ts IS NOT NULL AND open_ts <= :asof AND open_ts >= :start
+        UNION ALL
+        SELECT market_ticker, close_ts AS window_end_ts, expiration_value AS index_avg_usd, 'expiration' AS kind
+        FROM markets
+        WHERE series_ticker = :series AND expiration_value IS NOT NULL
+          AND close_ts IS NOT NULL AND close_ts <= :asof AND close_ts >= :start
+          AND COALESCE(determined_ts, settled_ts, close_ts) <= :asof
+        ORDER BY window_end_ts
+    """
+    params = {"series": series_ticker, "asof": asof_ts, "start": asof_ts - int(lookback_s * 1000)}
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "market_ticker": pl.String,
+        "window_end_ts": pl.Int64,
+        "index_avg_usd": pl.Float64,
+        "kind": pl.String,
+    }
+    return _typed(read_frame(conn, sql, params), schema)
+
+
+def load_edge_inputs(
+    engine: Engine,
+    asof_ts: int,
+    *,
+    series: Sequence[str],
+    product_id: str,
+    spot_lookback_s: float = 3_900.0,
+    quote_max_age_s: float = 300.0,
+    index_id: str = "BRTI",
+    basis_lookback_s: float = 6 * 3_600.0,
+) -> EdgeInputs:
+    """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL)."""
+    with engine.connect() as conn, conn.begin():
+        markets = load_markets(conn, asof_ts, series)
+        quotes = latest_quotes(
+            conn,
+            asof_ts,
+            max_age_ms=int(quote_max_age_s * 1000),
+            market_tickers=markets["market_ticker"].to_list(),
+        )
+        spot = load_spot(conn, product_id, asof_ts, spot_lookback_s)
+        index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)
+        references = load_settled_references(conn, "KXBTC15M", asof_ts, basis_lookback_s)
+    return EdgeInputs(
+        asof_ts=asof_ts,
+        markets=markets,
+        quotes=_typed(quotes, _QUOTE_SCHEMA),
+        spot=spot,
+        index_prints=index_prints,
+        settled_references=references,
+    )

@@ -1,0 +1,104 @@
+"""Edge inputs are read as of a time: nothing later is visible, vanished or other-series markets are left out."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from sqlalchemy import Engine
+
+from kbtc.db.engine import make_engine
+from kbtc.db.store import upsert
+from kbtc.pipeline.edge_inputs import load_edge_inputs
+
+ASOF = 1_795_000_000_000
+
+
+@pytest.fixture
+def engine(migrated_url: str) -> Engine:
+    eng = make_engine(migrated_url)
+    market = {
+        "event_ticker": "KXBTC15M-E",
+        "series_ticker": "KXBTC15M",
+        "strike_type": "greater_or_equal",
+        "status": "active",
+        "first_seen_ts": 0,
+        "updated_ts": 0,
+    }
+    upsert(
+        eng,
+        "markets",
+        [
+            {**market, "market_ticker": "M-LIVE", "open_ts": ASOF - 600_000, "close_ts": ASOF + 300_000,
+             "floor_strike": 95_000.0},
+            {**market, "market_ticker": "M-OLD", "open_ts": ASOF - 1_800_000, "close_ts": ASOF - 900_000,
+             "floor_strike": 94_900.0, "expiration_value": 95_010.5, "determined_ts": ASOF - 800_000},
+            {**market, "market_ticker": "M-FUTURE-RESULT", "open_ts": ASOF - 1_200_000, "close_ts": ASOF - 3_000,
+             "floor_strike": 94_950.0, "expiration_value": 95_001.0, "determined_ts": ASOF + 60_000},
+            {**market, "market_ticker": "M-GONE", "close_ts": ASOF + 300_000},
+            {**market, "market_ticker": "OTHER-1", "series_ticker": "OTHER", "close_ts": ASOF + 300_000},
+        ],
+    )
+    with eng.begin() as conn:
+        conn.exec_driver_sql("UPDATE markets SET catalog_status = 'vanished' WHERE market_ticker = 'M-GONE'")
+    upsert(
+        eng,
+        "quotes",
+        pl.DataFrame(
+            {
+                "market_ticker": ["M-LIVE", "M-LIVE", "M-LIVE"],
+                "quote_ts": [ASOF - 20_000, ASOF - 1_000, ASOF + 1_000],
+                "received_ts": [ASOF - 19_990, ASOF - 990, ASOF + 1_010],
+                "source": ["rest", "ws", "ws"],
+                "yes_bid_cents": [40.0, 41.0, 99.0],
+                "yes_ask_cents": [42.0, 43.5, 99.5],
+            }
+        ),
+    )
+    ticks = [ASOF - 4_000_000, ASOF - 2_000, ASOF, ASOF + 500]
+    upsert(
+        eng,
+        "spot_ticks",
+        pl.DataFrame(
+            {
+                "product_id": "BTC-USD",
+                "source": "coinbase_advanced",
+                "tick_ts": ticks,
+                "venue_time_ns": [t * 1_000_000 for t in ticks],
+                "received_ts": ticks,
+                "price": [1.0, 95_000.0, 95_001.0, 99_999.0],
+            }
+        ),
+    )
+    upsert(
+        eng,
+        "index_prices",
+        [{"index_id": "BRTI", "value_ts": ASOF - 1000 * i, "received_ts": 0, "value_usd": 95_000.0 + i} for i in range(-2, 3)],
+    )
+    yield eng  # type: ignore[misc]
+    eng.dispose()
+
+
+def test_inputs_as_of(engine: Engine) -> None:
+    inputs = load_edge_inputs(engine, ASOF, series=["KXBTC15M"], product_id="BTC-USD")
+    assert inputs.markets["market_ticker"].to_list() == ["M-FUTURE-RESULT", "M-LIVE"]
+    assert inputs.quotes.select("market_ticker", "yes_bid_cents", "yes_ask_cents").rows() == [("M-LIVE", 41.0, 43.5)]
+    assert inputs.spot["price"].to_list() == [95_000.0, 95_001.0]
+    assert inputs.index_prints["ts"].max() == ASOF
+    refs = inputs.settled_references.sort("window_end_ts")
+    # M-FUTURE-RESULT's expiration value is determined after ASOF: not visible yet.
+    assert refs.select("market_ticker", "kind").rows() == [
+        ("M-OLD", "strike"),
+        ("M-FUTURE-RESULT", "strike"),
+        ("M-OLD", "expiration"),
+        ("M-LIVE", "strike"),
+    ]
+    assert inputs.markets.schema["close_ts"] == pl.Int64
+    assert inputs.quotes.schema["no_ask_cents"] == pl.Float64
+
+
+def test_empty_database_gives_typed_empty_frames(migrated_url: str) -> None:
+    eng = make_engine(migrated_url)
+    inputs = load_edge_inputs(eng, ASOF, series=["KXBTC15M"], product_id="BTC-USD")
+    assert inputs.markets.height == inputs.quotes.height == inputs.spot.height == 0
+    assert inputs.spot.schema["price"] == pl.Float64
+    eng.dispose()
