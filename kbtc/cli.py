@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from kbtc.commands import maintenance
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -119,6 +120,9 @@ def demo() -> None:
         raise fail(str(exc)) from None
     _log.info("demo_status", database=settings.sqlalchemy_url)
     console.print(database_status(settings))
+
+
+maintenance.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,68 @@
+"""Export tables to Parquet or CSV for notebooks (time columns as UTC datetimes).
+
+Rows are fetched in chunks from one cursor; CSV is streamed to disk chunk by chunk, Parquet is assembled in
+Arrow memory (compact) and written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from sqlalchemy import Engine, text
+
+from kbtc.db.schema import metadata
+
+ExportFormat = Literal["parquet", "csv"]
+_TS_SUFFIX = "_ts"
+
+
+def _with_datetimes(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.from_epoch(pl.col(name), time_unit="ms").dt.cast_time_unit("ms").dt.replace_time_zone("UTC").alias(name)
+        for name, dtype in frame.schema.items()
+        if name.endswith(_TS_SUFFIX) and dtype.is_integer()
+    )
+
+
+def export_table(
+    engine: Engine,
+    table: str,
+    output: Path,
+    *,
+    fmt: ExportFormat = "parquet",
+    since_ts: int | None = None,
+    chunk_rows: int = 250_000,
+) -> int:
+    """Write `table` (optionally only rows whose first `*_ts` column ≥ `since_ts`) to `output`; return rows."""
+    if table not in metadata.tables:
+        raise ValueError(f"unknown table {table!r}; choose from: {', '.join(sorted(metadata.tables))}")
+    sa_table = metadata.tables[table]
+    columns = [column.name for column in sa_table.columns]
+    ts_column = next((name for name in columns if name.endswith(_TS_SUFFIX)), None)
+    order = ", ".join(column.name for column in sa_table.primary_key.columns)
+    where = f"WHERE {ts_column} >= :since" if since_ts is not None and ts_column else ""
+    # Names come from our metadata, values are bound.
+    sql = text(f"SELECT {', '.join(columns)} FROM {table} {where} ORDER BY {order}")  # noqa: S608
+    output.parent.mkdir(parents=True, exist_ok=True)
+    parts: list[pl.DataFrame] = []
+    written = 0
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(sql, {"since": since_ts})
+        while rows := result.fetchmany(chunk_rows):
+            chunk = _with_datetimes(
+                pl.DataFrame([tuple(r) for r in rows], schema=columns, orient="row", infer_schema_length=None)
+            )
+            if fmt == "csv":
+                with output.open("a" if written else "w", encoding="utf-8") as handle:
+                    chunk.write_csv(handle, include_header=written == 0)
+            else:
+                parts.append(chunk)
+            written += chunk.height
+    if fmt == "parquet":
+        empty = pl.DataFrame(schema=dict.fromkeys(columns, pl.Null))
+        (pl.concat(parts, how="vertical_relaxed") if parts else empty).write_parquet(output)
+    elif written == 0:
+        pl.DataFrame(schema=dict.fromkeys(columns, pl.Null)).write_csv(output)
+    return written
