@@ -12,7 +12,6 @@ KalshiError
 └── KalshiFatalError                stop and say why; retrying cannot help
     ├── KalshiAuthError             401/403, a rejected signature, a missing or unreadable private key
     ├── KalshiApiError              any other 4xx, with the venue's `code` and `message` (kalshi_api.md §2)
-    ├── KalshiRetriesExhaustedError a transient error persisted past the retry budget (`__cause__` is the last one)
     └── KalshiStreamError           a WebSocket command error the client cannot recover from (code + msg, §5)
 ```
 """
@@ -86,7 +85,7 @@ class KalshiAuthError(KalshiFatalError):
         self.code = code
 
 
-class KalshiRetriesExhaustedError(KalshiFatalError):
+class KalshiRetriesExhaustedError(KalshiTransientError):
     """A transient failure outlasted the retry budget."""
 
 

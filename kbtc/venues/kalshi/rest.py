@@ -16,7 +16,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -35,6 +35,9 @@ from kbtc.venues.kalshi.errors import (
 )
 from kbtc.venues.kalshi.parsing import time_ms
 from kbtc.venues.kalshi.ratelimit import DEFAULT_COST, TokenBucket
+
+if TYPE_CHECKING:
+    from kbtc.config import Settings
 
 _log = get_logger(__name__)
 
@@ -353,3 +356,15 @@ def _epoch_s(value: Any) -> int | None:
     """A Unix-seconds value from an int or an ISO string."""
     ms = time_ms(value)
     return None if ms is None else ms // 1000
+
+
+def rest_client_from_settings(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, signer: KalshiSigner | None = None
+) -> KalshiRestClient:
+    """A client for `KALSHI_REST_URL`, signing when credentials are configured, paced at the read budget."""
+    return KalshiRestClient(
+        settings.kalshi_rest_url,
+        signer=signer if signer is not None else KalshiSigner.from_settings(settings),
+        transport=transport,
+        bucket=TokenBucket.for_reads(settings.kalshi_reads_per_second),
+    )
