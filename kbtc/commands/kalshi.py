@@ -129,9 +129,38 @@ def scan_markets_command(
         raise typer.Exit(1)
 
 
+def collect_kalshi_command(
+    seconds: Annotated[float | None, typer.Option(help="Session length (default COLLECTOR_SECONDS).")] = None,
+    market: Annotated[list[str] | None, typer.Option("--market", help="Market ticker (repeatable).")] = None,
+    cfbenchmarks: Annotated[bool, typer.Option(help="Also store BRTI from cfbenchmarks_value (entitled key).")] = False,
+) -> None:
+    """Stream ticker, order books, trades and lifecycle events over the WebSocket into the database."""
+    from kbtc.db.engine import make_engine
+    from kbtc.pipeline.kalshi_collector import collect_kalshi
+    from kbtc.venues.kalshi.errors import KalshiFatalError
+    from kbtc.venues.kalshi.ws import StreamSettings
+
+    settings = setup()
+    engine = make_engine(settings.sqlalchemy_url)
+    stream = StreamSettings(index_ids=("BRTI",) if cfbenchmarks else ())
+    try:
+        summary = asyncio.run(collect_kalshi(
+            settings, engine, settings.collector_seconds if seconds is None else seconds,
+            markets=market or None, stream_settings=stream,
+        ))
+    except KalshiFatalError as exc:
+        raise fail(str(exc), code=1) from None
+    finally:
+        engine.dispose()
+    console.print(f"markets={summary.markets} frames={summary.frames} quotes={summary.quotes} books={summary.books} "
+                  f"trades={summary.trades} lifecycle={summary.lifecycle} index={summary.index_prices} "
+                  f"feed_events={summary.feed_events} rejects={summary.rejects} connects={summary.connects}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the Kalshi commands to the `kbtc` app."""
     app.command("refresh-markets")(refresh_markets_command)
     app.command("poll-quotes")(poll_quotes_command)
     app.command("refresh-settlements")(refresh_settlements_command)
     app.command("scan-markets")(scan_markets_command)
+    app.command("collect-kalshi")(collect_kalshi_command)
