@@ -9,6 +9,7 @@
   deprecated `taker_side`.
 - `market_lifecycle_v2`: every event is kept; `determined` (result, settlement value), `settled`,
   `close_date_updated`, `metadata_updated` and `created` also update the market row.
+- Quotes, trades and index prints are NamedTuples: cheap to build per frame, and rows as they are.
 - `cfbenchmarks_value`: the BRTI print (inside `data`, a JSON-encoded string) and Kalshi's trailing 60 s average.
 """
 
@@ -16,14 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from kbtc.venues.kalshi.catalog import event_ticker_of, series_ticker_of, strike_skip_reason
 from kbtc.venues.kalshi.parsing import (
     FieldError,
     as_json,
-    complement_cents,
     count,
     dollars_to_cents,
     number,
@@ -34,8 +34,7 @@ from kbtc.venues.kalshi.parsing import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteRecord:
+class QuoteRecord(NamedTuple):
     """A row of `quotes`."""
 
     market_ticker: str
@@ -55,11 +54,10 @@ class QuoteRecord:
 
     def as_row(self) -> dict[str, Any]:
         """The record as a table row."""
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class TradeRecord:
+class TradeRecord(NamedTuple):
     """A row of `kalshi_trades`."""
 
     trade_id: str
@@ -68,13 +66,15 @@ class TradeRecord:
     received_ts: int
     yes_price_cents: float | None
     no_price_cents: float | None
-    count: float | None
+    contracts: float | None  # the `count` column (a NamedTuple cannot have a field named count)
     taker_side: str | None
     source: str
 
     def as_row(self) -> dict[str, Any]:
         """The record as a table row."""
-        return asdict(self)
+        row = self._asdict()
+        row["count"] = row.pop("contracts")
+        return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +99,7 @@ class LifecycleRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class IndexPriceRecord:
+class IndexPriceRecord(NamedTuple):
     """A row of `index_prices` (e.g. BRTI relayed by Kalshi)."""
 
     index_id: str
@@ -112,7 +111,7 @@ class IndexPriceRecord:
 
     def as_row(self) -> dict[str, Any]:
         """The record as a table row."""
-        return asdict(self)
+        return self._asdict()
 
 
 def _require_ticker(payload: Mapping[str, Any], *keys: str) -> str:
@@ -144,27 +143,35 @@ def quote_from_market(payload: Mapping[str, Any], received_ts: int) -> QuoteReco
 
 
 def quote_from_ticker(msg: Mapping[str, Any], received_ts: int) -> QuoteRecord:
-    """A WS `ticker` msg → a quote (source `ws`); NO prices are the complements of the YES ask/bid."""
+    """A WS `ticker` msg → a quote (source `ws`); NO prices are the complements of the YES ask/bid.
+
+    Runs once per ticker frame: positional construction and an inlined `ts_ms` fast path.
+    """
+    ticker = msg.get("market_ticker")
+    if type(ticker) is not str or not ticker:
+        raise FieldError("market_ticker: missing")
     yes_bid = price_cents(msg, "yes_bid_dollars", "yes_bid")
     yes_ask = price_cents(msg, "yes_ask_dollars", "yes_ask")
-    quote_ts = time_ms(msg.get("ts_ms"), "ts_ms")
-    if quote_ts is None:
-        quote_ts = time_ms(msg.get("ts"), "ts")
+    quote_ts = msg.get("ts_ms")
+    if type(quote_ts) is not int:
+        quote_ts = time_ms(quote_ts, "ts_ms")
+        if quote_ts is None:
+            quote_ts = time_ms(msg.get("ts"), "ts")
     return QuoteRecord(
-        market_ticker=_require_ticker(msg, "market_ticker"),
-        quote_ts=received_ts if quote_ts is None else quote_ts,
-        received_ts=received_ts,
-        source="ws",
-        yes_bid_cents=yes_bid,
-        yes_ask_cents=yes_ask,
-        no_bid_cents=complement_cents(yes_ask),
-        no_ask_cents=complement_cents(yes_bid),
-        yes_bid_size=count(msg, "yes_bid_size_fp"),
-        yes_ask_size=count(msg, "yes_ask_size_fp"),
-        last_price_cents=price_cents(msg, "price_dollars", "price"),
-        volume=count(msg, "volume_fp", "volume"),
-        volume_24h=None,
-        open_interest=count(msg, "open_interest_fp", "open_interest"),
+        ticker,
+        received_ts if quote_ts is None else quote_ts,
+        received_ts,
+        "ws",
+        yes_bid,
+        yes_ask,
+        None if yes_ask is None else (10_000 - round(yes_ask * 100)) / 100,
+        None if yes_bid is None else (10_000 - round(yes_bid * 100)) / 100,
+        count(msg, "yes_bid_size_fp"),
+        count(msg, "yes_ask_size_fp"),
+        price_cents(msg, "price_dollars", "price"),
+        count(msg, "volume_fp", "volume"),
+        None,
+        count(msg, "open_interest_fp", "open_interest"),
     )
 
 
@@ -194,7 +201,7 @@ def parse_trade(payload: Mapping[str, Any], received_ts: int, source: str) -> Tr
         received_ts=received_ts,
         yes_price_cents=price_cents(payload, "yes_price_dollars", "yes_price"),
         no_price_cents=price_cents(payload, "no_price_dollars", "no_price"),
-        count=count(payload, "count_fp", "count"),
+        contracts=count(payload, "count_fp", "count"),
         taker_side=text(payload.get("taker_outcome_side")) or text(payload.get("taker_side")),
         source=source,
     )

@@ -108,6 +108,8 @@ class OrderBook:
     def apply_delta(self, side: str, price_dollars: str, delta_fp: str, seq: int | None = None) -> None:
         """Add a signed size change at one level (`orderbook_delta` msg: side, price_dollars, delta_fp)."""
         units = round(float(price_dollars) * UNITS_PER_DOLLAR)
+        if not 0 <= units <= UNITS_PER_DOLLAR:
+            raise FieldError(f"price_dollars: outside $0-$1: {price_dollars!r}")
         if side == "yes":
             ladder = self.yes_bids
         elif side == "no":

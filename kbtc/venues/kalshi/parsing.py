@@ -60,24 +60,32 @@ def legacy_cents(value: Any, field: str = "price") -> float | None:
 
 
 def price_cents(payload: Mapping[str, Any], dollars_key: str, legacy_key: str | None = None) -> float | None:
-    """The price at `dollars_key` in cents, else the legacy integer-cent `legacy_key`, else None."""
+    """The price at `dollars_key` in cents, else the legacy integer-cent `legacy_key`, else None.
+
+    The `*_dollars` check is inlined (same rules as `price_units`): this runs for every ticker frame.
+    """
     value = payload.get(dollars_key)
-    if value is not None and value != "":
-        return dollars_to_cents(value, dollars_key)
-    if legacy_key is not None:
-        return legacy_cents(payload.get(legacy_key), legacy_key)
-    return None
-
-
-def complement_cents(cents: float | None) -> float | None:
-    """100 − cents, re-quantised (a YES bid at X is a NO ask at 100 − X)."""
-    return None if cents is None else round((100.0 - cents) * 100) / 100
+    if value is None or value == "":
+        return legacy_cents(payload.get(legacy_key), legacy_key) if legacy_key is not None else None
+    try:
+        scaled = float(value) * UNITS_PER_DOLLAR
+    except (TypeError, ValueError):
+        raise FieldError(f"{dollars_key}: not a number: {value!r}") from None
+    units = round(scaled)
+    if abs(scaled - units) > 1e-6 or not 0 <= units <= UNITS_PER_DOLLAR:
+        return dollars_to_cents(value, dollars_key)  # raises with the precise reason
+    return units / 100
 
 
 def count(payload: Mapping[str, Any], fp_key: str, legacy_key: str | None = None) -> float | None:
     """A contract count from the `*_fp` string, else the legacy integer field, else None."""
     value = payload.get(fp_key)
     key = fp_key
+    if type(value) is str and value:
+        try:
+            return float(value)
+        except ValueError:
+            raise FieldError(f"{key}: not a number: {value!r}") from None
     if (value is None or value == "") and legacy_key is not None:
         value, key = payload.get(legacy_key), legacy_key
     if value is None or value == "" or isinstance(value, bool):

@@ -25,9 +25,10 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -57,8 +58,7 @@ ERROR_AUTH_REQUIRED = 9
 ERROR_BUFFER_OVERFLOW = 25
 
 
-@dataclass(frozen=True, slots=True)
-class BookUpdate:
+class BookUpdate(NamedTuple):
     """A book changed (snapshot or delta); `book` is the live object, copy what you keep."""
 
     book: OrderBook
@@ -278,15 +278,17 @@ class KalshiStream:
     def handle_frame(self, text: str, received_ts: int) -> list[StreamItem]:
         """Parse one frame into items (and queue any commands it calls for, e.g. `get_snapshot`)."""
         try:
-            frame = json.loads(text)
+            frame = orjson.loads(text)
             if not isinstance(frame, dict):
                 raise FieldError("frame is not an object")
             kind = frame.get("type")
             msg = frame.get("msg")
+            if kind == "orderbook_delta":
+                return self._delta(frame, received_ts)
             if kind == "ticker":
                 return [quote_from_ticker(_mapping(msg), received_ts)]
-            if kind in ("orderbook_snapshot", "orderbook_delta"):
-                return self._book_frame(kind, frame, _mapping(msg), received_ts)
+            if kind == "orderbook_snapshot":
+                return self._snapshot(frame, _mapping(msg), received_ts)
             if kind == "trade":
                 return [parse_trade(_mapping(msg), received_ts, "ws")]
             if kind == "market_lifecycle_v2":
@@ -296,8 +298,26 @@ class KalshiStream:
             if kind in ("subscribed", "ok", "unsubscribed", "error"):
                 return self._control(kind, frame)
             return []  # event_lifecycle, event_fee_update and unknown types: kept on the tape only
-        except (FieldError, ValueError, TypeError, KeyError) as exc:
+        except (FieldError, ValueError, TypeError, KeyError) as exc:  # orjson.JSONDecodeError is a ValueError
             return [RejectRecord(f"kalshi.ws.{_type_of(text)}", str(exc)[:128], received_ts, text)]
+
+    def _delta(self, frame: dict[str, Any], received_ts: int) -> list[StreamItem]:
+        """The hot path: one `orderbook_delta` frame (seq check inlined; the gap path is `_check_seq`)."""
+        sid, seq = frame.get("sid"), frame.get("seq")
+        if type(sid) is int and type(seq) is int:
+            last = self._last_seq.get(sid)
+            if last is not None and seq != last + 1:
+                return self._check_seq(frame, "orderbook_delta")  # a gap: this delta is not applied
+            self._last_seq[sid] = seq
+        else:
+            seq = None
+        msg = frame["msg"]
+        book = self.books.get(msg["market_ticker"])
+        if book is None or book.stale:
+            return []
+        book.apply_delta(msg["side"], msg["price_dollars"], msg["delta_fp"], seq)
+        ts_ms = msg.get("ts_ms")
+        return [BookUpdate(book, ts_ms if type(ts_ms) is int else received_ts, received_ts, False)]
 
     def _control(self, kind: str, frame: Mapping[str, Any]) -> list[StreamItem]:
         msg = frame.get("msg")
@@ -348,9 +368,7 @@ class KalshiStream:
             items.append(self._event(FeedEventKind.SNAPSHOT, "orderbook_delta", detail=f"{len(self.markets)} markets"))
         return items
 
-    def _book_frame(
-        self, kind: str, frame: Mapping[str, Any], msg: Mapping[str, Any], received_ts: int
-    ) -> list[StreamItem]:
+    def _snapshot(self, frame: Mapping[str, Any], msg: Mapping[str, Any], received_ts: int) -> list[StreamItem]:
         items = self._check_seq(frame, "orderbook_delta")
         ticker = msg.get("market_ticker")
         if not isinstance(ticker, str) or not ticker:
@@ -358,14 +376,10 @@ class KalshiStream:
         seq = frame.get("seq") if isinstance(frame.get("seq"), int) else None
         book_ts = time_ms(msg.get("ts_ms"), "ts_ms") or received_ts
         book = self.books.get(ticker)
-        if kind == "orderbook_snapshot":
-            if book is None:
-                book = self.books[ticker] = OrderBook(ticker, use_yes_price=self.settings.use_yes_price)
-            book.apply_snapshot(msg, seq)
-            items.append(BookUpdate(book, book_ts, received_ts, True))
-        elif book is not None and not book.stale and not items:
-            book.apply_delta(str(msg.get("side")), str(msg["price_dollars"]), str(msg["delta_fp"]), seq)
-            items.append(BookUpdate(book, book_ts, received_ts, False))
+        if book is None:
+            book = self.books[ticker] = OrderBook(ticker, use_yes_price=self.settings.use_yes_price)
+        book.apply_snapshot(msg, seq)
+        items.append(BookUpdate(book, book_ts, received_ts, True))
         return items
 
 

@@ -141,12 +141,12 @@ def test_ws_ticker_quote() -> None:
 
 def test_trades_ws_and_rest() -> None:
     ws = parse_trade(sample("ws_trade.json")["msg"], RECEIVED, "ws")
-    assert (ws.market_ticker, ws.yes_price_cents, ws.no_price_cents, ws.count) == ("HIGHNY-22DEC23-B53.5", 36.0, 64.0, 136.0)
+    assert (ws.market_ticker, ws.yes_price_cents, ws.no_price_cents, ws.contracts) == ("HIGHNY-22DEC23-B53.5", 36.0, 64.0, 136.0)
     assert (ws.trade_ts, ws.taker_side) == (1669149841000, "no")
     rest = parse_trade({"trade_id": "t1", "ticker": "M", "count_fp": "1.50", "yes_price_dollars": "0.0150",
                         "no_price_dollars": "0.9850", "taker_outcome_side": "yes", "taker_side": "no",
                         "created_time": "2026-08-17T21:00:00Z"}, RECEIVED, "rest")
-    assert (rest.yes_price_cents, rest.count, rest.taker_side, rest.trade_ts) == (1.5, 1.5, "yes", 1_787_000_400_000)
+    assert (rest.yes_price_cents, rest.contracts, rest.taker_side, rest.trade_ts) == (1.5, 1.5, "yes", 1_787_000_400_000)
 
 
 def test_lifecycle_messages() -> None:
