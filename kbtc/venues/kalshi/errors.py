@@ -20,11 +20,15 @@ from __future__ import annotations
 
 
 class KalshiError(Exception):
-    """Base class of every Kalshi client error."""
+    """Base class of every Kalshi client error; `transient` tells retry policies (kbtc.transient) what to do."""
+
+    transient = False
 
 
 class KalshiTransientError(KalshiError):
     """A failure that may go away on retry."""
+
+    transient = True
 
 
 class KalshiTimeoutError(KalshiTransientError):

@@ -218,3 +218,11 @@ async def test_event_and_settled_merge_with_historical() -> None:
         event = await client.get_event("KXBTCD-26AUG1717")
     assert [m["ticker"] for m in merged] == [live[0]["ticker"], live[1]["ticker"], "OLD-1"]
     assert len(event["markets"]) == 1  # the deprecated top-level array is used when nested is empty
+
+
+def test_errors_declare_whether_they_are_transient() -> None:
+    from kbtc.venues.kalshi.errors import KalshiRateLimitedError, KalshiStreamError
+
+    assert KalshiRateLimitedError("429").transient and KalshiRetriesExhaustedError("x").transient
+    assert not KalshiAuthError("401").transient and not KalshiApiError(404, "nf", "gone").transient
+    assert not KalshiPayloadError("bad").transient and not KalshiStreamError(17, "internal").transient
