@@ -12,7 +12,7 @@ KalshiError
 └── KalshiFatalError                stop and say why; retrying cannot help
     ├── KalshiAuthError             401/403, a rejected signature, a missing or unreadable private key
     ├── KalshiApiError              any other 4xx, with the venue's `code` and `message` (kalshi_api.md §2)
-    └── KalshiStreamError           a WebSocket command error the client cannot recover from (code + msg, §5)
+    └── KalshiStreamError           a WebSocket error reply that means our command is wrong (code + msg, §5)
 ```
 """
 
@@ -45,10 +45,6 @@ class KalshiServerError(KalshiTransientError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
-
-
-class KalshiStreamDroppedError(KalshiTransientError):
-    """The WebSocket connection closed or stopped delivering frames."""
 
 
 class KalshiInputError(KalshiError):

@@ -13,6 +13,8 @@
   markets; deltas for a stale book are ignored until its snapshot arrives. Every gap is a feed event.
 - Liveness: websockets answers Kalshi's 10 s pings and sends its own (a missing pong drops the socket);
   a silence watchdog reconnects when no frame arrived for `silence_timeout_s`.
+- Error replies: 9 (auth required) raises `KalshiAuthError`; codes meaning our command is malformed raise
+  `KalshiStreamError`; 25 triggers a re-snapshot; every other code is recorded as a feed event.
 - Every raw frame goes to `on_frame` (the tape) before it is parsed.
 """
 
@@ -36,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from kbtc.log import get_logger
 from kbtc.venues.backoff import Backoff
 from kbtc.venues.kalshi.auth import KalshiSigner
-from kbtc.venues.kalshi.errors import KalshiAuthError
+from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiStreamError
 from kbtc.venues.kalshi.marketdata import (
     IndexPriceRecord,
     LifecycleRecord,
@@ -56,6 +58,9 @@ FEED = "kalshi"
 MARKET_CHANNELS = ("orderbook_delta", "ticker", "trade")
 ERROR_AUTH_REQUIRED = 9
 ERROR_BUFFER_OVERFLOW = 25
+# Error codes that mean our command itself is malformed (§5 "Error codes"): retrying cannot help, so stop.
+# Others (6 already subscribed, 7 unknown sid, 16 market not found, 10/17/18 server-side) are recorded only.
+FATAL_ERROR_CODES = frozenset({1, 2, 3, 4, 5, 8, 11, 12, 13, 14, 15})
 
 
 class BookUpdate(NamedTuple):
@@ -338,6 +343,8 @@ class KalshiStream:
         text = str(msg.get("msg")) if isinstance(msg, Mapping) else str(msg)
         if code == ERROR_AUTH_REQUIRED:
             raise KalshiAuthError(f"WebSocket error {code}: {text}")
+        if code in FATAL_ERROR_CODES:
+            raise KalshiStreamError(code if isinstance(code, int) else None, text)
         events: list[StreamItem] = [self._event(FeedEventKind.ERROR, detail=f"code {code}: {text}")]
         if code == ERROR_BUFFER_OVERFLOW:
             sid = frame.get("sid") if frame.get("sid") is not None else self._sids.get("orderbook_delta")

@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 
 from kbtc.venues.backoff import Backoff
 from kbtc.venues.kalshi.auth import KalshiSigner
-from kbtc.venues.kalshi.errors import KalshiAuthError
+from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiStreamError
 from kbtc.venues.kalshi.marketdata import QuoteRecord
 from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamItem, StreamSettings
 from kbtc.venues.records import FeedEventKind, FeedEventRecord
@@ -143,6 +143,14 @@ async def test_silence_watchdog_and_error_codes() -> None:
         with pytest.raises(KalshiAuthError, match="Authentication required"):
             async with contextlib.aclosing(stream.items()) as items:
                 await _take(items, lambda g: False)
+
+
+def test_malformed_command_errors_are_fatal() -> None:
+    stream = KalshiStream("ws://unused/trade-api/ws/v2")
+    with pytest.raises(KalshiStreamError, match="Unknown channel name"):
+        stream.handle_frame('{"id": 3, "type": "error", "msg": {"code": 8, "msg": "Unknown channel name"}}', 5)
+    items = stream.handle_frame('{"id": 4, "type": "error", "msg": {"code": 16, "msg": "Market not found"}}', 5)
+    assert [getattr(i, "detail", "") for i in items] == ["code 16: Market not found"]
 
 
 def test_bad_frames_become_rejects() -> None:
