@@ -2,11 +2,13 @@
 
 ```
 KalshiError
-├── KalshiTransientError            retry with capped backoff + jitter (the REST client does so itself)
+├── KalshiTransientError            retry with capped backoff + jitter (the REST client does so itself;
+│                                   the WebSocket client handles drops itself: reconnect + resubscribe)
 │   ├── KalshiTimeoutError          connect/read timeout or a dropped connection
 │   ├── KalshiRateLimitedError      HTTP 429 (Kalshi sends no Retry-After: kalshi_api.md §6)
 │   ├── KalshiServerError           HTTP 5xx
-│   └── KalshiStreamDroppedError    the WebSocket closed or went silent (the stream client reconnects)
+│   └── KalshiRetriesExhaustedError the REST retries ran out (`__cause__` = the last failure): the step
+│                                   skips that unit of work and reports it; the next run retries
 ├── KalshiInputError                bad input: reject + record it (`rejects`), carry on with the batch
 │   └── KalshiPayloadError          a payload that is not the documented shape (e.g. a page that is not JSON)
 └── KalshiFatalError                stop and say why; retrying cannot help
