@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from kbtc.venues.kalshi.catalog import event_ticker_of, series_ticker_of, strike_skip_reason
+from kbtc.venues.kalshi.catalog import event_ticker_of, series_ticker_of
 from kbtc.venues.kalshi.parsing import (
     FieldError,
     as_json,
@@ -254,11 +254,6 @@ def parse_lifecycle(envelope: Mapping[str, Any], received_ts: int) -> LifecycleR
     return LifecycleRecord(ticker, event_type, event_ts, received_ts, raw_json(envelope), update)
 
 
-def lifecycle_skip_reason(update: Mapping[str, Any]) -> str | None:
-    """The strike skip reason a lifecycle update implies (only meaningful when it carries a strike type)."""
-    return strike_skip_reason(update.get("strike_type"), update.get("floor_strike"), update.get("cap_strike"))
-
-
 def parse_index_value(envelope: Mapping[str, Any], received_ts: int) -> IndexPriceRecord:
     """A `cfbenchmarks_value` frame → an index print with Kalshi's trailing 60 s average."""
     msg = envelope.get("msg")
@@ -288,7 +283,3 @@ def parse_index_value(envelope: Mapping[str, Any], received_ts: int) -> IndexPri
         avg_60s_count=int(window) if isinstance(window, int) and not isinstance(window, bool) else None,
     )
 
-
-def envelope_raw(envelope: Mapping[str, Any]) -> str:
-    """The frame as compact JSON (for rejects built from already-decoded frames)."""
-    return raw_json(envelope)

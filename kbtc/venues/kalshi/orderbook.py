@@ -13,7 +13,7 @@ Sequence checks live in the stream client (`seq` is per subscription, not per bo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +125,6 @@ class OrderBook:
             ladder.pop(units, None)
         if seq is not None:
             self.seq = seq
-
-    def apply_deltas(self, deltas: Iterable[tuple[str, str, str]]) -> None:
-        """Apply `(side, price_dollars, delta_fp)` changes in order."""
-        for side, price, delta in deltas:
-            self.apply_delta(side, price, delta)
 
     # -- top of book ------------------------------------------------------------------------------------
 

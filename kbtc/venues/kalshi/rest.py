@@ -267,10 +267,6 @@ class KalshiRestClient:
         """`GET /markets` to completion; `filters` as in `market_filters` (validated before any request)."""
         return await self.collect("/markets", "markets", market_filters(**filters), limit=min(limit, 1000))
 
-    def market_pages(self, *, limit: int = 1000, **filters: Any) -> AsyncIterator[list[Any]]:
-        """`GET /markets` page by page."""
-        return self.pages("/markets", "markets", market_filters(**filters), limit=min(limit, 1000))
-
     async def get_market(self, market_ticker: str) -> dict[str, Any]:
         """`GET /markets/{ticker}` → the Market object."""
         return _object(await self.get(f"/markets/{market_ticker}"), "market")

@@ -226,3 +226,29 @@ def test_errors_declare_whether_they_are_transient() -> None:
     assert KalshiRateLimitedError("429").transient and KalshiRetriesExhaustedError("x").transient
     assert not KalshiAuthError("401").transient and not KalshiApiError(404, "nf", "gone").transient
     assert not KalshiPayloadError("bad").transient and not KalshiStreamError(17, "internal").transient
+
+
+async def test_orderbook_trades_and_series_endpoints() -> None:
+    trades = [{"trade_id": f"t{i}", "ticker": "M", "count_fp": "1.00", "yes_price_dollars": "0.5000",
+               "created_time": "2026-08-17T21:00:00Z"} for i in range(3)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, dict(request.url.params)
+        if path.endswith("/markets/M/orderbook"):
+            assert params == {"depth": "5"}
+            return httpx.Response(200, json=sample("rest_orderbook_LEGACY_cents_pre_2026-03.json"))
+        if path.endswith("/markets/trades"):
+            assert params["ticker"] == "M" and params["min_ts"] == "100"
+            start = int(params.get("cursor", 0))
+            return httpx.Response(200, json={"trades": trades[start : start + 2],
+                                             "cursor": "2" if start == 0 else None})
+        assert path.endswith("/series") and params == {"category": "Crypto", "tags": "BTC,ETH"}
+        return httpx.Response(200, json={"series": [{"ticker": "KXBTC"}]})
+
+    client, _ = _client(handler)
+    async with client:
+        book = await client.get_orderbook("M", depth=5)
+        got = await client.list_trades(ticker="M", min_ts=100)
+        series = await client.list_series(category="Crypto", tags=["BTC", "ETH"])
+    assert book["orderbook"]["yes"][-1] == [42, 13]
+    assert [t["trade_id"] for t in got] == ["t0", "t1", "t2"] and series == [{"ticker": "KXBTC"}]
