@@ -7,8 +7,9 @@ a slow commit never stalls the socket. Every raw frame is appended to the tape (
 
 The tracked set is the catalog's listed markets of the configured series (venue status `active`, not closed);
 it is re-read every `catalog_refresh_s` and the subscription follows (markets added/removed), and a lifecycle
-`determined`/`settled` drops the market at once. All writes are idempotent: a re-delivered ticker after a
-reconnect (same market, `ts_ms`) or trade (same `trade_id`) does not add a row.
+`determined`/`settled` drops the market at once. Lifecycle events of other series are kept on the tape only.
+All writes are idempotent: a re-delivered ticker after a reconnect (same market, `ts_ms`) or trade (same
+`trade_id`) does not add a row.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from kbtc.pipeline.poll_quotes import tracked_markets
 from kbtc.pipeline.recording import record_feed_events, record_rejects
 from kbtc.pipeline.tape import TapeWriter
 from kbtc.venues.kalshi.auth import KalshiSigner
+from kbtc.venues.kalshi.catalog import event_ticker_of, series_ticker_of
 from kbtc.venues.kalshi.marketdata import IndexPriceRecord, LifecycleRecord, QuoteRecord, TradeRecord
 from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamSettings
 from kbtc.venues.records import FeedEventRecord, RejectRecord
@@ -101,6 +103,9 @@ async def collect_kalshi(
             return set(fixed)
         return set(tracked_markets(engine, series, "active", int(time.time() * 1000)))
 
+    # market_lifecycle_v2 cannot be filtered by ticker and carries every market on the exchange: only the
+    # tracked series reach the database (all frames are on the tape).
+    lifecycle_series = set(series) | {series_ticker_of(event_ticker_of(m)) for m in fixed or ()}
     summary = CollectSummary()
     tape = TapeWriter(tape_root or settings.data_dir / "tape", "kalshi")
     stream = KalshiStream(
@@ -117,6 +122,8 @@ async def collect_kalshi(
         next_catalog = time.monotonic() + catalog_refresh_s
         async with contextlib.aclosing(stream.items()) as items:
             async for item in items:
+                if isinstance(item, LifecycleRecord) and item.market_update["series_ticker"] not in lifecycle_series:
+                    continue
                 await _route(item, writers, summary, last_book_ts, book_interval_s)
                 if isinstance(item, LifecycleRecord) and item.event_type in _DONE_EVENTS and fixed is None:
                     await stream.remove_markets([item.market_ticker])

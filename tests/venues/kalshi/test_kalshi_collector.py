@@ -43,6 +43,8 @@ async def test_collect_survives_an_abrupt_drop_without_duplicates(sqlite_url: st
             ws.transport.abort()
         else:
             await ws.send(json.dumps(determined))
+            other = {**determined, "msg": {**determined["msg"], "market_ticker": "INXD-23SEP14-B4487"}}
+            await ws.send(json.dumps(other))  # another series: tape only
 
     engine = _engine(sqlite_url)
     async with FakeKalshiWs() as server:
@@ -61,6 +63,7 @@ async def test_collect_survives_an_abrupt_drop_without_duplicates(sqlite_url: st
     kinds = read_frame(engine, "SELECT kind FROM feed_events ORDER BY id")["kind"].to_list()
     assert kinds[:4] == ["connect", "disconnect", "connect", "resubscribe"]
     market = read_frame(engine, "SELECT result, settlement_value_dollars, status FROM markets").to_dicts()
+    assert read_frame(engine, "SELECT market_ticker FROM market_lifecycle_events")["market_ticker"].to_list() == ["A"]
     assert market == [{"result": "yes", "settlement_value_dollars": 1.0, "status": "determined"}]
     frames = list(read_tape(tape_files(tmp_path / "tape", "kalshi")))
     assert len(frames) == summary.frames and frames[0].feed == "kalshi"
