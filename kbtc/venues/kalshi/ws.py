@@ -216,11 +216,11 @@ class KalshiStream:
                 ) as ws:
                     self._ws = ws
                     self.connects += 1
+                    self._reset_session()
+                    await self._flush_sends()
                     yield self._event(FeedEventKind.CONNECT, detail=f"attempt {attempt + 1}")
                     if self.connects > 1:
                         yield self._event(FeedEventKind.RESUBSCRIBE, detail=f"{len(self.markets)} markets")
-                    self._reset_session()
-                    await self._flush_sends()
                     async for item in self._read(ws):
                         attempt = 0
                         yield item
