@@ -22,7 +22,7 @@ from kbtc.log import get_logger
 from kbtc.pipeline.kalshi_store import demote_vanished, write_events, write_markets, write_series
 from kbtc.pipeline.recording import record_rejects
 from kbtc.venues.kalshi.catalog import EventRecord, parse_event, parse_markets, parse_series
-from kbtc.venues.kalshi.errors import KalshiError, KalshiFatalError, KalshiPayloadError
+from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiError, KalshiPayloadError
 from kbtc.venues.kalshi.parsing import FieldError, raw_json
 from kbtc.venues.kalshi.rest import KalshiRestClient
 from kbtc.venues.records import RejectRecord
@@ -103,13 +103,18 @@ async def refresh_series(
         record_rejects(engine, [RejectRecord("kalshi.rest.catalog", str(exc), now_ms, exc.raw or str(exc))])
         result.error = str(exc)
         return result
-    except KalshiFatalError:
-        raise
+    except KalshiAuthError:
+        raise  # every series would fail the same way
     except KalshiError as exc:
         result.error = str(exc)
         return result
     rejects: list[RejectRecord] = []
-    series_record = parse_series(series_raw, now_ms)
+    try:
+        series_record = parse_series(series_raw, now_ms)
+    except FieldError as exc:
+        record_rejects(engine, [RejectRecord("kalshi.rest.series", str(exc), now_ms, raw_json(series_raw))])
+        result.error = f"series: {exc}"
+        return result
     events: list[EventRecord] = []
     for payload in events_raw:
         try:
@@ -174,8 +179,8 @@ async def scan_markets(
     for series_ticker in series:
         try:
             markets = await client.list_markets(series_ticker=series_ticker, status=status)
-        except KalshiFatalError:
-            raise
+        except KalshiAuthError:
+            raise  # every series would fail the same way
         except KalshiError as exc:
             out.append(SeriesScan(series_ticker, 0, {}, [], str(exc)))
             continue

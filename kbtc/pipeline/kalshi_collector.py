@@ -1,9 +1,10 @@
 """Step `collect --kalshi` (command `collect-kalshi` until the merge): the WebSocket stream into the database.
 
-Quotes (`ticker`), books (every snapshot, then at most one row per market per `book_interval_s` while deltas
-change it), trades, lifecycle events (which also update `markets`: results, settlement values, strikes),
-index prints (`cfbenchmarks_value`, optional), feed events and rejects — each through its own batch writer, so
-a slow commit never stalls the socket. Every raw frame is appended to the tape (feed `kalshi`).
+Quotes (`ticker`); books (every snapshot, then at most one row per market per `book_interval_s` while deltas
+change it, and the last state when the session ends); trades; lifecycle events (which also update `markets`:
+results, settlement values, strikes); index prints (`cfbenchmarks_value`, optional); feed events and rejects —
+each through its own batch writer, so a slow commit never stalls the socket. Every raw frame is appended to
+the tape (feed `kalshi`).
 
 The tracked set is the catalog's listed markets of the configured series (venue status `active`, not closed);
 it is re-read every `catalog_refresh_s` and the subscription follows (markets added/removed), and a lifecycle
@@ -116,7 +117,7 @@ async def collect_kalshi(
         on_frame=tape.write,
     )
     writers = _Writers(engine)
-    last_book_ts: dict[str, float] = {}
+    books = _BookThrottle(book_interval_s)
 
     async def consume() -> None:
         next_catalog = time.monotonic() + catalog_refresh_s
@@ -124,7 +125,7 @@ async def collect_kalshi(
             async for item in items:
                 if isinstance(item, LifecycleRecord) and item.market_update["series_ticker"] not in lifecycle_series:
                     continue
-                await _route(item, writers, summary, last_book_ts, book_interval_s)
+                await _route(item, writers, summary, books)
                 if isinstance(item, LifecycleRecord) and item.event_type in _DONE_EVENTS and fixed is None:
                     await stream.remove_markets([item.market_ticker])
                 if time.monotonic() >= next_catalog:
@@ -138,6 +139,7 @@ async def collect_kalshi(
             async with asyncio.timeout(seconds):
                 await consume()
     finally:
+        await books.flush(writers, summary)
         for writer in writers.all():
             await writer.close()
         tape.close()
@@ -148,23 +150,41 @@ async def collect_kalshi(
     return summary
 
 
-async def _route(
-    item: object,
-    writers: _Writers,
-    summary: CollectSummary,
-    last_book_ts: dict[str, float],
-    book_interval_s: float,
-) -> None:
+class _BookThrottle:
+    """Store every snapshot and at most one book row per market per interval; the last state at the end."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._stored_at: dict[str, float] = {}
+        self._unstored: dict[str, BookUpdate] = {}
+
+    async def offer(self, update: BookUpdate, writers: _Writers, summary: CollectSummary) -> None:
+        ticker = update.book.market_ticker
+        now = time.monotonic()
+        if update.is_snapshot or now - self._stored_at.get(ticker, float("-inf")) >= self.interval_s:
+            self._stored_at[ticker] = now
+            self._unstored.pop(ticker, None)
+            await self._store(update, writers, summary)
+        else:
+            self._unstored[ticker] = update
+
+    async def flush(self, writers: _Writers, summary: CollectSummary) -> None:
+        for update in self._unstored.values():
+            await self._store(update, writers, summary)
+        self._unstored.clear()
+
+    @staticmethod
+    async def _store(update: BookUpdate, writers: _Writers, summary: CollectSummary) -> None:
+        summary.books += 1
+        await writers.books.add(update.book.snapshot_row(update.book_ts, update.received_ts, "ws"))
+
+
+async def _route(item: object, writers: _Writers, summary: CollectSummary, books: _BookThrottle) -> None:
     if isinstance(item, QuoteRecord):
         summary.quotes += 1
         await writers.quotes.add(item)
     elif isinstance(item, BookUpdate):
-        ticker = item.book.market_ticker
-        now = time.monotonic()
-        if item.is_snapshot or now - last_book_ts.get(ticker, 0.0) >= book_interval_s:
-            last_book_ts[ticker] = now
-            summary.books += 1
-            await writers.books.add(item.book.snapshot_row(item.book_ts, item.received_ts, "ws"))
+        await books.offer(item, writers, summary)
     elif isinstance(item, TradeRecord):
         summary.trades += 1
         await writers.trades.add(item)

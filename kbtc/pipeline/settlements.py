@@ -25,7 +25,7 @@ from kbtc.log import get_logger
 from kbtc.pipeline.kalshi_store import write_lifecycle, write_markets
 from kbtc.pipeline.recording import record_rejects
 from kbtc.venues.kalshi.catalog import MarketRecord, parse_markets
-from kbtc.venues.kalshi.errors import KalshiError, KalshiFatalError
+from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiError
 from kbtc.venues.kalshi.marketdata import LifecycleRecord, parse_lifecycle
 from kbtc.venues.kalshi.parsing import FieldError
 from kbtc.venues.kalshi.rest import KalshiRestClient
@@ -115,8 +115,8 @@ async def refresh_settlements(
                 )
             else:
                 raw = await client.settled_markets(series_ticker, since_ms // 1000, now // 1000)
-        except KalshiFatalError:
-            raise
+        except KalshiAuthError:
+            raise  # every series would fail the same way
         except KalshiError as exc:
             summary.failed_series += 1
             _log.warning("kalshi_settlements_series_failed", series=series_ticker, error=str(exc))

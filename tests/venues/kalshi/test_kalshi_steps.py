@@ -87,6 +87,9 @@ async def test_failed_series_is_reported_and_left_alone(engine: Engine) -> None:
         summary = await refresh_markets(engine, client, ["KXBTCD"], status="open", now_ms=NOW + 1)
         assert not summary.ok and "503" in (summary.series[0].error or "")
         assert all(r["catalog_status"] == "listed" for r in _markets(engine).values())
+        venue.fail = {}
+        unknown = await refresh_markets(engine, client, ["KXNOPE", "KXBTCD"], status="open", now_ms=NOW + 2)
+        assert "404" in (unknown.series[0].error or "") and unknown.series[1].markets == 5
         venue.fail = {"/series": 401}
         with pytest.raises(KalshiAuthError):
             await refresh_markets(engine, client, ["KXBTCD"], now_ms=NOW)
