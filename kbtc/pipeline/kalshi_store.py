@@ -129,8 +129,9 @@ def write_trades(engine: Engine, records: Sequence[TradeRecord]) -> int:
 
 
 def write_books(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Insert order-book snapshot rows (idempotent on market, book time, source)."""
-    return upsert(engine, "orderbook_snapshots", list(rows), on_conflict="ignore") if rows else 0
+    """Upsert order-book rows on (market, book time, source): of two states in the same millisecond (a
+    snapshot stamped on receipt and a delta stamped by the venue can collide) the later one wins."""
+    return upsert(engine, "orderbook_snapshots", list(rows)) if rows else 0
 
 
 def write_index_prices(engine: Engine, records: Sequence[IndexPriceRecord]) -> int:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -96,7 +97,8 @@ class FakeKalshiWs:
         self.book(ticker).apply_delta(side, price, delta)
         if skip_seq:
             self.next_seq(sid)
-        msg = {"market_ticker": ticker, "price_dollars": price, "delta_fp": delta, "side": side, "ts_ms": 1}
+        msg = {"market_ticker": ticker, "price_dollars": price, "delta_fp": delta, "side": side,
+               "ts_ms": time.time_ns() // 1_000_000}
         return json.dumps({"type": "orderbook_delta", "sid": sid, "seq": self.next_seq(sid), "msg": msg})
 
     async def _handle(self, ws: ServerConnection) -> None:

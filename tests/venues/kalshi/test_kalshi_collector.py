@@ -34,6 +34,9 @@ async def test_collect_survives_an_abrupt_drop_without_duplicates(sqlite_url: st
         "settlement_value": "1.0000"}}
 
     async def on_subscribed(ws: ServerConnection, channel: str, tickers: list[str]) -> None:
+        if channel == "orderbook_delta" and len(server.connections) == 2:
+            for price, delta in (("0.4200", "3.00"), ("0.4300", "2.00"), ("0.4100", "-5.00")):
+                await ws.send(server.delta_frame("A", "yes", price, delta))
         if channel != "market_lifecycle_v2":
             return
         # Both sessions deliver the same ticker and trade (as a resent initial state would): stored once.
@@ -58,8 +61,10 @@ async def test_collect_survives_an_abrupt_drop_without_duplicates(sqlite_url: st
     quotes = read_frame(engine, "SELECT * FROM quotes").to_dicts()
     assert len(quotes) == 1 and (quotes[0]["yes_bid_cents"], quotes[0]["no_bid_cents"]) == (95.3, 3.9)
     assert read_frame(engine, "SELECT count(*) AS n FROM kalshi_trades")["n"][0] == 1
-    books = read_frame(engine, "SELECT * FROM orderbook_snapshots").to_dicts()
-    assert books and books[0]["best_yes_bid_cents"] == 41.0
+    books = read_frame(engine, "SELECT * FROM orderbook_snapshots ORDER BY id").to_dicts()
+    assert books[0]["best_yes_bid_cents"] == 41.0
+    # Deltas inside the throttle interval are not stored one by one, but the session's last state is.
+    assert json.loads(books[-1]["yes_bids_json"]) == [[43.0, 2.0], [42.0, 3.0], [40.0, 10.0]]
     kinds = read_frame(engine, "SELECT kind FROM feed_events ORDER BY id")["kind"].to_list()
     assert kinds[:4] == ["connect", "disconnect", "connect", "resubscribe"]
     market = read_frame(engine, "SELECT result, settlement_value_dollars, status FROM markets").to_dicts()
