@@ -6,9 +6,11 @@ already-fixed prints shift the strike, `K* = (n·K − Σ fixed)/m`, with varian
 
 For each market the quoting seconds `[open, close)` are generated at once, vectorised: fair value, the
 maker's noisy mid and half-spread, the best YES bid/ask snapped to the market's price grid (sub-penny ticks
-near 0 and 1 on `tapered_deci_cent`), depth (level gaps and sizes) and at most one trade per second. Every
-random draw comes from `(seed, ticker, chunk)` streams, so a book at second `s` never depends on when it
-is asked. Prices are integers in units of $0.0001, counts in hundredths of a contract.
+near 0 and 1 on `tapered_deci_cent`) and at most one trade per second. Behind the touch, each grid level
+within `DEPTH_TICKS` holds an order with a size that persists for ~10 s (a hash of ticker, price and epoch),
+so books change level by level rather than all at once. Every random draw comes from `(seed, ticker,
+chunk)` streams or hashes, so a book at second `s` never depends on when it is asked. Prices are integers
+in units of $0.0001, counts in hundredths of a contract.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from kbtc.sim.markets import Market
 from kbtc.sim.price import SECONDS_PER_YEAR, GbmSpotSource
 
 PRICE_UNITS = 10_000  # $1 in price units ($0.0001)
-MAX_LEVELS = 6
+DEPTH_TICKS = 8  # grid levels behind and including the best bid that may hold orders
+LEVEL_FILL = 0.55  # chance a level behind the touch holds an order in a given epoch
+HOLD_S = 10  # how long a level's order (or its absence) persists
 _CHUNK_S = 600
 _SIZE_GRID = np.array([1, 2, 5, 10, 13, 20, 25, 40, 50, 75, 100, 150, 200, 250, 300, 500])
 
@@ -56,6 +60,16 @@ class MakerConfig:
     mean_trade_contracts: float = 12.0
 
 
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a well-spread deterministic hash of uint64 values."""
+    with np.errstate(over="ignore"):
+        z = values + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        mixed: np.ndarray = z ^ (z >> np.uint64(31))
+    return mixed
+
+
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
     cdf: np.ndarray = 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2.0))
     return cdf
@@ -81,9 +95,6 @@ class QuoteTape:
     fair: np.ndarray  # model probability, 0..1
     bid_ix: np.ndarray  # grid index of the best YES bid, −1 when none
     ask_ix: np.ndarray  # grid index of the best YES ask, len(grid) when none
-    gaps: np.ndarray  # [n, 2, MAX_LEVELS] grid steps between successive levels (yes bids, no bids)
-    size_ix: np.ndarray  # [n, 2, MAX_LEVELS] index into the size grid of each level's resting count
-    levels: np.ndarray  # [n, 2] how many levels each side shows
     trade_count_c: np.ndarray  # 0 when no trade that second
     trade_taker_yes: np.ndarray
     trade_price: np.ndarray  # YES price of the trade, $0.0001 units
@@ -128,10 +139,7 @@ class MarketMaker:
             rng = np.random.default_rng([self.seed, 11, key, chunk])
             draws = {
                 "fair_noise": rng.standard_normal(_CHUNK_S),
-                "spread_noise": np.abs(rng.standard_normal(_CHUNK_S)),
-                "gaps": rng.integers(1, 4, (_CHUNK_S, 2, MAX_LEVELS), dtype=np.int8),
-                "sizes": rng.integers(0, len(_SIZE_GRID), (_CHUNK_S, 2, MAX_LEVELS), dtype=np.int8),
-                "levels": rng.integers(2, MAX_LEVELS + 1, (_CHUNK_S, 2), dtype=np.int8),
+                "spread_noise": rng.standard_normal(_CHUNK_S),
                 "trade_u": rng.random(_CHUNK_S),
                 "trade_yes": rng.random(_CHUNK_S) < 0.5,
                 "trade_count": rng.geometric(1 / self.config.mean_trade_contracts, _CHUNK_S),
@@ -171,8 +179,12 @@ class MarketMaker:
         draws = self._draws(market.ticker, n)
         fair = np.clip(self._fair(market, seconds), 0.0, 1.0)
         grid = price_grid(market.price_level_structure)
-        mid = np.clip(fair + cfg.fair_noise * draws["fair_noise"], 0.0, 1.0) * PRICE_UNITS
-        half = (cfg.half_spread + cfg.spread_noise * draws["spread_noise"]) * PRICE_UNITS
+        # Smooth the maker's noise over ~10 s so quotes wander instead of jumping every second.
+        kernel = np.ones(HOLD_S) / np.sqrt(HOLD_S)
+        fair_noise = np.convolve(draws["fair_noise"], kernel, mode="same")
+        spread_noise = np.abs(np.convolve(draws["spread_noise"], kernel, mode="same")) / np.sqrt(HOLD_S)
+        mid = np.clip(fair + cfg.fair_noise * fair_noise, 0.0, 1.0) * PRICE_UNITS
+        half = (cfg.half_spread + cfg.spread_noise * spread_noise) * PRICE_UNITS
         bid_ix = np.searchsorted(grid, mid - half, side="right") - 1
         ask_ix = np.maximum(np.searchsorted(grid, mid + half, side="left"), bid_ix + 1)
         # A trade lifts the ask (taker buys YES) or hits the bid (taker buys NO) when that side exists.
@@ -184,27 +196,32 @@ class MarketMaker:
         price = np.where(taker_yes, grid[np.minimum(ask_ix, len(grid) - 1)], grid[np.maximum(bid_ix, 0)])
         count_c = np.where(traded, draws["trade_count"] * 100, 0)
         return QuoteTape(
-            open_s=open_s, fair=fair, bid_ix=bid_ix, ask_ix=ask_ix, gaps=draws["gaps"], size_ix=draws["sizes"],
-            levels=draws["levels"], trade_count_c=count_c, trade_taker_yes=taker_yes, trade_price=price,
+            open_s=open_s, fair=fair, bid_ix=bid_ix, ask_ix=ask_ix, trade_count_c=count_c,
+            trade_taker_yes=taker_yes, trade_price=price,
             cum_volume_c=np.cumsum(count_c), cum_dollar_volume=np.cumsum(count_c * price) / 100 / PRICE_UNITS,
             grid=grid,
         )
 
     def book(self, market: Market, second: int) -> Book:
-        """Resting bids at `second` (empty outside trading hours)."""
+        """Resting bids at `second` (empty outside the quoting seconds)."""
         tape = self.tape(market)
         i = tape.at(second)
         if i is None:
             return Book({}, {})
         grid = tape.grid
+        key = zlib.crc32(market.ticker.encode())
         sides: list[dict[int, int]] = []
         # NO bids mirror YES asks: a NO bid at 1 − x is a YES offer at x (`reference/kalshi_api.md` §3).
         for side, best in ((0, int(tape.bid_ix[i])), (1, len(grid) - 1 - int(tape.ask_ix[i]))):
-            count = int(tape.levels[i, side])
-            positions = best - np.concatenate([[0], np.cumsum(tape.gaps[i, side, : count - 1])])
-            valid = positions >= 0
-            sizes = _SIZE_GRID[tape.size_ix[i, side, :count][valid]] * 100
-            sides.append({int(grid[p]): int(s) for p, s in zip(positions[valid], sizes, strict=True)})
+            positions = np.arange(max(best - DEPTH_TICKS + 1, 0), best + 1)
+            prices = grid[positions].astype(np.uint64)
+            salt = np.uint64((self.seed * 1_000_003 + key) * 2 + side)
+            phase = _mix(prices ^ salt) % np.uint64(HOLD_S)
+            epoch = (np.uint64(second) + phase) // np.uint64(HOLD_S)
+            draw = _mix(prices * np.uint64(1_000_003) + epoch * np.uint64(7919) + salt)
+            held = (positions == best) | ((draw % np.uint64(1000)).astype(float) < LEVEL_FILL * 1000)
+            sizes = _SIZE_GRID[(draw >> np.uint64(20)) % np.uint64(len(_SIZE_GRID))] * 100
+            sides.append({int(p): int(c) for p, c, h in zip(prices, sizes, held, strict=True) if h})
         return Book(sides[0], sides[1])
 
     def last_trade_row(self, market: Market, second: int) -> int | None:

@@ -26,6 +26,7 @@ from kbtc.sim.faults import FaultPlan
 from kbtc.sim.kalshi.auth import ApiKey
 from kbtc.sim.kalshi.rest import KalshiRest
 from kbtc.sim.kalshi.venue import KalshiVenue
+from kbtc.sim.kalshi.ws import KalshiWs
 from kbtc.sim.market_maker import MakerConfig, MarketMaker
 from kbtc.sim.markets import Catalog, CatalogConfig
 from kbtc.sim.price import GbmSpotSource, PriceConfig
@@ -67,6 +68,8 @@ class SimConfig:
     kalshi_rest_port: int = 0
     kalshi_ws_port: int = 0
     start_ms: int | None = None  # the simulator's "start" (default: the clock at construction)
+    tick_interval_s: float = 0.25  # how often the WebSocket publisher looks at the clock
+    ping_interval_s: float = 10.0  # Kalshi pings every 10 s
 
 
 class _Server(uvicorn.Server):
@@ -103,11 +106,20 @@ class Simulator:
         self._rest_server: _Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.kalshi_rest_port = 0
+        self.kalshi_ws_port = 0
+        keys = {k.key_id: k for k in self.config.api_keys}
+        self.kalshi_ws = KalshiWs(self.venue, self.faults, keys=keys, tick_interval_s=self.config.tick_interval_s,
+                                  ping_interval_s=self.config.ping_interval_s, max_skew_ms=self.config.max_skew_ms)
 
     @property
     def kalshi_rest_url(self) -> str:
         """REST root including `/trade-api/v2`."""
         return f"http://{self.config.host}:{self.kalshi_rest_port}/trade-api/v2"
+
+    @property
+    def kalshi_ws_url(self) -> str:
+        """The WebSocket URL."""
+        return f"ws://{self.config.host}:{self.kalshi_ws_port}/trade-api/ws/v2"
 
     @property
     def control_url(self) -> str:
@@ -116,7 +128,7 @@ class Simulator:
 
     def env(self) -> dict[str, str]:
         """Environment variables that point kbtc at this simulator."""
-        return {"KALSHI_REST_URL": self.kalshi_rest_url}
+        return {"KALSHI_REST_URL": self.kalshi_rest_url, "KALSHI_WS_URL": self.kalshi_ws_url}
 
     async def start(self) -> None:
         """Bind the ports and start serving."""
@@ -132,9 +144,13 @@ class Simulator:
             if self._tasks[-1].done():
                 self._tasks[-1].result()
             await asyncio.sleep(0.01)
+        ws_sock = _bind(self.config.host, self.config.kalshi_ws_port)
+        self.kalshi_ws_port = ws_sock.getsockname()[1]
+        await self.kalshi_ws.start(ws_sock)
 
     async def stop(self) -> None:
         """Stop every server and background task."""
+        await self.kalshi_ws.stop()
         if self._rest_server is not None:
             self._rest_server.should_exit = True
         for task in self._tasks:
