@@ -227,16 +227,17 @@ class KalshiWs:
         if sub.channel not in _MARKET_CHANNELS or (action == "get_snapshot" and sub.channel != "orderbook_delta"):
             raise WsError(13, "Unsupported action")
         tickers = self._tickers(params, required=True) or []
-        follow: list[dict[str, Any]] = []
+        snapshot_for: list[str] = []
         if action == "add_markets":
-            follow = self._initial(session, sub, sub.add_tickers(tickers), params)
+            snapshot_for = sub.add_tickers(tickers)
         elif action == "delete_markets":
             sub.remove_tickers(tickers)
         else:
-            follow = self._initial(session, sub, [t for t in tickers if sub.covers(t)], params)
+            snapshot_for = [t for t in tickers if sub.covers(t)]
+        # The reply takes its seq before the snapshots that follow it.
         ok = {"id": command_id, "sid": sub.sid, "seq": session.next_seq(sub), "type": "ok",
               "msg": {"market_tickers": sorted(sub.tickers or [])}}
-        return [ok, *follow]
+        return [ok, *self._initial(session, sub, snapshot_for, params)]
 
     # --- publishing --------------------------------------------------------------------------------------
 
