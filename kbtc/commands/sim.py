@@ -53,6 +53,9 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
     jumps_per_day: Annotated[float, typer.Option(help="Poisson jump rate of the index.")] = 0.0,
     start_price: Annotated[float, typer.Option(help="Index level at start (USD).")] = 100_000.0,
     basis_sd: Annotated[float, typer.Option(help="Std dev of the Coinbase − index basis (USD).")] = 4.0,
+    spot_tape: Annotated[Path | None, typer.Option(help="Replay the index from a CSV/Parquet tape (ts ms, price).",
+                                                   exists=True, dir_okay=False)] = None,
+    warmup_hours: Annotated[float, typer.Option(help="History before the start (with a tape: its first part).")] = 48,
     fault: Annotated[list[str] | None, typer.Option(help="target:kind[:count[:duration_s]], repeatable.")] = None,
     auth: Annotated[bool, typer.Option(help="Require signed requests; writes a key and prints its env.")] = False,
     entitled: Annotated[bool, typer.Option(help="With --auth: the key may read cfbenchmarks_value.")] = True,
@@ -87,9 +90,9 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
         keys = (ApiKey.from_pem(key_id, pem, entitled=entitled),)
         env_extra = {"KALSHI_API_KEY_ID": key_id, "KALSHI_PRIVATE_KEY_PATH": str(key_path.resolve())}
     config = SimConfig(
-        seed=seed, catalog=catalog, legacy_cents=legacy_cents, api_keys=keys,
+        seed=seed, catalog=catalog, spot_tape=spot_tape, legacy_cents=legacy_cents, api_keys=keys,
         price=PriceConfig(vol_annual=vol, jumps_per_day=jumps_per_day, start_price_usd=start_price,
-                          basis_sd_usd=basis_sd),
+                          basis_sd_usd=basis_sd, warmup_s=round(warmup_hours * 3600)),
         rate_limit_per_s=rate_limit or None, host=host, kalshi_rest_port=rest_port, kalshi_ws_port=ws_port,
     )
 

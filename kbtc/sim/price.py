@@ -8,6 +8,10 @@ tick noise that is a deterministic function of the 250 ms bucket, rounded to the
 Everything is generated lazily in fixed-size chunks, each seeded by `(seed, stream, chunk index)`, so a
 value depends only on the seed and the time asked — never on the order or the moment it is asked. The grid
 starts `warmup_s` before the simulator's start (default 2 days) so REST candle backfills have history.
+
+Replay: given a recorded spot tape (`load_spot_tape`: per-second last prices), the index follows the tape
+from the grid origin on — its first `warmup_s` seconds are history, the rest plays live — and continues as
+a GBM from the tape's last price once the tape ends. Basis and Coinbase noise are added as usual.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 SECONDS_PER_YEAR = 365 * 86400
 CHUNK_S = 3600  # one chunk of the 1-second index grid
@@ -44,8 +50,9 @@ class PriceConfig:
 class GbmSpotSource:
     """A deterministic `SpotSource`: index and Coinbase prices for any time from `origin_ms` on."""
 
-    def __init__(self, config: PriceConfig, start_ms: int) -> None:
+    def __init__(self, config: PriceConfig, start_ms: int, tape_usd: np.ndarray | None = None) -> None:
         self.config = config
+        self._tape_log = None if tape_usd is None else np.log(np.asarray(tape_usd, dtype=float))
         # Align the grid origin to a whole second so "constant within a second" is exact.
         self.origin_s = start_ms // 1000 - config.warmup_s
         self.start_s = start_ms // 1000
@@ -76,7 +83,7 @@ class GbmSpotSource:
             if k == 0:
                 steps[0] = 0.0
             previous = chunks[-1][-1] if k else 0.0
-            chunks.append(previous + np.cumsum(steps))
+            chunks.append(self._replay(k, previous + np.cumsum(steps), steps))
         if len(chunks) > 1:
             self._log_index = np.concatenate(chunks)
 
@@ -99,6 +106,18 @@ class GbmSpotSource:
             values[i] = level + cfg.basis_mean_usd
         self._basis = np.concatenate([self._basis, values])
 
+    def _replay(self, chunk: int, simulated: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Overlay the recorded tape on a chunk; after the tape ends the GBM continues from its last print."""
+        tape = self._tape_log
+        first = chunk * CHUNK_S
+        covered = 0 if tape is None else int(np.clip(len(tape) - first, 0, CHUNK_S))
+        if tape is None or covered == 0:
+            return simulated  # no tape, or a chunk after the tape: the GBM already continues from its end
+        out = np.empty(CHUNK_S)
+        out[:covered] = tape[first : first + covered]
+        out[covered:] = tape[-1] + np.cumsum(steps[covered:])
+        return out
+
     def index_at_seconds(self, seconds: np.ndarray) -> np.ndarray:
         """Index prints (USD) at whole epoch seconds (vectorised; every second must be ≥ the origin)."""
         offsets = np.asarray(seconds, dtype=np.int64) - self.origin_s
@@ -109,8 +128,9 @@ class GbmSpotSource:
         with self._lock:
             self._extend_index(max(int(offsets.max()), self.config.warmup_s) // CHUNK_S)
             log_index = self._log_index
-        # Anchor the path so the print at the simulator's start is exactly the configured start price.
-        anchor = math.log(self.config.start_price_usd) - log_index[self.config.warmup_s]
+        # Anchor a simulated path so the print at the simulator's start is exactly the configured start price.
+        anchor = 0.0 if self._tape_log is not None else math.log(self.config.start_price_usd) - log_index[
+            self.config.warmup_s]
         prints: np.ndarray = np.exp(log_index[offsets] + anchor)
         return prints
 
@@ -148,3 +168,27 @@ class GbmSpotSource:
         """
         end_s = end_ms // 1000
         return float(self.index_at_seconds(np.arange(end_s - 59, end_s + 1)).mean())
+
+
+def load_spot_tape(path: Path) -> np.ndarray:
+    """Per-second last prices (forward-filled) from a CSV or Parquet spot tape with `ts` (ms) and `price`.
+
+    Column names accepted: `ts`/`ts_ms`/`timestamp_ms` and `price`/`price_usd`/`mid`; rows need not be sorted.
+    """
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    ts_col = next((c for c in ("ts", "ts_ms", "timestamp_ms") if c in frame.columns), None)
+    price_col = next((c for c in ("price", "price_usd", "mid") if c in frame.columns), None)
+    if ts_col is None or price_col is None:
+        raise ValueError(f"{path}: a spot tape needs a ts (ms) and a price column, got {frame.columns}")
+    per_second = (
+        frame.select(pl.col(ts_col).cast(pl.Int64).alias("ts"), pl.col(price_col).cast(pl.Float64))
+        .drop_nulls().sort("ts").with_columns((pl.col("ts") // 1000).alias("second"))
+        .group_by("second", maintain_order=True).last()
+    )
+    if per_second.height == 0:
+        raise ValueError(f"{path}: the spot tape is empty")
+    seconds = per_second["second"].to_numpy()
+    prices = per_second[price_col].to_numpy()
+    grid = np.arange(seconds[0], seconds[-1] + 1)
+    filled: np.ndarray = prices[np.searchsorted(seconds, grid, side="right") - 1]
+    return filled

@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -29,7 +30,7 @@ from kbtc.sim.kalshi.venue import KalshiVenue
 from kbtc.sim.kalshi.ws import KalshiWs
 from kbtc.sim.market_maker import MakerConfig, MarketMaker
 from kbtc.sim.markets import Catalog, CatalogConfig
-from kbtc.sim.price import GbmSpotSource, PriceConfig
+from kbtc.sim.price import GbmSpotSource, PriceConfig, load_spot_tape
 
 
 def wall_clock_ms() -> int:
@@ -57,6 +58,7 @@ class SimConfig:
     """Everything that shapes a simulator run. `seed` overrides `price.seed`."""
 
     seed: int = 0
+    spot_tape: Path | None = None  # replay the index from a recorded spot tape (CSV/Parquet: ts, price)
     price: PriceConfig = field(default_factory=PriceConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     maker: MakerConfig = field(default_factory=MakerConfig)
@@ -98,7 +100,8 @@ class Simulator:
         self.clock = clock or wall_clock_ms
         self.faults = faults or FaultPlan()
         start_ms = self.config.start_ms if self.config.start_ms is not None else self.clock()
-        self.source = GbmSpotSource(replace(self.config.price, seed=self.config.seed), start_ms)
+        tape = None if self.config.spot_tape is None else load_spot_tape(self.config.spot_tape)
+        self.source = GbmSpotSource(replace(self.config.price, seed=self.config.seed), start_ms, tape)
         self.catalog = Catalog(self.config.catalog, self.source)
         self.maker = MarketMaker(replace(self.config.maker, vol_annual=self.config.price.vol_annual),
                                  self.source, self.config.seed)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 
-from kbtc.sim.price import GbmSpotSource, PriceConfig
+from kbtc.sim.price import GbmSpotSource, PriceConfig, load_spot_tape
 
 START_MS = 1_790_000_000_000
 
@@ -67,3 +70,23 @@ def test_average_60s_is_the_mean_of_the_60_prints_ending_at_the_second() -> None
     end = START_MS + 3600_000
     prints = [source.index_usd(end - k * 1000) for k in range(60)]
     assert source.average_60s(end) == pytest.approx(sum(prints) / 60, rel=1e-12)
+
+
+def test_replay_follows_the_tape_then_continues_from_its_last_print(tmp_path: Path) -> None:
+    origin_s = START_MS // 1000 - 3600
+    rows = [(origin_s * 1000 + 250, 60_000.0), (origin_s * 1000 + 900, 60_010.0), ((origin_s + 3) * 1000, 60_020.5)]
+    rows += [((origin_s + k) * 1000 + 10, 60_000.0 + k) for k in range(5, 5000)]
+    tape_file = tmp_path / "spot.csv"
+    pl.DataFrame({"ts": [r[0] for r in reversed(rows)], "price": [r[1] for r in reversed(rows)]}).write_csv(tape_file)
+    tape = load_spot_tape(tape_file)
+    assert tape[:5].tolist() == [60_010.0, 60_010.0, 60_010.0, 60_020.5, 60_020.5]  # last print per second, filled
+    source = GbmSpotSource(PriceConfig(seed=1, warmup_s=3600), START_MS, tape_usd=tape)
+    assert source.index_usd(origin_s * 1000) == pytest.approx(60_010.0)
+    assert source.index_usd((origin_s + 4000) * 1000 + 500) == pytest.approx(64_000.0)
+    after = source.index_at_seconds(np.arange(origin_s + 4999, origin_s + 5100))
+    assert after[0] == pytest.approx(64_999.0)
+    assert np.abs(after - 64_999.0).max() < 500 and len(np.unique(after)) > 90
+    with pytest.raises(ValueError, match="price column"):
+        bad = tmp_path / "bad.csv"
+        pl.DataFrame({"ts": [1], "value": [2.0]}).write_csv(bad)
+        load_spot_tape(bad)
