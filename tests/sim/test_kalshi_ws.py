@@ -263,3 +263,19 @@ async def test_server_pings_with_heartbeat_body(clock: ManualClock) -> None:
         assert frame[0] == 0x89 and frame[1] == len(b"heartbeat") and frame[2:] == b"heartbeat"  # FIN + ping
         writer.close()
         await writer.wait_closed()
+
+
+async def test_legacy_cent_fields_on_the_stream(clock: ManualClock) -> None:
+    async with Simulator(fast_config(legacy_cents=True, tick_interval_s=0.02), clock=clock) as sim, \
+            connect(sim.kalshi_ws_url) as connection:
+        ws = WsClient(connection)
+        ticker = (await open_markets(sim, "KXBTC15M"))[0]["ticker"]
+        await ws.command("subscribe", channels=["orderbook_delta", "ticker"], market_ticker=ticker,
+                         send_initial_snapshot=True)
+        messages = await ws.until(lambda m: m["type"] == "ticker")
+        snapshot = next(m["msg"] for m in messages if m["type"] == "orderbook_snapshot")
+        for side in ("yes", "no"):
+            if f"{side}_dollars_fp" in snapshot:
+                assert [p for p, _ in snapshot[side]] == [round(float(p) * 100) for p, _ in snapshot[f"{side}_dollars_fp"]]
+        tick = messages[-1]["msg"]
+        assert tick["yes_bid"] == round(float(tick["yes_bid_dollars"]) * 100) and isinstance(tick["volume"], int)

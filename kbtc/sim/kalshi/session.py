@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from kbtc.sim.faults import Fault, FaultKind, FaultPlan, FaultTarget
+from kbtc.sim.kalshi.ws_messages import with_legacy_fields
 from kbtc.sim.market_maker import Book
 
 SEQ_CHANNELS = frozenset({"orderbook_delta", "cfbenchmarks_value"})
@@ -72,8 +74,11 @@ class Subscription:
 class Session:
     """A connected client."""
 
-    def __init__(self, connection: ServerConnection, faults: FaultPlan, *, entitled: bool) -> None:
+    def __init__(self, connection: ServerConnection, faults: FaultPlan, clock: Callable[[], int], *,
+                 entitled: bool, legacy_cents: bool = False) -> None:
         self.connection = connection
+        self.legacy_cents = legacy_cents
+        self.clock = clock
         self.faults = faults
         self.entitled = entitled
         self.subscriptions: dict[int, Subscription] = {}
@@ -110,8 +115,8 @@ class Session:
                 sub.seq += 1  # this number is never sent: the client sees a gap
             envelope["seq"] = self.next_seq(sub)
         if kind == "ticker":
-            envelope["sending_ts_ms"] = time.time_ns() // 1_000_000
-        envelope["msg"] = msg
+            envelope["sending_ts_ms"] = self.clock()
+        envelope["msg"] = with_legacy_fields(kind, msg) if self.legacy_cents else msg
         return envelope
 
     def enqueue(self, message: dict[str, Any]) -> None:

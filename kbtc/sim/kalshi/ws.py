@@ -97,7 +97,8 @@ class KalshiWs:
     async def _handle(self, connection: ServerConnection) -> None:
         key = self._key_of.pop(id(connection), None)
         entitled = not self.keys or (key is not None and key.entitled)
-        session = Session(connection, self.faults, entitled=entitled)
+        session = Session(connection, self.faults, self.venue.clock, entitled=entitled,
+                          legacy_cents=self.venue.legacy_cents)
         self.sessions.add(session)
         tasks = [asyncio.create_task(session.send_forever(self.tick_interval_s)),
                  asyncio.create_task(session.ping_forever(self.ping_interval_s))]

@@ -178,3 +178,25 @@ def cfbenchmarks_msg(venue: KalshiVenue, second: int, window_s: int) -> dict[str
             "window_start_ts_ms": (close_s - 59) * 1000, "window_end_ts_exclusive": close_s * 1000 + 1,
         }
     return msg
+
+
+_LEGACY_PRICES = {"price_dollars": "price", "yes_bid_dollars": "yes_bid", "yes_ask_dollars": "yes_ask",
+                  "yes_price_dollars": "yes_price", "no_price_dollars": "no_price"}
+_LEGACY_COUNTS = {"volume_fp": "volume", "open_interest_fp": "open_interest", "count_fp": "count",
+                  "delta_fp": "delta"}
+
+
+def with_legacy_fields(kind: str, msg: dict[str, Any]) -> dict[str, Any]:
+    """Add the integer-cent/integer-count twins WebSocket messages carried before 2026-03-12 (§4)."""
+    out = dict(msg)
+    for name, legacy in _LEGACY_PRICES.items():
+        if name in msg:
+            out[legacy] = round(float(msg[name]) * 100)
+    for name, legacy in _LEGACY_COUNTS.items():
+        if name in msg:
+            out[legacy] = int(float(msg[name]))
+    if kind == "orderbook_snapshot":
+        for side in ("yes", "no"):
+            if f"{side}_dollars_fp" in msg:
+                out[side] = [[round(float(p) * 100), int(float(c))] for p, c in msg[f"{side}_dollars_fp"]]
+    return out
