@@ -74,7 +74,7 @@ class SimConfig:
     ping_interval_s: float = 10.0  # Kalshi pings every 10 s
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without signal handling: the simulator's owner decides when to stop."""
 
     @contextlib.contextmanager
@@ -82,7 +82,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket (port 0: a free port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -106,7 +107,7 @@ class Simulator:
         self.maker = MarketMaker(replace(self.config.maker, vol_annual=self.config.price.vol_annual),
                                  self.source, self.config.seed)
         self.venue = KalshiVenue(self.catalog, self.maker, self.clock, legacy_cents=self.config.legacy_cents)
-        self._rest_server: _Server | None = None
+        self._rest_server: QuietServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.kalshi_rest_port = 0
         self.kalshi_ws_port = 0
@@ -138,16 +139,16 @@ class Simulator:
         rest = KalshiRest(self.venue, self.faults, keys={k.key_id: k for k in self.config.api_keys},
                           rate_limit_per_s=self.config.rate_limit_per_s, max_skew_ms=self.config.max_skew_ms)
         app = Starlette(routes=[*rest.routes(), *Control(self.venue, self.faults).routes()])
-        sock = _bind(self.config.host, self.config.kalshi_rest_port)
+        sock = bind_socket(self.config.host, self.config.kalshi_rest_port)
         self.kalshi_rest_port = sock.getsockname()[1]
-        server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
         self._rest_server = server
         self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
         while not server.started:
             if self._tasks[-1].done():
                 self._tasks[-1].result()
             await asyncio.sleep(0.01)
-        ws_sock = _bind(self.config.host, self.config.kalshi_ws_port)
+        ws_sock = bind_socket(self.config.host, self.config.kalshi_ws_port)
         self.kalshi_ws_port = ws_sock.getsockname()[1]
         await self.kalshi_ws.start(ws_sock)
 
