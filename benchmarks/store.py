@@ -74,7 +74,7 @@ def raw_executemany(path: Path, table: str, frame: pl.DataFrame) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     placeholders = ", ".join("?" for _ in frame.columns)
-    sql = f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({placeholders})"
+    sql = f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({placeholders})"  # noqa: S608
     with conn:
         conn.executemany(sql, frame.iter_rows())
     conn.close()
