@@ -146,3 +146,13 @@ def test_trades_are_at_the_touch(catalog: Catalog) -> None:
         book = maker.book(market, tape.open_s + int(i))
         touch = (10_000 - max(book.no)) if tape.trade_taker_yes[i] else max(book.yes)
         assert tape.trade_price[i] == touch
+
+
+def test_vectorised_normal_cdf_matches_erfc() -> None:
+    import math
+
+    from kbtc.sim.market_maker import _norm_cdf
+
+    x = np.linspace(-8, 8, 2001)
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
+    assert np.abs(_norm_cdf(x) - exact).max() < 2e-7
