@@ -167,19 +167,24 @@ class Catalog:
         self.source = source
         self._events: dict[str, Event] = {}
         self._markets: dict[str, Market] = {}
-        self.paused: set[str] = set()
+        self.pauses: dict[str, list[tuple[int, int | None]]] = {}  # ticker → [(start_ms, end_ms or None)]
         self.close_overrides: dict[str, int] = {}
         # Lifecycle changes made through the control endpoint: (ts_ms, ticker, event_type, extra fields).
         self.manual_events: list[tuple[int, str, str, dict[str, object]]] = []
 
     def pause(self, market: Market, now_ms: int) -> None:
-        """Halt trading (status `inactive`, lifecycle `deactivated`)."""
-        self.paused.add(market.ticker)
+        """Halt trading (status `inactive`, lifecycle `deactivated`): the book freezes, no trades."""
+        if self.paused_since(market, now_ms) is not None:
+            return
+        self.pauses.setdefault(market.ticker, []).append((now_ms, None))
         self.manual_events.append((now_ms, market.ticker, "deactivated", {"is_deactivated": True}))
 
     def resume(self, market: Market, now_ms: int) -> None:
         """Resume trading (status `active` again, lifecycle `activated`)."""
-        self.paused.discard(market.ticker)
+        intervals = self.pauses.get(market.ticker)
+        if not intervals or intervals[-1][1] is not None:
+            return
+        intervals[-1] = (intervals[-1][0], now_ms)
         self.manual_events.append((now_ms, market.ticker, "activated", {"is_deactivated": False}))
 
     def close_early(self, market: Market, close_ms: int, now_ms: int) -> None:
@@ -223,6 +228,13 @@ class Catalog:
         event = self._events.get(event_ticker)
         return event if event is not None and event.markets[0].created_ms <= now_ms else None
 
+    def paused_since(self, market: Market, ts_ms: int) -> int | None:
+        """Start of the pause covering `ts_ms`, or None when the market was not paused then."""
+        for start, end in self.pauses.get(market.ticker, ()):
+            if start <= ts_ms and (end is None or ts_ms < end):
+                return start
+        return None
+
     def close_ms(self, market: Market) -> int:
         """The effective close time (an early close moves it earlier)."""
         return self.close_overrides.get(market.ticker, market.close_ms)
@@ -230,7 +242,7 @@ class Catalog:
     def status(self, market: Market, now_ms: int) -> str:
         """Status including pauses (`inactive`) and early closes."""
         close_ms = self.close_ms(market)
-        if market.open_ms <= now_ms < close_ms and market.ticker in self.paused:
+        if market.open_ms <= now_ms < close_ms and self.paused_since(market, now_ms) is not None:
             return "inactive"
         if close_ms != market.close_ms and close_ms <= now_ms < market.determination_ms:
             return "closed"

@@ -226,3 +226,24 @@ async def test_rate_limit_answers_429_without_retry_after(clock: ManualClock) ->
 
 def test_catalog_config_defaults_are_the_real_series() -> None:
     assert CatalogConfig().window_minutes == 15 and CatalogConfig().event_minutes == 60
+
+
+async def test_a_paused_market_freezes_its_book_and_prints_no_trades(sim: Simulator, clock: ManualClock) -> None:
+    ladder = (await get(sim, "/markets", series_ticker="KXBTCD", status="open")).json()["markets"]
+    ticker = min(ladder, key=lambda m: abs(float(m["yes_bid_dollars"]) - 0.5))["ticker"]  # the most contested
+    async with httpx.AsyncClient(base_url=sim.control_url) as control:
+        assert (await control.post(f"/markets/{ticker}/pause")).json()["status"] == "inactive"
+        paused_at = clock()
+        before = (await get(sim, f"/markets/{ticker}")).json()["market"]
+        book = (await get(sim, f"/markets/{ticker}/orderbook")).json()
+        clock.advance(60)
+        during = (await get(sim, f"/markets/{ticker}")).json()["market"]
+        assert during["status"] == "inactive" and during["volume_fp"] == before["volume_fp"]
+        assert (await get(sim, f"/markets/{ticker}/orderbook")).json() == book
+        trades = (await get(sim, "/markets/trades", ticker=ticker, min_ts=paused_at // 1000 + 1)).json()["trades"]
+        assert trades == []
+        assert (await control.post(f"/markets/{ticker}/resume")).json()["status"] == "active"
+        clock.advance(60)
+        after = (await get(sim, f"/markets/{ticker}")).json()["market"]
+        assert float(after["volume_fp"]) > float(during["volume_fp"])
+        assert (await control.post("/markets/NOPE-1/pause")).status_code == 404

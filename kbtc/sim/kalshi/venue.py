@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from kbtc.sim.market_maker import PRICE_RANGES, PRICE_UNITS, Book, MarketMaker
 from kbtc.sim.markets import SERIES, SETTLEMENT_SOURCES, Catalog, Event, Market, iso
 
@@ -96,7 +98,8 @@ class KalshiVenue:
         """Resting bids now (empty outside trading hours)."""
         if not self.trading(market, now_ms):
             return Book({}, {})
-        return self.maker.book(market, now_ms // 1000)
+        paused_since = self.catalog.paused_since(market, now_ms)
+        return self.maker.book(market, (now_ms if paused_since is None else paused_since) // 1000)
 
     def top(self, market: Market, now_ms: int) -> TopOfBook:
         """Best quotes and running totals at `now_ms`."""
@@ -107,13 +110,21 @@ class KalshiVenue:
         row = self.maker.last_trade_row(market, min(now_ms, self.catalog.close_ms(market) - 1) // 1000)
         volume_c = int(tape.cum_volume_c[row]) if row is not None else 0
         dollar_volume = float(tape.cum_dollar_volume[row]) if row is not None else 0.0
+        last_price = int(tape.trade_price[row]) if row is not None else 0
+        last_size_c = int(tape.trade_count_c[row]) if row is not None else 0
+        if market.ticker in self.catalog.pauses:
+            # Rare: recount from the trades actually printed (none while paused).
+            printed = self.trades(market, market.open_ms // 1000, now_ms // 1000)
+            volume_c = sum(t.count_c for t in printed)
+            dollar_volume = sum(t.count_c * t.yes_price for t in printed) / 100 / PRICE_UNITS
+            last_price = printed[-1].yes_price if printed else 0
+            last_size_c = printed[-1].count_c if printed else 0
         # Open interest ignores netting; the simulator keeps it a fixed share of volume.
         oi_c = (volume_c * 3 // 5) // 100 * 100
         return TopOfBook(
             yes_bid=best_yes, yes_ask=PRICE_UNITS - best_no if book.no else PRICE_UNITS,
             yes_bid_size_c=book.yes.get(best_yes, 0), yes_ask_size_c=book.no.get(best_no, 0),
-            last_price=int(tape.trade_price[row]) if row is not None else 0,
-            last_trade_size_c=int(tape.trade_count_c[row]) if row is not None else 0,
+            last_price=last_price, last_trade_size_c=last_size_c,
             volume_c=volume_c, open_interest_c=oi_c, dollar_volume=round(dollar_volume),
             dollar_open_interest=round(dollar_volume * 0.6),
         )
@@ -124,9 +135,9 @@ class KalshiVenue:
         last_s = min(last_s, self.catalog.close_ms(market) // 1000 - 1)
         lo, hi = max(first_s - tape.open_s, 0), min(last_s - tape.open_s + 1, len(tape.fair))
         out = []
-        for i in range(lo, hi):
-            if tape.trade_count_c[i]:
-                second = tape.open_s + i
+        for i in (lo + np.flatnonzero(tape.trade_count_c[lo:hi])).tolist():
+            second = tape.open_s + i
+            if self.catalog.paused_since(market, second * 1000) is None:
                 out.append(Trade(_trade_id(self.maker.seed, market.ticker, second), market.ticker, second,
                                  int(tape.trade_price[i]), int(tape.trade_count_c[i]), bool(tape.trade_taker_yes[i])))
         return out
