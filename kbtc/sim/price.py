@@ -1,7 +1,7 @@
 """The simulated BTC price path: a seeded 1-second GBM index, a slowly varying basis, Coinbase tick noise.
 
-The index (BRTI-like, `reference/kalshi_api.md` §8: one print per second) is a zero-drift GBM on a 1-second
-grid with optional Poisson jumps. The Coinbase price is the index plus a basis that follows an
+The index (BRTI-like, `reference/kalshi_api.md` §8: one print per second, in cents) is a zero-drift GBM on
+a 1-second grid with optional Poisson jumps. The Coinbase price is the index plus a basis that follows an
 Ornstein–Uhlenbeck process on a 1-minute grid (a few dollars, mean-reverting, free to change sign) plus
 tick noise that is a deterministic function of the 250 ms bucket, rounded to the $0.01 tick.
 
@@ -131,7 +131,8 @@ class GbmSpotSource:
         # Anchor a simulated path so the print at the simulator's start is exactly the configured start price.
         anchor = 0.0 if self._tape_log is not None else math.log(self.config.start_price_usd) - log_index[
             self.config.warmup_s]
-        prints: np.ndarray = np.exp(log_index[offsets] + anchor)
+        # BRTI is published in cents.
+        prints: np.ndarray = np.round(np.exp(log_index[offsets] + anchor), 2)
         return prints
 
     def index_usd(self, ts_ms: int) -> float:

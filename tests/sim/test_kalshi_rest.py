@@ -247,3 +247,23 @@ async def test_a_paused_market_freezes_its_book_and_prints_no_trades(sim: Simula
         after = (await get(sim, f"/markets/{ticker}")).json()["market"]
         assert float(after["volume_fp"]) > float(during["volume_fp"])
         assert (await control.post("/markets/NOPE-1/pause")).status_code == 404
+
+
+async def test_ladder_and_range_results_follow_the_published_expiration_value(sim: Simulator) -> None:
+    settled = await all_pages(sim, "/markets", "markets", status="settled", limit=1000)
+    checked = 0
+    for market in settled:
+        if market["event_ticker"].startswith("KXBTC15M"):
+            continue
+        value = float(market["expiration_value"])
+        floor, cap = market.get("floor_strike"), market.get("cap_strike")
+        expected = {"greater": floor is not None and value > floor, "less": cap is not None and value < cap,
+                    "between": floor is not None and cap is not None and floor <= value <= cap}[market["strike_type"]]
+        assert market["result"] == ("yes" if expected else "no"), market["ticker"]
+        checked += 1
+    assert checked > 20
+    by_event: dict[str, list[str]] = {}
+    for market in settled:
+        if market["event_ticker"].startswith("KXBTC-"):
+            by_event.setdefault(market["event_ticker"], []).append(market["result"])
+    assert by_event and all(results.count("yes") == 1 for results in by_event.values())

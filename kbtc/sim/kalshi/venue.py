@@ -188,7 +188,9 @@ class KalshiVenue:
             value = catalog.expiration_value(market)
             yes = market.resolves_yes(value)
             body["result"] = "yes" if yes else "no"
-            body["expiration_value"] = f"{value:.2f}"
+            # KXBTC15M rounds to cents; the others settle on the raw mean of 60 cent prints (k/6000 dollars),
+            # shown to 4 decimals, which never rounds onto an "X.99" strike it is not equal to.
+            body["expiration_value"] = f"{value:.2f}" if market.series_ticker == "KXBTC15M" else f"{value:.4f}"
             body["settlement_value_dollars"] = "1.0000" if yes else "0.0000"
         if now_ms >= market.settled_ms:
             body["settlement_ts"] = iso(market.settled_ms)
