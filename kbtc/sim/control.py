@@ -69,10 +69,10 @@ class Control:
             catalog.resume(market, now_ms)
         elif action == "close":
             raw = await request.body()
-            close_s = json.loads(raw).get("close_ts", now_ms // 1000) if raw else now_ms // 1000
             try:
+                close_s = json.loads(raw).get("close_ts", now_ms // 1000) if raw else now_ms // 1000
                 catalog.close_early(market, int(close_s) * 1000, now_ms)
-            except ValueError as exc:
+            except (ValueError, AttributeError, TypeError) as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         else:
             return JSONResponse({"error": f"unknown action {action!r}"}, status_code=404)

@@ -107,3 +107,18 @@ async def test_rest_faults_through_the_control_endpoint(sim: Simulator) -> None:
         summary = (await control.get("/faults")).json()
         assert summary["summary"]["kalshi_rest/http_429"] == {"injected": 3, "applied": 3}
         assert summary["pending"] == []
+
+
+async def test_control_closes_a_market_early(sim: Simulator, clock: ManualClock) -> None:
+    async with httpx.AsyncClient(base_url=sim.kalshi_rest_url) as api, \
+            httpx.AsyncClient(base_url=sim.control_url) as control:
+        market = (await api.get("/markets", params={"series_ticker": "KXBTCD", "status": "open"})).json()["markets"][0]
+        assert (await control.post(f"/markets/{market['ticker']}/close", content=b"not json")).status_code == 400
+        closed = await control.post(f"/markets/{market['ticker']}/close", json={"close_ts": clock() // 1000})
+        assert closed.json()["status"] == "closed"
+        after = (await api.get(f"/markets/{market['ticker']}")).json()["market"]
+        assert after["status"] == "closed" and after["close_time"] != market["close_time"]
+        assert (await api.get(f"/markets/{market['ticker']}/orderbook")).json()["orderbook_fp"] == {
+            "yes_dollars": [], "no_dollars": []}
+        state = (await control.get("/state")).json()
+        assert state["now_ms"] == clock() and state["index_usd"] > 0
