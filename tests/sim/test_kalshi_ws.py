@@ -279,3 +279,19 @@ async def test_legacy_cent_fields_on_the_stream(clock: ManualClock) -> None:
                 assert [p for p, _ in snapshot[side]] == [round(float(p) * 100) for p, _ in snapshot[f"{side}_dollars_fp"]]
         tick = messages[-1]["msg"]
         assert tick["yes_bid"] == round(float(tick["yes_bid_dollars"]) * 100) and isinstance(tick["volume"], int)
+
+
+async def test_a_failing_subscribe_subscribes_nothing_and_a_repeat_adds_tickers(
+    wsim: Simulator, client: WsClient
+) -> None:
+    tickers = [m["ticker"] for m in await open_markets(wsim, "KXBTCD")][:3]
+    await client.command("subscribe", channels=["ticker", "orderbook_delta"])
+    assert (await client.recv())["msg"]["code"] == 14
+    await client.command("list_subscriptions")
+    assert (await client.recv())["msg"] == []
+    await client.command("subscribe", channels=["orderbook_delta"], market_tickers=tickers[:2])
+    await client.until(lambda m: m["type"] == "orderbook_snapshot" and m["msg"]["market_ticker"] == tickers[1])
+    await client.command("subscribe", channels=["orderbook_delta"], market_tickers=tickers[1:])
+    again = await client.until(lambda m: m["type"] == "orderbook_snapshot")
+    assert again[0]["msg"] == {"channel": "orderbook_delta", "sid": 1}
+    assert again[-1]["msg"]["market_ticker"] == tickers[2] and again[-1]["seq"] == 3

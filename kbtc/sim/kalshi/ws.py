@@ -158,22 +158,23 @@ class KalshiWs:
         channels = params.get("channels")
         if not channels or not isinstance(channels, list):
             raise WsError(3, "Channels required")
+        # Validate every channel before subscribing any, so an error leaves no partial subscription.
+        tickers_by_channel: dict[str, list[str] | None] = {}
         for channel in channels:
             if channel not in CHANNELS:
                 raise WsError(8, "Unknown channel name")
-        replies: list[dict[str, Any]] = []
-        for channel in channels:
-            tickers = self._tickers(params, required=channel == "orderbook_delta") \
+            tickers_by_channel[channel] = self._tickers(params, required=channel == "orderbook_delta") \
                 if channel in _MARKET_CHANNELS else None
-            index_ids = None
             if channel == "cfbenchmarks_value":
                 if not session.entitled:
                     raise WsError(9, "cfbenchmarks_value requires an entitled API key")
                 index_ids = params.get("index_ids")
-                if not index_ids:
+                if not index_ids or not isinstance(index_ids, list):
                     raise WsError(24, "Index IDs required")
                 if any(i not in ("BRTI", "all") for i in index_ids):
                     raise WsError(11, "Unknown index id")
+        replies: list[dict[str, Any]] = []
+        for channel, tickers in tickers_by_channel.items():
             existing = next((s for s in session.subscriptions.values() if s.channel == channel), None)
             # Repeating a subscribe adds new tickers to the existing subscription (changelog 2025-09-25).
             sub = existing or session.add(channel, tickers, use_yes_price=bool(params.get("use_yes_price")))
