@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -104,7 +106,11 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
             console.print("environment (paste into your shell or .env):")
             for name, value in {**simulator.env(), **env_extra}.items():
                 console.print(f"export {name}={value}", highlight=False, soft_wrap=True)
-            await asyncio.sleep(duration if duration > 0 else float("inf"))
+            stop = asyncio.Event()
+            # SIGTERM (e.g. from a process manager) stops as cleanly as Ctrl-C.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=duration if duration > 0 else None)
         console.print(f"faults: {faults.summary()}")
 
     try:
