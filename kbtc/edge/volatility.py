@@ -77,13 +77,13 @@ class VolParams:
     """
 
     method: VolMethod = "ewma"
-    grid_s: float = 30.0
-    half_life_s: float = 1_800.0
+    grid_s: float = 15.0
+    half_life_s: float = 600.0
     prior_sigma_annual: float = 0.5
-    prior_weight_s: float = 1_800.0
-    lookback_s: float = 14_400.0
-    min_points: int = 20
-    min_span_s: float = 1_200.0
+    prior_weight_s: float = 300.0
+    lookback_s: float = 3_900.0
+    min_points: int = 30
+    min_span_s: float = 900.0
     max_spot_age_s: float | None = 60.0
     floor_sigma_annual: float = 0.15
     cap_sigma_annual: float = 2.5
