@@ -28,6 +28,7 @@ from kbtc.edge.volatility import SECONDS_PER_YEAR, VolParams, estimate_volatilit
 T0 = 1_795_000_000_000
 SIGNATURE_GRIDS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300)
 NOISE_LEVELS = (0.0, 1e-5, 3e-5, 1e-4)  # log-price noise sd: $0, ~$1, ~$3, ~$10 at $95k
+DEFAULT = VolParams()
 
 
 @dataclass(frozen=True)
@@ -161,16 +162,22 @@ def forecast_table(
         for grid in grids:
             for half_life in half_lives:
                 params = VolParams(
-                    method=method,  # type: ignore[arg-type]
+                    method=method,
                     grid_s=grid,
                     half_life_s=half_life,
-                    lookback_s=max(14_400.0, 6 * half_life),
+                    lookback_s=max(3_900.0, 6 * half_life),
                     max_spot_age_s=None,
                     floor_sigma_annual=0.0,
                     cap_sigma_annual=10.0,
                 )
-                rows.append({"method": method, "grid_s": grid, "half_life_s": half_life,
-                             **forecast_scores(sim, params, horizons, warmup)})
+                bounds = {
+                    "max_spot_age_s": DEFAULT.max_spot_age_s,
+                    "floor_sigma_annual": DEFAULT.floor_sigma_annual,
+                    "cap_sigma_annual": DEFAULT.cap_sigma_annual,
+                }
+                is_default = replace(params, **bounds) == DEFAULT  # type: ignore[arg-type]
+                rows.append({"method": method + (" (default)" if is_default else ""), "grid_s": grid,
+                             "half_life_s": half_life, **forecast_scores(sim, params, horizons, warmup)})
     seed_params = replace(VolParams.seed(), max_spot_age_s=None)
     rows.append({"method": "seed", "grid_s": 5.0, "half_life_s": round(5 * math.log(0.5) / math.log(0.94), 1),
                  **forecast_scores(sim, seed_params, horizons, warmup)})
@@ -194,8 +201,8 @@ def main() -> None:
     paths = 1 if args.quick else 4
     print(f"## Signature: annualised RV by grid (σ = 0.50 constant, 4 Hz mean tick rate, $1 spread, {paths} paths)\n")
     print(signature_table(min(days, 2.0), args.seed, paths))
-    grids = (10.0, 30.0) if args.quick else (5.0, 10.0, 15.0, 30.0, 60.0)
-    half_lives = (900.0, 1_800.0) if args.quick else (300.0, 600.0, 900.0, 1_800.0, 3_600.0, 7_200.0)
+    grids = (15.0, 30.0) if args.quick else (5.0, 10.0, 15.0, 30.0, 60.0)
+    half_lives = (600.0, 1_800.0) if args.quick else (300.0, 600.0, 900.0, 1_800.0, 3_600.0, 7_200.0)
     for noise, jumps in ((3e-5, 0.0), (1e-4, 0.0), (3e-5, 4.0)):
         print(f"\n## Forecast of the next 15/60 min realised σ (stochastic σ, noise {noise:g}, jumps/day {jumps:g})\n")
         print(forecast_table(days, args.seed + 1, noise, grids, half_lives, jumps))
