@@ -59,7 +59,7 @@ def simulate(
         # log σ: OU with a 3 h mean-reversion time and stationary sd 0.35 (σ mostly in 25 %–100 %).
         theta, sd = 1 / (3 * 3600), 0.35
         shocks = rng.normal(0, sd * math.sqrt(2 * theta), seconds)
-        log_dev = _ar1(shocks, math.exp(-theta))
+        log_dev = ar1(shocks, math.exp(-theta))
         sigma = 0.5 * np.exp(log_dev - sd**2 / 2)
     else:
         sigma = np.full(seconds, 0.5)
@@ -89,7 +89,7 @@ def simulate(
     return Simulation(spot, var_per_s + jumps**2, seconds)
 
 
-def _ar1(shocks: np.ndarray, decay: float) -> np.ndarray:
+def ar1(shocks: np.ndarray, decay: float) -> np.ndarray:
     """x_t = decay·x_{t−1} + shock_t, in blocks so decay^−t never overflows."""
     out = np.empty_like(shocks)
     block = int(500 / -math.log(decay))

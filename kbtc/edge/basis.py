@@ -48,8 +48,8 @@ class BasisParams:
     """How the Coinbase-to-index basis is estimated (see the module docstring)."""
 
     enabled: bool = True
-    half_life_s: float = 3_600.0
-    lookback_s: float = 14_400.0
+    half_life_s: float = 1_800.0
+    lookback_s: float = 7_200.0
     min_observations: int = 3
     prior_basis_usd: float = 0.0
     prior_std_usd: float = 10.0

@@ -43,7 +43,7 @@ def test_weighted_gap_by_hand() -> None:
     )
     out = estimate_basis(spot, [T0 + 2 * QUARTER_MS], references=references)
     gaps = np.array([6.0, 2.0, -2.0])
-    w = np.array([2 ** (-1800 / 3600), 2 ** (-900 / 3600), 1.0])
+    w = np.array([2 ** (-1800 / 1800), 2 ** (-900 / 1800), 1.0])  # the default half-life is 30 min
     mean = np.sum(w * gaps) / w.sum()
     n_eff = w.sum() ** 2 / np.sum(w**2)
     var = (np.sum(w * gaps**2) / w.sum() - mean**2) * n_eff / (n_eff - 1)
@@ -127,7 +127,7 @@ def test_references_from_the_simulated_index_and_index_preferred() -> None:
     t = T0 + 6 * 3_600_000
     from_refs = estimate_basis(spot, [t], references=references)
     assert from_refs["basis_status"][0] == "references"
-    assert from_refs["basis_n"][0] == 17  # [t − 4 h, t], both ends included
+    assert from_refs["basis_n"][0] == 9  # [t − 2 h, t], both ends included
     recent = basis[(ends[-6:] // 1000) - 30].mean()
     assert from_refs["basis_usd"][0] == pytest.approx(recent, abs=2.5)
     both = estimate_basis(spot, [t], references=references, index_prints=prints)
