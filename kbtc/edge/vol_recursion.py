@@ -27,19 +27,22 @@ def spot_mid(spot: pl.DataFrame, *, use_quotes: bool = True) -> tuple[IntArray, 
     (coinbase_api.md §1.4: the ticker carries both). Ticks without a positive finite price are dropped.
     `use_quotes=False` takes `price` only (the seed system's input, seed_system.md §3.2).
     """
-    price = pl.col("price")
+    frame = spot.filter(pl.col("ts").is_not_null()) if spot["ts"].null_count() else spot
+    ts = frame["ts"].cast(pl.Int64).to_numpy()
+    price = frame["price"].cast(pl.Float64).to_numpy()  # nulls become NaN
     if use_quotes:
-        bid, ask = pl.col("best_bid"), pl.col("best_ask")
-        quoted = bid.is_not_null() & ask.is_not_null() & (bid > 0) & (ask >= bid) & bid.is_finite() & ask.is_finite()
-        price = pl.when(quoted).then((bid + ask) / 2).otherwise(pl.col("price"))
-    frame = (
-        spot.lazy()
-        .select(pl.col("ts").cast(pl.Int64), price.cast(pl.Float64).alias("mid"))
-        .filter(pl.col("ts").is_not_null() & pl.col("mid").is_finite() & (pl.col("mid") > 0))
-        .sort("ts", maintain_order=True)
-        .collect()
-    )
-    return frame["ts"].to_numpy().astype(np.int64), frame["mid"].to_numpy().astype(np.float64)
+        bid = frame["best_bid"].cast(pl.Float64).to_numpy()
+        ask = frame["best_ask"].cast(pl.Float64).to_numpy()
+        with np.errstate(invalid="ignore"):
+            quoted = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask >= bid)
+        price = np.where(quoted, (bid + ask) / 2, price)
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(price) & (price > 0)
+    ts, price = ts[keep], price[keep]
+    if ts.shape[0] > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+        order = np.argsort(ts, kind="stable")
+        ts, price = ts[order], price[order]
+    return ts.astype(np.int64, copy=False), price.astype(np.float64, copy=False)
 
 
 def decayed_cumsum(values: FloatArray, log_decay: FloatArray) -> tuple[FloatArray, FloatArray]:
