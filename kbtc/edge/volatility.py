@@ -359,3 +359,22 @@ def estimate_volatility(
         },
         schema=_RESULT_SCHEMA,
     )
+
+
+def vol_estimate_rows(estimates: pl.DataFrame, product_id: str, params: VolParams) -> pl.DataFrame:
+    """Turn `estimate_volatility` output into `vol_estimates` rows (kbtc.db.schema.VolEstimate).
+
+    `sigma_annual` is the value the engine priced with and `status` its readiness; the source follows from
+    them (module docstring). `params_json` records the estimator's full configuration.
+    """
+    return estimates.select(
+        pl.lit(product_id, dtype=pl.String).alias("product_id"),
+        pl.col("asof_ts"),
+        pl.lit(params.method, dtype=pl.String).alias("method"),
+        pl.col("sigma_annual"),
+        pl.col("sigma_status").alias("status"),
+        pl.col("vol_points").cast(pl.Int64).alias("points"),
+        pl.col("vol_span_s").alias("span_s"),
+        pl.lit(params.to_json(), dtype=pl.String).alias("params_json"),
+    )
+
