@@ -12,6 +12,8 @@ that bounces between bid and ask. Then:
 Prints markdown tables; the conclusions are in docs/EDGE_VALIDATION_VOL.md.
 
 Run: python -m benchmarks.vol_signature [--days 6] [--seed 1] [--quick]
+     python -m benchmarks.vol_signature --database-url sqlite:///data/kalshi.sqlite [--hours 24]
+       (the same signature on recorded Coinbase ticks: take the shortest grid where the curve is flat)
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
+from kbtc.db.engine import make_engine
+from kbtc.db.store import read_frame
+from kbtc.edge.vol_recursion import spot_mid
 from kbtc.edge.volatility import SECONDS_PER_YEAR, VolParams, estimate_volatility
+from kbtc.pipeline.edge_inputs import load_spot
 
 T0 = 1_795_000_000_000
 SIGNATURE_GRIDS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300)
@@ -131,6 +137,16 @@ def signature_table(days: float, seed: int, paths: int) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def signature_of(spot: pl.DataFrame) -> pl.DataFrame:
+    """Annualised RV by grid of recorded ticks (load_spot columns), for the mid and the last trade."""
+    rows = []
+    for label, series in (("mid", spot_mid(spot)), ("last", spot_mid(spot, use_quotes=False))):
+        row: dict[str, object] = {"price": label, "ticks": series[0].shape[0]}
+        row.update({f"{g}s": round(realised_vol(series[0], series[1], g), 3) for g in SIGNATURE_GRIDS_S})
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
 def forecast_scores(sim: Simulation, params: VolParams, horizons_s: tuple[int, ...], warmup_s: int) -> dict[str, float]:
     """Bias, RMSE (annualised σ) and mean QLIKE (variance) of σ̂(t) against the realised σ of (t, t + T]."""
     max_h = max(horizons_s)
@@ -190,6 +206,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer settings, 2 days")
+    parser.add_argument("--database-url", help="instead: the signature of recorded spot ticks in this database")
+    parser.add_argument("--product", default="BTC-USD")
+    parser.add_argument("--hours", type=float, default=24.0, help="with --database-url: the last N hours")
     args = parser.parse_args()
     days = 2.0 if args.quick else args.days
     pl.Config.set_tbl_formatting("MARKDOWN")
@@ -198,6 +217,14 @@ def main() -> None:
     pl.Config.set_tbl_hide_dataframe_shape(True)
     pl.Config.set_tbl_hide_column_data_types(True)
     pl.Config.set_tbl_width_chars(250)
+    if args.database_url:
+        engine = make_engine(args.database_url)
+        newest = read_frame(engine, "SELECT MAX(tick_ts) AS ts FROM spot_ticks WHERE product_id = :p",
+                            {"p": args.product})["ts"][0]
+        spot = load_spot(engine, args.product, int(newest or 0), args.hours * 3600)
+        print(f"## Signature of recorded {args.product} ticks, last {args.hours:g} h\n")
+        print(signature_of(spot))
+        return
     paths = 1 if args.quick else 4
     print(f"## Signature: annualised RV by grid (σ = 0.50 constant, 4 Hz mean tick rate, $1 spread, {paths} paths)\n")
     print(signature_table(min(days, 2.0), args.seed, paths))
