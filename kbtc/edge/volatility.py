@@ -28,7 +28,7 @@ Which rows carry a usable sigma (`sigma_source`):
 - `out_of_bounds` with `clamp_to_bounds` → the nearer bound (`floor` or `cap`);
 - every other non-ok status (and `out_of_bounds` without clamping, as in `seed`) → `prior_sigma_annual`
   (`prior`) when `fallback == "prior"`, else null sigma and null source.
-The engine prices with `sigma_annual` whenever it is not null and reports `sigma_status` beside it.
+So `sigma_annual`, when not null, is always a usable σ; `sigma_status` says whether it is the estimate itself.
 """
 
 from __future__ import annotations

@@ -124,6 +124,13 @@ def test_mid_falls_back_to_last_price() -> None:
     assert mid.tolist() == [99.25, 101.0, 98.5, 103.0]  # one-sided and crossed books use the trade price
 
 
+def test_unsorted_input_is_sorted_first() -> None:
+    frame = gbm_ticks(3600, 0.5, seed=23)
+    t = [int(frame["ts"].max())]
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1)
+    assert estimate_volatility(shuffled, t).equals(estimate_volatility(frame, t))
+
+
 def test_statuses_in_order_and_fallbacks() -> None:
     frame = gbm_ticks(3 * 3600, 0.5, seed=17)
     end = int(frame["ts"].max())
