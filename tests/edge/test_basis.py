@@ -7,6 +7,8 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbtc.edge.basis import BasisParams, coinbase_window_average, estimate_basis, reference_gaps
 from kbtc.edge.vol_recursion import spot_mid
@@ -151,3 +153,36 @@ def test_mid_is_the_coinbase_side() -> None:
     spot = flat_spot(T0 - 60_000, T0)
     _, mid = spot_mid(spot)
     assert mid[0] == pytest.approx(95_000.0)  # the quote mid, not the last trade (+3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    offsets_s=st.lists(st.integers(0, 6 * 3600), min_size=1, max_size=30),
+    delays_s=st.lists(st.integers(0, 120), min_size=30, max_size=30),
+    cut=st.floats(0.0, 1.0),
+)
+def test_property_rows_ignore_everything_after_their_asof(offsets_s: list[int], delays_s: list[int], cut: float) -> None:
+    spot, prints, _, index = simulated_index(6 * 3600 + 120, seed=9)
+    ends = T0 + np.array(sorted(set(offsets_s)), dtype=np.int64) * 1000 + 60_000
+    references = pl.DataFrame(
+        {
+            "window_end_ts": ends,
+            "index_avg_usd": index[(ends - T0) // 1000 - 30],
+            "known_ts": ends + np.array(delays_s[: ends.shape[0]], dtype=np.int64) * 1000,
+        }
+    )
+    t = int(T0 + cut * 6 * 3_600_000)
+    params = BasisParams(min_observations=1, index_min_minutes=1, lookback_s=6 * 3600)
+    full = estimate_basis(spot, [t], references=references, index_prints=prints, params=params)
+    past = estimate_basis(
+        spot.filter(pl.col("ts") <= t),
+        [t],
+        references=references.filter(pl.col("known_ts") <= t),
+        index_prints=prints.filter(pl.col("ts") <= t),
+        params=params,
+    )
+    assert full.equals(past)
+    refs_only = estimate_basis(spot, [t], references=references, params=params)
+    refs_past = estimate_basis(spot.filter(pl.col("ts") <= t), [t], references=references.filter(pl.col("known_ts") <= t),
+                               params=params)
+    assert refs_only.equals(refs_past)

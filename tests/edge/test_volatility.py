@@ -8,6 +8,8 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbtc.edge.vol_recursion import decayed_cumsum, spot_mid, window_sum
 from kbtc.edge.volatility import SECONDS_PER_YEAR, VolParams, _classify, estimate_volatility
@@ -203,3 +205,23 @@ def test_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError, match="lookback"):
         VolParams(grid_s=60.0, lookback_s=30.0)
     assert replace(VolParams(), method="bipower").method == "bipower"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps_ms=st.lists(st.integers(1, 40_000), min_size=2, max_size=300),
+    moves=st.lists(st.floats(-1e-3, 1e-3), min_size=300, max_size=300),
+    cut=st.floats(0.0, 1.0),
+    method=st.sampled_from(["ewma", "bipower", "seed"]),
+)
+def test_property_rows_ignore_everything_after_their_asof(
+    gaps_ms: list[int], moves: list[float], cut: float, method: str
+) -> None:
+    ts = T0 + np.cumsum(gaps_ms).astype(np.int64)
+    mid = 95_000 * np.exp(np.cumsum(moves[: len(gaps_ms)]))
+    frame = pl.DataFrame({"ts": ts, "price": mid, "best_bid": mid - 0.01, "best_ask": mid + 0.01})
+    t = int(ts[0] + cut * (ts[-1] - ts[0]))
+    params = VolParams.seed() if method == "seed" else VolParams(method=method, min_points=2, min_span_s=60.0)  # type: ignore[arg-type]
+    full = estimate_volatility(frame, [t], params)
+    past = estimate_volatility(frame.filter(pl.col("ts") <= t), [t], params)
+    assert full.equals(past)
