@@ -9,9 +9,10 @@ Methods (model_math.md §2):
   jumps (Barndorff-Nielsen & Shephard 2004, §2.3).
 - `seed`: the original system exactly (seed_system.md §3.2): last trade price per 5 s bucket, no forward fill,
   `var₀ = r₀²`, `varₖ = λ·varₖ₋₁ + (1−λ)·rₖ²` with λ = 0.94, annualised with √(Y/5), 3900 s lookback,
-  ≥ 2 points, ≥ 3600 s span, ≥ 10 returns, rejected (not clamped) outside (0, 5]. Two deliberate differences:
-  the original's row cap (`max_spot_points`) is not applied, and its fallback to the last stored estimate is
-  replaced by the prior (0.6, its `sigma_default`).
+  ≥ 2 points, ≥ 3600 s span, ≥ 10 returns, rejected (not clamped) outside (0, 5]. Deliberate differences: the
+  lookback ends at the as-of time (the original's SQLite path used the database clock, a look-ahead in replay),
+  the row cap (`max_spot_points`) is not applied, and the fallback to the last stored estimate is replaced by
+  the prior (0.6, its `sigma_default`).
 
 Sampling: the price of a grid bucket `[kG, (k+1)G)` is its last tick (the mid of best bid/ask, falling back to
 the last price), stamped with that tick's own time. The bucket holding the as-of time contributes its latest
