@@ -9,6 +9,7 @@ Completed minutes are cached; the minute containing "now" is still forming and r
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -60,18 +61,34 @@ class CandleBook:
             return None
         return prices[0], max(prices), min(prices), prices[-1]
 
-    def minutes(self, first_minute_ms: int, last_minute_ms: int, now_ms: int) -> pl.DataFrame:
-        """One-minute bars (`start_ms, open, high, low, close, volume`) of the trading minutes in the range."""
+    def _trading_minutes_in(self, first_minute_ms: int, last_minute_ms: int, now_ms: int) -> list[int]:
         oldest_ms = now_ms - now_ms % MINUTE_MS - self.history_s * 1000
-        first = max(first_minute_ms, oldest_ms)
+        first = max(first_minute_ms - first_minute_ms % MINUTE_MS, oldest_ms)
         last = min(last_minute_ms, now_ms - now_ms % MINUTE_MS)
         minute_starts = np.arange(first, last + 1, MINUTE_MS, dtype=np.int64)
-        minute_starts = minute_starts[self.tape.trading_minutes(minute_starts)]
         for stale in [m for m in self._complete if m < oldest_ms]:
             del self._complete[stale]
+        return minute_starts[self.tape.trading_minutes(minute_starts)].tolist()  # type: ignore[no-any-return]
+
+    async def prefetch(self, first_minute_ms: int, last_minute_ms: int, now_ms: int, *, chunk: int = 50) -> None:
+        """Compute the range's completed minutes into the cache, yielding to the event loop between chunks.
+
+        A cold day of history is tens of thousands of price reads; done in one go it would hold up every
+        feed on the loop (heartbeats included) for seconds.
+        """
+        todo = [m for m in self._trading_minutes_in(first_minute_ms, last_minute_ms, now_ms)
+                if m + MINUTE_MS <= now_ms and m not in self._complete]
+        for offset in range(0, len(todo), chunk):
+            for minute_ms in todo[offset : offset + chunk]:
+                self._complete[minute_ms] = self._minute_ohlc(minute_ms, now_ms)
+            await asyncio.sleep(0)
+
+    def minutes(self, first_minute_ms: int, last_minute_ms: int, now_ms: int) -> pl.DataFrame:
+        """One-minute bars (`start_ms, open, high, low, close, volume`) of the trading minutes in the range."""
+        minute_starts = self._trading_minutes_in(first_minute_ms, last_minute_ms, now_ms)
         starts: list[int] = []
         bars: list[_Ohlc] = []
-        for minute_ms in minute_starts.tolist():
+        for minute_ms in minute_starts:
             complete = minute_ms + MINUTE_MS <= now_ms
             if complete and minute_ms in self._complete:
                 bar = self._complete[minute_ms]

@@ -22,7 +22,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,7 +117,9 @@ class CandleApi:
             self._socket.close()
             self._socket = None
 
-    async def _respond(self, api: str, request: Request, build: Any) -> Response:
+    async def _respond(
+        self, api: str, request: Request, build: Callable[[Any], Awaitable[Any]]
+    ) -> Response:
         """Apply request-level faults, build the body (or an error), then body-level faults."""
         def take(kind: FaultKind) -> Any:
             return take_scoped(self.faults, FaultTarget.COINBASE_REST, kind, api=api)
@@ -133,7 +135,7 @@ class CandleApi:
         try:
             if request.path_params["product_id"] != self.product_id:
                 raise _RejectedError("product not found", 404)
-            body = build(request.query_params)
+            body = await build(request.query_params)
         except _RejectedError as rejected:
             return _json(rejected.status, _error_body(api, rejected.status, str(rejected)))
         if (extra := take(FaultKind.UNKNOWN_FIELDS)) is not None:
@@ -151,7 +153,7 @@ class CandleApi:
     async def _exchange(self, request: Request) -> Response:
         return await self._respond(API_EXCHANGE, request, self._exchange_body)
 
-    def _advanced_trade_body(self, query: Any) -> dict[str, Any]:
+    async def _advanced_trade_body(self, query: Any) -> dict[str, Any]:
         start_s, end_s = _unix_param(query, "start"), _unix_param(query, "end")
         name = query.get("granularity")
         if name not in ADVANCED_TRADE_GRANULARITY_S:
@@ -165,7 +167,7 @@ class CandleApi:
                 f"start and end argument is invalid - number of candles requested should be less than or equal "
                 f"to {ADVANCED_TRADE_MAX_CANDLES}"
             )
-        frame = self._candles(start_s, end_s, granularity_s, limit)
+        frame = await self._candles(start_s, end_s, granularity_s, limit)
         rows = frame.select(
             pl.col("start_s").cast(pl.String).alias("start"),
             *(_decimal_strings(c, 2) for c in ("low", "high", "open", "close")),
@@ -173,7 +175,7 @@ class CandleApi:
         ).to_dicts()
         return {"candles": rows}
 
-    def _exchange_body(self, query: Any) -> list[list[float]]:
+    async def _exchange_body(self, query: Any) -> list[list[float]]:
         granularity_s = _int_param(query, "granularity", 60)
         if granularity_s not in EXCHANGE_GRANULARITY_S:
             raise _RejectedError("Unsupported granularity")
@@ -189,11 +191,13 @@ class CandleApi:
             raise _RejectedError(
                 "granularity too small for the requested time range. Count of aggregations requested exceeds 300"
             )
-        frame = self._candles(start_s, end_s, granularity_s, EXCHANGE_MAX_CANDLES)
+        frame = await self._candles(start_s, end_s, granularity_s, EXCHANGE_MAX_CANDLES)
         return [[int(r[0]), *r[1:]] for r in frame.rows()]
 
-    def _candles(self, start_s: int, end_s: int, granularity_s: int, limit: int) -> pl.DataFrame:
+    async def _candles(self, start_s: int, end_s: int, granularity_s: int, limit: int) -> pl.DataFrame:
         now_ms = time.time_ns() // 1_000_000
+        first_bucket_s = start_s - start_s % granularity_s
+        await self.book.prefetch(first_bucket_s * 1000, (end_s - 1) * 1000, now_ms)
         return self.book.candles(start_s=start_s, end_s=end_s, granularity_s=granularity_s, now_ms=now_ms,
                                  limit=limit)
 
