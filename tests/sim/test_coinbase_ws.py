@@ -89,6 +89,7 @@ async def test_sequence_num_is_one_counter_per_connection_across_channels() -> N
     assert other_ack["sequence_num"] == 0  # a new connection starts again at 0
 
 
+@pytest.mark.slow
 async def test_heartbeats_once_a_second_with_a_contiguous_counter() -> None:
     async with running_sim(heartbeat_counter_as_int=True) as (sim, _), open_ws(sim.ws_url) as ws:
         ack = await subscribe(ws, "heartbeats")
