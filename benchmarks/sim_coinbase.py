@@ -26,7 +26,7 @@ from benchmarks.common import bench_line
 from kbtc.sim.coinbase import CoinbaseSim, messages
 from kbtc.sim.faults import FaultPlan
 
-SAMPLE = Path("/work/shared/reference/samples/coinbase/advanced_trade_ws_ticker.json")
+SAMPLE = Path(__file__).parent.parent / "tests/sim/samples/coinbase/advanced_trade_ws_ticker.json"
 
 
 class WalkSource:

@@ -16,9 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from kbtc.sim.coinbase import CoinbaseSim
 from kbtc.sim.faults import FaultPlan
 
-SAMPLES = Path("/work/shared/reference/samples/coinbase")
-if not SAMPLES.is_dir():  # the samples are copied next to the tests when the reference tree is absent
-    SAMPLES = Path(__file__).parent / "samples" / "coinbase"
+SAMPLES = Path(__file__).parent / "samples" / "coinbase"  # copied from shared/reference/samples/coinbase
 
 # One origin for every source built in a test session, so two sources with one seed are the same path.
 _ORIGIN_S = int(time.time()) // 3600 * 3600 - 3 * 86400
