@@ -143,3 +143,19 @@ async def test_unsubscribe_stops_the_channel() -> None:
         after = await frames_until(ws, lambda f: f["channel"] == "heartbeats")
     assert frames[-1]["events"] == [{"subscriptions": {"heartbeats": ["heartbeats"]}}]
     assert [f["channel"] for f in after] == ["heartbeats"]
+
+
+async def test_a_quiet_subscription_without_heartbeats_is_closed() -> None:
+    # Every minute empty: no ticker update ever follows the snapshot, so only heartbeats could keep it open.
+    async with running_sim(empty_minute_fraction=0.999999, idle_close_s=0.5) as (sim, _), \
+            open_ws(sim.ws_url) as quiet, open_ws(sim.ws_url) as kept:
+        await subscribe(quiet, "ticker", ["BTC-USD"])
+        await subscribe(kept, "ticker", ["BTC-USD"])
+        await subscribe(kept, "heartbeats")
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                frame = await recv_json(quiet)
+                assert frame["channel"] == "ticker" and frame["events"][0]["type"] == "snapshot"
+        beats = await frames_until(kept, lambda f: f["channel"] == "heartbeats")
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert beats[-1]["channel"] == "heartbeats"

@@ -30,9 +30,11 @@ class Session:
 
     outbox: Outbox
     subscriptions: dict[str, list[str]] = field(default_factory=dict)
+    last_frame_monotonic_ns: int = field(default_factory=time.monotonic_ns)
 
     def send(self, frame: OutFrame) -> None:
         """Queue a frame for this client."""
+        self.last_frame_monotonic_ns = time.monotonic_ns()
         self.outbox.put(frame)
 
 
@@ -52,6 +54,7 @@ class FeedServer(ABC):
         self.sessions: set[Session] = set()
         self._server: Server | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()
         self._started_monotonic_ns = time.monotonic_ns()
 
     @property
@@ -79,6 +82,12 @@ class FeedServer(ABC):
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+    def close_session(self, session: Session, code: int, reason: str) -> None:
+        """Close a client's connection with a close frame, from synchronous code."""
+        task = asyncio.get_running_loop().create_task(session.outbox.connection.close(code, reason))
+        self._closing.add(task)  # keep a reference until done, or the task may be collected mid-close
+        task.add_done_callback(self._closing.discard)
 
     def monotonic_ns(self) -> int:
         """Nanoseconds since this feed started (the `m=+…` reading of Go's time string)."""

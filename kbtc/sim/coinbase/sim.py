@@ -24,7 +24,9 @@ class CoinbaseSim:
     Knobs: `ticks_per_second` (the trade batching grid, default 4: Coinbase batches `market_trades` over
     250 ms, §1.7), `subscribe_timeout_s` (5 s on the venue, §1.2), `empty_minute_fraction` (minutes without
     a trade: no ticker, no candle), `heartbeat_counter_as_int` (the docs show a string, live feeds an
-    integer, §1.5), `candle_history_s` (how far back candles exist) and `candle_samples_per_minute`.
+    integer, §1.5), `idle_close_s` (an Advanced Trade subscription without heartbeats that received nothing
+    for this long is closed — the docs' 60–90 s; None disables), `candle_history_s` (how far back candles
+    exist) and `candle_samples_per_minute`. docs/SIMULATOR_COINBASE.md describes them and the faults.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class CoinbaseSim:
         subscribe_timeout_s: float = 5.0,
         empty_minute_fraction: float = 0.01,
         heartbeat_counter_as_int: bool = False,
+        idle_close_s: float | None = 75.0,
         candle_history_s: int = 2 * 86400,
         candle_samples_per_minute: int = 12,
     ) -> None:
@@ -50,7 +53,7 @@ class CoinbaseSim:
                                   history_s=candle_history_s)
         self.advanced_trade = AdvancedTradeFeed(
             self.tape, faults, product_id=product_id, host=host, subscribe_timeout_s=subscribe_timeout_s,
-            heartbeat_counter_as_int=heartbeat_counter_as_int,
+            heartbeat_counter_as_int=heartbeat_counter_as_int, idle_close_s=idle_close_s,
         )
         self.exchange = ExchangeFeed(self.tape, faults, product_id=product_id, host=host,
                                      subscribe_timeout_s=subscribe_timeout_s)

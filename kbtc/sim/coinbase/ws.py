@@ -40,9 +40,11 @@ class AdvancedTradeFeed(FeedServer):
         host: str,
         subscribe_timeout_s: float,
         heartbeat_counter_as_int: bool,
+        idle_close_s: float | None,
     ) -> None:
         super().__init__(tape, faults, product_id=product_id, host=host, subscribe_timeout_s=subscribe_timeout_s)
         self.heartbeat_counter_as_int = heartbeat_counter_as_int
+        self.idle_close_s = idle_close_s
 
     def _enveloped(self, channel: str, events: list[dict[str, Any]]) -> OutFrame:
         return OutFrame(channel, messages.envelope(channel, events, time.time_ns()), sequenced=True)
@@ -129,10 +131,20 @@ class AdvancedTradeFeed(FeedServer):
                 session.send(trades)
 
     def on_heartbeat(self, counter: int, now_ns: int) -> None:
-        """Publish the heartbeat (§1.5) to every session subscribed to `heartbeats`."""
+        """Publish the heartbeat (§1.5) to every session subscribed to `heartbeats`; close idle ones.
+
+        "Most channels close within 60-90 seconds if no updates are sent. Subscribe to heartbeats to keep
+        all subscriptions open" (§1.5): a subscribed session without heartbeats that got no frame for
+        `idle_close_s` is closed (code 1000; the docs do not give one).
+        """
         event = messages.heartbeat_event(counter, now_ns, self.monotonic_ns(),
                                          counter_as_int=self.heartbeat_counter_as_int)
         frame = OutFrame(HEARTBEATS, messages.envelope(HEARTBEATS, [event], now_ns), sequenced=True)
+        idle_before_ns = None if self.idle_close_s is None else time.monotonic_ns() - int(self.idle_close_s * 1e9)
         for session in list(self.sessions):
             if HEARTBEATS in session.subscriptions:
                 session.send(frame)
+            elif session.subscriptions and idle_before_ns is not None \
+                    and session.last_frame_monotonic_ns < idle_before_ns:
+                self.sessions.discard(session)
+                self.close_session(session, 1000, "idle subscription")
