@@ -101,7 +101,10 @@ async def test_the_limits_themselves_are_accepted() -> None:
     async with running_sim(empty_minute_fraction=0.0) as (sim, _):
         at = await get(sim.rest_url, AT_PATH, start=start, end=start + 350 * 60, granularity="ONE_MINUTE")
         ex = await get(sim.rest_url, EX_PATH, start=start, end=start + 300 * 60, granularity=60)
+        limited = await get(sim.rest_url, AT_PATH, start=start, end=start + 350 * 60, granularity="ONE_MINUTE",
+                            limit=10)
     assert at.status_code == 200 and len(at.json()["candles"]) == 350
+    assert limited.json()["candles"] == at.json()["candles"][:10]  # the newest ten
     assert ex.status_code == 200 and len(ex.json()) == 300
 
 

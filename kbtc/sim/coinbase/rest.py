@@ -99,7 +99,7 @@ class CandleApi:
         """Listen on a port chosen by the OS."""
         self._socket = socket.create_server((self.host, 0))
         config = uvicorn.Config(self.app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
+                                ws="none", timeout_graceful_shutdown=1)
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
