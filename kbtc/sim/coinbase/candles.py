@@ -127,7 +127,6 @@ class CandleBook:
         bars = self.minutes(first_bucket_s * 1000, (end_s - 1) * 1000, now_ms)
         grouped = (
             bars.with_columns(start_s=(pl.col("start_ms") // 1000) - (pl.col("start_ms") // 1000) % granularity_s)
-            .filter(pl.col("start_s") < end_s)
             .group_by("start_s")
             .agg(
                 low=pl.col("low").min(),

@@ -9,7 +9,6 @@ one message per batch of matches). The first ticker after subscribing lacks the 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from kbtc.sim.coinbase import messages
@@ -56,7 +55,7 @@ class ExchangeFeed(FeedServer):
                     session.subscriptions[channel] = remaining
         session.send(OutFrame("subscriptions", messages.exchange_subscriptions(session.subscriptions)))
         if "ticker" in newly:
-            index = self.tape.tick_index_at(_now_ms())
+            index = self.published_index
             tick = self.tape.last_trade_tick(index) or self.tape.tick(index)
             stats = self.tape.stats_24h(tick.time_ms, tick.price_usd)
             session.send(OutFrame("ticker", messages.exchange_ticker(self.product_id, tick, stats, first=True)))
@@ -101,13 +100,9 @@ class ExchangeFeed(FeedServer):
         for session in list(self.sessions):
             if self.product_id in session.subscriptions.get("heartbeat", ()):
                 if frame is None:
-                    index = self.tape.tick_index_at(now_ns // 1_000_000)
+                    index = self.published_index
                     last = self.tape.last_trade_tick(index)
                     last_trade_id = last.trades[-1].trade_id if last is not None else 0
                     body = messages.exchange_heartbeat(self.product_id, self.tape.tick(index), last_trade_id, now_ns)
                     frame = OutFrame("heartbeat", body)
                 session.send(frame)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

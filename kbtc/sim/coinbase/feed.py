@@ -55,6 +55,9 @@ class FeedServer(ABC):
         self._server: Server | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
+        # The last tick handed to the sessions: snapshots stop there, so no trade is both in a snapshot and
+        # in the update that follows it.
+        self.published_index = tape.tick_index_at(time.time_ns() // NS_PER_MS)
         self._started_monotonic_ns = time.monotonic_ns()
 
     @property
@@ -115,7 +118,7 @@ class FeedServer(ABC):
 
     async def _tick_loop(self) -> None:
         period_ms = self.tape.period_ms
-        index = time.time_ns() // NS_PER_MS // period_ms
+        index = self.published_index = time.time_ns() // NS_PER_MS // period_ms
         while True:
             index += 1
             delay_ms = index * period_ms - time.time_ns() // NS_PER_MS
@@ -125,6 +128,7 @@ class FeedServer(ABC):
                 index = max(index, time.time_ns() // NS_PER_MS // period_ms)
             if self.sessions:
                 self.on_tick(self.tape.tick(index))
+            self.published_index = index
 
     async def _heartbeat_loop(self) -> None:
         counter = 0

@@ -99,7 +99,7 @@ class AdvancedTradeFeed(FeedServer):
     def _send_snapshot(self, session: Session, channel: str) -> None:
         if channel == HEARTBEATS:
             return
-        index = self.tape.tick_index_at(time.time_ns() // 1_000_000)
+        index = self.published_index
         if channel == "market_trades":
             trades = self.tape.recent_trades(index, SNAPSHOT_TRADES)
             event = messages.market_trades_event("snapshot", self.product_id, trades)
