@@ -21,6 +21,7 @@ from kbtc.sim.coinbase.tape import Tape, Tick
 from kbtc.sim.faults import FaultPlan
 
 NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
 SUBSCRIBE_TIMEOUT_CLOSE_CODE = 1008
 
 
@@ -120,21 +121,19 @@ class FeedServer(ABC):
         period_ms = self.tape.period_ms
         index = self.published_index = time.time_ns() // NS_PER_MS // period_ms
         while True:
-            index += 1
-            delay_ms = index * period_ms - time.time_ns() // NS_PER_MS
-            if delay_ms > 0:
-                await asyncio.sleep(delay_ms / 1000)
-            else:  # fell behind (a blocked loop): publish the present, not a backlog
-                index = max(index, time.time_ns() // NS_PER_MS // period_ms)
+            # The next grid point, or the present one if the loop fell behind: publish now, not a backlog.
+            index = max(index + 1, time.time_ns() // NS_PER_MS // period_ms)
+            await _sleep_until_ns(index * period_ms * NS_PER_MS)
             if self.sessions:
                 self.on_tick(self.tape.tick(index))
             self.published_index = index
 
     async def _heartbeat_loop(self) -> None:
         counter = 0
+        second = time.time_ns() // NS_PER_S
         while True:
-            now_ns = time.time_ns()
-            await asyncio.sleep(1.0 - (now_ns % 1_000_000_000) / 1e9)
+            second = max(second + 1, time.time_ns() // NS_PER_S)
+            await _sleep_until_ns(second * NS_PER_S)
             counter += 1
             if self.sessions:
                 self.on_heartbeat(counter, time.time_ns())
@@ -150,3 +149,15 @@ class FeedServer(ABC):
     @abstractmethod
     def on_heartbeat(self, counter: int, now_ns: int) -> None:
         """Publish the once-a-second heartbeat to subscribed sessions."""
+
+
+async def _sleep_until_ns(epoch_ns: int) -> None:
+    """Sleep until the wall clock reaches `epoch_ns`.
+
+    The loop's timers run on the monotonic clock and may fire a hair early against the wall clock, so a
+    second short sleep tops up whatever is left.
+    """
+    for _ in range(2):
+        delay_ns = epoch_ns - time.time_ns()
+        if delay_ns > 0:
+            await asyncio.sleep(delay_ns / NS_PER_S)
