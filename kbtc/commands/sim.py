@@ -102,6 +102,10 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
         async with Simulator(config, faults=faults) as simulator:
             console.print(f"Kalshi REST   {simulator.kalshi_rest_url}")
             console.print(f"Kalshi WS     {simulator.kalshi_ws_url}")
+            if simulator.coinbase is not None:
+                console.print(f"Coinbase WS   {simulator.coinbase.ws_url}  (Advanced Trade)")
+                console.print(f"Coinbase WS   {simulator.coinbase.exchange_ws_url}  (Exchange feed)")
+                console.print(f"Coinbase REST {simulator.coinbase.rest_url}")
             console.print(f"control       {simulator.control_url}/faults")
             console.print("environment (paste into your shell or .env):")
             for name, value in {**simulator.env(), **env_extra}.items():

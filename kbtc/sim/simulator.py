@@ -1,7 +1,7 @@
 """`Simulator`: one object that builds the price path, the catalog and the venue servers on loopback.
 
     async with Simulator(SimConfig(seed=7, catalog=CatalogConfig(window_minutes=2))) as sim:
-        sim.kalshi_rest_url, sim.kalshi_ws_url, sim.control_url, sim.env()
+        sim.kalshi_rest_url, sim.kalshi_ws_url, sim.coinbase.ws_url, sim.control_url, sim.env()
         sim.faults.inject("kalshi_ws", "disconnect_abrupt")
 
 Every server binds a free port on 127.0.0.1 unless a port is given. The clock is injectable (epoch-ms
@@ -22,6 +22,7 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
+from kbtc.sim.coinbase import CoinbaseSim
 from kbtc.sim.control import Control
 from kbtc.sim.faults import FaultPlan
 from kbtc.sim.kalshi.auth import ApiKey
@@ -72,6 +73,8 @@ class SimConfig:
     start_ms: int | None = None  # the simulator's "start" (default: the clock at construction)
     tick_interval_s: float = 0.25  # how often the WebSocket publisher looks at the clock
     ping_interval_s: float = 10.0  # Kalshi pings every 10 s
+    # The Coinbase feeds and candle APIs (kbtc.sim.coinbase) run on wall time from the same price path.
+    coinbase: bool = True
 
 
 class QuietServer(uvicorn.Server):
@@ -112,6 +115,10 @@ class Simulator:
         self.kalshi_rest_port = 0
         self.kalshi_ws_port = 0
         keys = {k.key_id: k for k in self.config.api_keys}
+        self.coinbase: CoinbaseSim | None = None
+        if self.config.coinbase:
+            self.coinbase = CoinbaseSim(self.source, self.faults, host=self.config.host, seed=self.config.seed,
+                                        candle_history_s=self.config.price.warmup_s)
         self.kalshi_ws = KalshiWs(self.venue, self.faults, keys=keys, tick_interval_s=self.config.tick_interval_s,
                                   ping_interval_s=self.config.ping_interval_s, max_skew_ms=self.config.max_skew_ms)
 
@@ -132,7 +139,10 @@ class Simulator:
 
     def env(self) -> dict[str, str]:
         """Environment variables that point kbtc at this simulator."""
-        return {"KALSHI_REST_URL": self.kalshi_rest_url, "KALSHI_WS_URL": self.kalshi_ws_url}
+        env = {"KALSHI_REST_URL": self.kalshi_rest_url, "KALSHI_WS_URL": self.kalshi_ws_url}
+        if self.coinbase is not None:
+            env |= {"COINBASE_WS_URL": self.coinbase.ws_url, "COINBASE_REST_URL": self.coinbase.rest_url}
+        return env
 
     async def start(self) -> None:
         """Bind the ports and start serving."""
@@ -151,10 +161,14 @@ class Simulator:
         ws_sock = bind_socket(self.config.host, self.config.kalshi_ws_port)
         self.kalshi_ws_port = ws_sock.getsockname()[1]
         await self.kalshi_ws.start(ws_sock)
+        if self.coinbase is not None:
+            await self.coinbase.start()
 
     async def stop(self) -> None:
         """Stop every server and background task."""
         await self.kalshi_ws.stop()
+        if self.coinbase is not None:
+            await self.coinbase.stop()
         if self._rest_server is not None:
             self._rest_server.should_exit = True
         for task in self._tasks:

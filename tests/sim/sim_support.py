@@ -20,9 +20,10 @@ def sample(name: str) -> Any:
 
 
 def fast_config(**overrides: Any) -> SimConfig:
-    """2-minute windows, 10-minute events, one hour of history, no rate limit."""
+    """2-minute windows, 10-minute events, one hour of history, no rate limit, Kalshi only (manual clock)."""
     catalog = CatalogConfig(window_minutes=2, event_minutes=10, history_s=3600, historical_cutoff_s=1200)
-    base: dict[str, Any] = {"seed": 11, "catalog": catalog, "rate_limit_per_s": None, "start_ms": START_MS}
+    base: dict[str, Any] = {"seed": 11, "catalog": catalog, "rate_limit_per_s": None, "start_ms": START_MS,
+                            "coinbase": False}
     return SimConfig(**(base | overrides))
 
 
