@@ -117,8 +117,9 @@ class Simulator:
         keys = {k.key_id: k for k in self.config.api_keys}
         self.coinbase: CoinbaseSim | None = None
         if self.config.coinbase:
+            # Candles reach back whole minutes: keep their history two minutes inside the path's origin.
             self.coinbase = CoinbaseSim(self.source, self.faults, host=self.config.host, seed=self.config.seed,
-                                        candle_history_s=self.config.price.warmup_s)
+                                        candle_history_s=max(self.config.price.warmup_s - 120, 0))
         self.kalshi_ws = KalshiWs(self.venue, self.faults, keys=keys, tick_interval_s=self.config.tick_interval_s,
                                   ping_interval_s=self.config.ping_interval_s, max_skew_ms=self.config.max_skew_ms)
 
