@@ -55,8 +55,9 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
     jumps_per_day: Annotated[float, typer.Option(help="Poisson jump rate of the index.")] = 0.0,
     start_price: Annotated[float, typer.Option(help="Index level at start (USD).")] = 100_000.0,
     basis_sd: Annotated[float, typer.Option(help="Std dev of the Coinbase − index basis (USD).")] = 4.0,
-    spot_tape: Annotated[Path | None, typer.Option(help="Replay the index from a CSV/Parquet tape (ts ms, price).",
-                                                   exists=True, dir_okay=False)] = None,
+    spot_tape: Annotated[Path | None, typer.Option(
+        help="Replay the index from a CSV/Parquet tape (ts ms, price) or a kbtc frame tape (.jsonl.gz or dir).",
+        exists=True)] = None,
     warmup_hours: Annotated[float, typer.Option(help="History before the start (with a tape: its first part).")] = 48,
     fault: Annotated[list[str] | None, typer.Option(help="target:kind[:count[:duration_s]], repeatable.")] = None,
     auth: Annotated[bool, typer.Option(help="Require signed requests; writes a key and prints its env.")] = False,

@@ -16,13 +16,17 @@ a GBM from the tape's last price once the tape ends. Basis and Coinbase noise ar
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
+
+from kbtc.pipeline.tape import read_tape
 
 SECONDS_PER_YEAR = 365 * 86400
 CHUNK_S = 3600  # one chunk of the 1-second index grid
@@ -172,24 +176,60 @@ class GbmSpotSource:
 
 
 def load_spot_tape(path: Path) -> np.ndarray:
-    """Per-second last prices (forward-filled) from a CSV or Parquet spot tape with `ts` (ms) and `price`.
+    """Per-second last prices (forward-filled) from a recorded spot tape.
 
-    Column names accepted: `ts`/`ts_ms`/`timestamp_ms` and `price`/`price_usd`/`mid`; rows need not be sorted.
+    Accepted: a CSV or Parquet file with `ts`/`ts_ms`/`timestamp_ms` (epoch ms) and `price`/`price_usd`/`mid`
+    columns (rows need not be sorted), or kbtc's own frame tape (`kbtc.pipeline.tape`: a directory or
+    `*.jsonl.gz` files) of Coinbase frames — Advanced Trade `ticker`/`market_trades` and Exchange `ticker`
+    prices, timed by their receive time.
     """
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
-    ts_col = next((c for c in ("ts", "ts_ms", "timestamp_ms") if c in frame.columns), None)
-    price_col = next((c for c in ("price", "price_usd", "mid") if c in frame.columns), None)
-    if ts_col is None or price_col is None:
-        raise ValueError(f"{path}: a spot tape needs a ts (ms) and a price column, got {frame.columns}")
+    if path.is_dir() or path.name.endswith(".jsonl.gz"):
+        ts_ms, prices = _frame_tape_prices(sorted(path.rglob("*.jsonl.gz")) if path.is_dir() else [path])
+        frame = pl.DataFrame({"ts": ts_ms, "price": prices}, schema={"ts": pl.Int64, "price": pl.Float64})
+    else:
+        raw = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+        ts_col = next((c for c in ("ts", "ts_ms", "timestamp_ms") if c in raw.columns), None)
+        price_col = next((c for c in ("price", "price_usd", "mid") if c in raw.columns), None)
+        if ts_col is None or price_col is None:
+            raise ValueError(f"{path}: a spot tape needs a ts (ms) and a price column, got {raw.columns}")
+        frame = raw.select(pl.col(ts_col).cast(pl.Int64).alias("ts"), pl.col(price_col).cast(pl.Float64).alias("price"))
     per_second = (
-        frame.select(pl.col(ts_col).cast(pl.Int64).alias("ts"), pl.col(price_col).cast(pl.Float64))
-        .drop_nulls().sort("ts").with_columns((pl.col("ts") // 1000).alias("second"))
+        frame.drop_nulls().sort("ts").with_columns((pl.col("ts") // 1000).alias("second"))
         .group_by("second", maintain_order=True).last()
     )
     if per_second.height == 0:
-        raise ValueError(f"{path}: the spot tape is empty")
+        raise ValueError(f"{path}: the spot tape has no prices")
     seconds = per_second["second"].to_numpy()
-    prices = per_second[price_col].to_numpy()
+    prices_by_second = per_second["price"].to_numpy()
     grid = np.arange(seconds[0], seconds[-1] + 1)
-    filled: np.ndarray = prices[np.searchsorted(seconds, grid, side="right") - 1]
+    filled: np.ndarray = prices_by_second[np.searchsorted(seconds, grid, side="right") - 1]
     return filled
+
+
+def _frame_tape_prices(paths: list[Path]) -> tuple[list[int], list[float]]:
+    """(receive ms, price) of every Coinbase price in recorded frames; other frames are skipped."""
+    ts_ms: list[int] = []
+    prices: list[float] = []
+    for record in read_tape(paths):
+        try:
+            frame = json.loads(record.raw)
+        except ValueError:
+            continue
+        if not isinstance(frame, dict):
+            continue
+        found: list[Any] = []
+        if frame.get("type") == "ticker":  # Exchange feed
+            found.append(frame.get("price"))
+        for event in frame.get("events") or []:
+            if frame.get("channel") == "ticker":
+                found.extend(t.get("price") for t in event.get("tickers") or [])
+            elif frame.get("channel") == "market_trades":
+                found.extend(t.get("price") for t in event.get("trades") or [])
+        for price in found:
+            try:
+                value = float(price)
+            except (TypeError, ValueError):
+                continue
+            ts_ms.append(record.received_ts)
+            prices.append(value)
+    return ts_ms, prices

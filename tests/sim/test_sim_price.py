@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,23 @@ def test_replay_follows_the_tape_then_continues_from_its_last_print(tmp_path: Pa
         bad = tmp_path / "bad.csv"
         pl.DataFrame({"ts": [1], "value": [2.0]}).write_csv(bad)
         load_spot_tape(bad)
+
+
+def test_replay_reads_kbtcs_own_frame_tape(tmp_path: Path) -> None:
+    from kbtc.pipeline.tape import TapeWriter
+
+    writer = TapeWriter(tmp_path, "coinbase")
+    base = 1_790_000_000_000
+    ticker = {"channel": "ticker", "events": [{"type": "update", "tickers": [{"product_id": "BTC-USD", "price": "64000.5"}]}]}
+    trades = {"channel": "market_trades", "events": [{"trades": [{"price": "64001.25"}, {"price": "64002"}]}]}
+    writer.write(json.dumps(ticker), base + 100)
+    writer.write("{torn", base + 200)
+    writer.write(json.dumps({"channel": "heartbeats", "events": [{"heartbeat_counter": 3}]}), base + 300)
+    writer.write(json.dumps(trades), base + 2500)
+    writer.write(json.dumps({"type": "ticker", "price": "64010.00"}), base + 3100)
+    writer.close()
+    assert load_spot_tape(tmp_path).tolist() == [64000.5, 64000.5, 64002.0, 64010.0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no prices"):
+        load_spot_tape(empty)
