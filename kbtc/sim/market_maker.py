@@ -137,6 +137,11 @@ class MarketMaker:
             tape = self._tapes[market.ticker] = self._generate(market)
         return tape
 
+    def retain(self, tickers: set[str]) -> None:
+        """Forget the tapes of every other market (a long run must not keep every market ever listed)."""
+        for ticker in [t for t in self._tapes if t not in tickers]:
+            del self._tapes[ticker]
+
     def _draws(self, ticker: str, n: int) -> dict[str, np.ndarray]:
         key = zlib.crc32(ticker.encode())
         parts: dict[str, list[np.ndarray]] = {}

@@ -212,6 +212,12 @@ class Catalog:
                     out.append(event)
         return sorted(out, key=lambda e: (e.close_ms, e.event_ticker))
 
+    def forget_before(self, close_ms: int) -> None:
+        """Drop cached events that closed before `close_ms` (they are rebuilt, identically, if asked again)."""
+        for ticker in [t for t, e in self._events.items() if e.close_ms < close_ms]:
+            for market in self._events.pop(ticker).markets:
+                self._markets.pop(market.ticker, None)
+
     def markets(self, now_ms: int) -> list[Market]:
         """Every listed market at `now_ms`, sorted by (close time, ticker)."""
         return [m for e in self.events(now_ms) for m in e.markets]

@@ -156,3 +156,21 @@ def test_vectorised_normal_cdf_matches_erfc() -> None:
     x = np.linspace(-8, 8, 2001)
     exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
     assert np.abs(_norm_cdf(x) - exact).max() < 2e-7
+
+
+def test_long_runs_forget_markets_no_longer_listed(catalog: Catalog) -> None:
+    from kbtc.sim.kalshi.venue import KalshiVenue
+
+    maker = MarketMaker(MakerConfig(), catalog.source, seed=1)
+    venue = KalshiVenue(catalog, maker, lambda: START_MS)
+    early = catalog.markets(START_MS)
+    for market in early[-40:]:
+        venue.top(market, START_MS)
+    later = START_MS + catalog.config.history_s * 1000 + 3600_000
+    venue.prune(later)
+    listed = {m.ticker for m in catalog.markets(later)}
+    assert not any(m.ticker in listed for m in early[:10])
+    assert set(maker._tapes) <= listed
+    assert catalog.market(early[0].ticker, later) is None
+    # Asked again (e.g. a clock moved back), a forgotten market comes back identical.
+    assert catalog.markets(START_MS)[:5] == early[:5]

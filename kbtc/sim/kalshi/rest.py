@@ -123,6 +123,7 @@ class KalshiRest:
 
     async def _serve(self, request: Request, handler: Callable[[Request, int], dict[str, Any]]) -> Response:
         now_ms = self.venue.now_ms()
+        self.venue.prune(now_ms)
         slow = self.faults.take(_TARGET, FaultKind.SLOW_RESPONSE)
         if slow is not None:
             await asyncio.sleep(slow.duration_s or 2.0)

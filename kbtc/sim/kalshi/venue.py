@@ -85,6 +85,15 @@ class KalshiVenue:
         self.maker = maker
         self.clock = clock
         self.legacy_cents = legacy_cents
+        self._pruned_ms = 0
+
+    def prune(self, now_ms: int, every_ms: int = 60_000) -> None:
+        """At most once a minute, forget cached markets that are no longer listed."""
+        if abs(now_ms - self._pruned_ms) < every_ms:
+            return
+        self._pruned_ms = now_ms
+        self.catalog.forget_before(now_ms - self.catalog.config.history_s * 1000)
+        self.maker.retain({m.ticker for m in self.catalog.markets(now_ms)})
 
     def now_ms(self) -> int:
         """The simulator's current time (epoch ms)."""

@@ -251,6 +251,7 @@ class KalshiWs:
     def publish(self) -> None:
         """Send everything that happened since the last call, second by second."""
         now_ms = self.venue.now_ms()
+        self.venue.prune(now_ms)
         second = now_ms // 1000
         lifecycle = lifecycle_events(self.venue, self._last_lifecycle_ms, now_ms)
         self._last_lifecycle_ms = now_ms
