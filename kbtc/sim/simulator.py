@@ -73,6 +73,7 @@ class SimConfig:
     start_ms: int | None = None  # the simulator's "start" (default: the clock at construction)
     tick_interval_s: float = 0.25  # how often the WebSocket publisher looks at the clock
     ping_interval_s: float = 10.0  # Kalshi pings every 10 s
+    ws_max_queue: int = 100_000  # per-connection backlog before error 25 (subscription buffer overflow)
     # The Coinbase feeds and candle APIs (kbtc.sim.coinbase) run on wall time from the same price path.
     coinbase: bool = True
 
@@ -121,7 +122,8 @@ class Simulator:
             self.coinbase = CoinbaseSim(self.source, self.faults, host=self.config.host, seed=self.config.seed,
                                         candle_history_s=max(self.config.price.warmup_s - 120, 0))
         self.kalshi_ws = KalshiWs(self.venue, self.faults, keys=keys, tick_interval_s=self.config.tick_interval_s,
-                                  ping_interval_s=self.config.ping_interval_s, max_skew_ms=self.config.max_skew_ms)
+                                  ping_interval_s=self.config.ping_interval_s, max_skew_ms=self.config.max_skew_ms,
+                                  max_queue=self.config.ws_max_queue)
 
     @property
     def kalshi_rest_url(self) -> str:

@@ -112,3 +112,20 @@ async def test_abrupt_disconnect_has_no_close_frame(fsim: Simulator, clock: Manu
     assert closed.value.rcvd is None  # no close frame was received
     with pytest.raises(ConnectionClosed):
         await connection.send("{}")
+
+
+async def test_a_client_that_falls_behind_gets_error_25_and_a_seq_gap(clock: ManualClock) -> None:
+    async with Simulator(fast_config(tick_interval_s=0.02, ws_max_queue=3), clock=clock) as sim:
+        connection, client = await subscribed_client(sim)
+        async with connection:
+            sim.faults.inject(FaultTarget.KALSHI_WS, FaultKind.STALL, duration_s=0.5)
+            await asyncio.sleep(0.1)
+            for _ in range(5):
+                clock.advance(1)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # the stall ends and the backlog drains
+            frames = [json.loads(f) for f in await ticks(client, clock, 1)]
+        overflow = [f for f in frames if f.get("type") == "error"]
+        assert overflow == [{"id": 0, "sid": 1, "type": "error", "msg": {"code": 25, "msg": "Subscription buffer overflow"}}]
+        seqs_seen = [f["seq"] for f in frames if "seq" in f]
+        assert seqs_seen[0] == 1 and seqs_seen[-1] - seqs_seen[0] + 1 > len(seqs_seen)

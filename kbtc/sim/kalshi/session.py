@@ -5,6 +5,10 @@ one place: a stall (socket open, nothing sent, no pings), a clean close (close f
 drop (TCP abort, no close frame), and per data message: duplicate, reorder (swap with the next), malformed
 JSON (the frame is cut in half and the message is lost), unknown fields (added), missing fields (removed).
 Skipped sequence numbers are applied where `seq` is assigned.
+
+A client that does not keep up fills its queue; past `max_queue` messages, data messages are dropped and
+the subscription gets error 25 "Subscription buffer overflow" once (`reference/kalshi_api.md` §5), so the
+client sees a `seq` gap and must re-snapshot.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class Session:
     """A connected client."""
 
     def __init__(self, connection: ServerConnection, faults: FaultPlan, clock: Callable[[], int], *,
-                 entitled: bool, legacy_cents: bool = False) -> None:
+                 entitled: bool, legacy_cents: bool = False, max_queue: int = 100_000) -> None:
         self.connection = connection
         self.legacy_cents = legacy_cents
         self.clock = clock
@@ -85,6 +89,8 @@ class Session:
         self._sids = itertools.count(1)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._stalled_until = 0.0
+        self.max_queue = max_queue
+        self._overflowed: set[int] = set()
 
     def parse(self, raw: str | bytes) -> dict[str, Any]:
         """A command as a dict, or error 1 (unable to process message)."""
@@ -120,7 +126,17 @@ class Session:
         return envelope
 
     def enqueue(self, message: dict[str, Any]) -> None:
-        """Queue a message for the sender."""
+        """Queue a message for the sender (data beyond `max_queue` is dropped: error 25 per subscription)."""
+        sid = message.get("sid")
+        if message.get("type") not in REPLY_TYPES and isinstance(sid, int):
+            if self._queue.qsize() >= self.max_queue:
+                if sid not in self._overflowed:
+                    self._overflowed.add(sid)
+                    self._queue.put_nowait({"id": 0, "sid": sid, "type": "error",
+                                            "msg": {"code": 25, "msg": "Subscription buffer overflow"}})
+                return
+            if self._queue.qsize() < self.max_queue // 2:
+                self._overflowed.discard(sid)
         self._queue.put_nowait(message)
 
     @property

@@ -51,13 +51,15 @@ class KalshiWs:
     """The WebSocket server; `await start(sock)`, `await stop()`."""
 
     def __init__(self, venue: KalshiVenue, faults: FaultPlan, *, keys: Mapping[str, ApiKey] | None = None,
-                 tick_interval_s: float = 0.25, ping_interval_s: float = 10.0, max_skew_ms: int = 30_000) -> None:
+                 tick_interval_s: float = 0.25, ping_interval_s: float = 10.0, max_skew_ms: int = 30_000,
+                 max_queue: int = 100_000) -> None:
         self.venue = venue
         self.faults = faults
         self.keys = dict(keys or {})
         self.tick_interval_s = tick_interval_s
         self.ping_interval_s = ping_interval_s
         self.max_skew_ms = max_skew_ms
+        self.max_queue = max_queue
         self.sessions: set[Session] = set()
         self._key_of: dict[int, ApiKey] = {}
         self._server: Server | None = None
@@ -98,7 +100,7 @@ class KalshiWs:
         key = self._key_of.pop(id(connection), None)
         entitled = not self.keys or (key is not None and key.entitled)
         session = Session(connection, self.faults, self.venue.clock, entitled=entitled,
-                          legacy_cents=self.venue.legacy_cents)
+                          legacy_cents=self.venue.legacy_cents, max_queue=self.max_queue)
         self.sessions.add(session)
         tasks = [asyncio.create_task(session.send_forever(self.tick_interval_s)),
                  asyncio.create_task(session.ping_forever(self.ping_interval_s))]
