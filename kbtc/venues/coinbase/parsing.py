@@ -1,0 +1,427 @@
+"""Coinbase market-data frames → `SpotTick`s, heartbeats, acks, errors and rejects (no I/O).
+
+Two wire shapes are understood (reference/coinbase_api.md):
+- Advanced Trade (§1.3–1.7): an envelope `{channel, client_id, timestamp, sequence_num, events[]}`; a ticker
+  carries no trade time, so the envelope `timestamp` (RFC 3339, up to nanoseconds) is the venue time;
+  `heartbeat_counter` arrives as a string in the docs and as an integer on live feeds (§1.5).
+- Exchange (§2): flat messages `{type, sequence, product_id, ..., time}`; `sequence` counts every message of
+  the product's full channel, so ticker sequences jump by design and only an out-of-order number is an anomaly.
+
+Every numeric field arrives as a string (§1.4). Prices are stored as float (`spot_ticks` columns are REAL).
+A frame that is not JSON, an envelope without its fields, a ticker with a missing/non-numeric price, a
+non-positive price or a crossed book (bid > ask) becomes a `RejectRecord`; unknown channels are ignored, as
+the protocol asks (§1.2), but still counted by the sequence check and kept on the tape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any, Literal
+
+from kbtc.venues.records import RejectRecord
+
+SOURCE_ADVANCED = "coinbase_advanced"
+SOURCE_EXCHANGE = "coinbase_exchange"
+REJECT_SOURCE = "coinbase_ws"
+FeedSource = Literal["advanced", "exchange"]
+
+
+class FrameKind(StrEnum):
+    """What a frame turned out to be."""
+
+    TICKER = "ticker"
+    HEARTBEAT = "heartbeat"
+    SUBSCRIPTIONS = "subscriptions"
+    MARKET_TRADES = "market_trades"
+    ERROR = "error"
+    OTHER = "other"  # a channel/type we do not use (ignored, per the protocol)
+    REJECTED = "rejected"  # could not be parsed at all
+
+
+@dataclass(frozen=True, slots=True)
+class SpotTick:
+    """One ticker update: venue time at full precision (ns) and our receive time (ms)."""
+
+    product_id: str
+    source: str
+    venue_time_ns: int
+    received_ts: int
+    price: float
+    best_bid: float | None
+    best_ask: float | None
+    best_bid_size: float | None
+    best_ask_size: float | None
+    sequence_num: int | None
+
+    @property
+    def tick_ts(self) -> int:
+        """Venue time in epoch ms."""
+        return self.venue_time_ns // 1_000_000
+
+    def as_row(self) -> tuple[Any, ...]:
+        """Values in `TICK_COLUMNS` order."""
+        return (
+            self.product_id,
+            self.source,
+            self.venue_time_ns // 1_000_000,
+            self.venue_time_ns,
+            self.received_ts,
+            self.price,
+            self.best_bid,
+            self.best_ask,
+            self.best_bid_size,
+            self.best_ask_size,
+            self.sequence_num,
+        )
+
+
+TICK_COLUMNS = (
+    "product_id",
+    "source",
+    "tick_ts",
+    "venue_time_ns",
+    "received_ts",
+    "price",
+    "best_bid",
+    "best_ask",
+    "best_bid_size",
+    "best_ask_size",
+    "sequence_num",
+)
+
+
+@dataclass(slots=True)
+class ParsedFrame:
+    """The result of parsing one frame."""
+
+    kind: FrameKind
+    sequence_num: int | None = None
+    # Exchange only: the product the sequence belongs to (sequences are per product there).
+    sequence_product: str | None = None
+    ticks: list[SpotTick] = field(default_factory=list)
+    rejects: list[RejectRecord] = field(default_factory=list)
+    heartbeat_counter: int | None = None
+    subscriptions: dict[str, list[str]] | None = None
+    error_message: str | None = None
+
+
+class FrameError(ValueError):
+    """A frame or a field in it is unusable; the message is the reject reason."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timestamps
+# ---------------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(whole_seconds: str) -> int:
+    # Frames arrive many per second: the calendar part repeats, so it is parsed once per distinct second.
+    moment = datetime.fromisoformat(whole_seconds)
+    if moment.tzinfo is None:
+        raise FrameError("bad_timestamp")
+    return int(moment.timestamp())
+
+
+def rfc3339_to_ns(text: object) -> int:
+    """Epoch nanoseconds of an RFC 3339 time with up to 9 fractional digits (`...T20:30:37.167359596Z`).
+
+    `datetime.fromisoformat` would truncate to microseconds (reference/coinbase_api.md §1.3), so the fraction
+    is read separately and kept whole.
+    """
+    if not isinstance(text, str) or len(text) < 20:
+        raise FrameError("bad_timestamp")
+    if text.endswith(("Z", "z")):
+        body, offset = text[:-1], "+00:00"
+    elif len(text) > 25 and text[-6] in "+-" and text[-3] == ":":
+        body, offset = text[:-6], text[-6:]
+    else:
+        raise FrameError("bad_timestamp")
+    whole, dot, fraction = body.partition(".")
+    if dot and not (0 < len(fraction) <= 9 and fraction.isdigit()):
+        raise FrameError("bad_timestamp")
+    try:
+        seconds = _epoch_seconds(whole + offset)
+    except ValueError:
+        raise FrameError("bad_timestamp") from None
+    nanos = int(fraction.ljust(9, "0")) if dot else 0
+    return seconds * 1_000_000_000 + nanos
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _price(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise FrameError(f"missing_{name}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise FrameError(f"non_numeric_{name}") from None
+    if not math.isfinite(number):
+        raise FrameError(f"non_numeric_{name}")
+    if number <= 0:
+        raise FrameError(f"non_positive_{name}")
+    return number
+
+
+def _optional_number(value: object, name: str, *, positive: bool) -> float | None:
+    # Empty strings appear in documented-but-empty payloads (ccxt's empty ticker_batch, §1.4).
+    if value is None or value == "":
+        return None
+    if positive:
+        return _price(value, name)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise FrameError(f"non_numeric_{name}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise FrameError(f"non_numeric_{name}") from None
+    if not math.isfinite(number) or number < 0:
+        raise FrameError(f"bad_{name}")
+    return number
+
+
+def parse_counter(value: object) -> int | None:
+    """`heartbeat_counter` as an int: a string in the docs, an integer on live feeds (§1.5)."""
+    if isinstance(value, bool):
+        raise FrameError("bad_heartbeat_counter")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if value is None:
+        return None
+    raise FrameError("bad_heartbeat_counter")
+
+
+def _sequence(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FrameError(f"bad_{name}")
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise FrameError(f"bad_{name}")
+        return int(value)
+    if value < 0:
+        raise FrameError(f"bad_{name}")
+    return value
+
+
+def _tick(
+    data: dict[str, Any],
+    *,
+    source: str,
+    venue_time_ns: int,
+    received_ts: int,
+    sequence_num: int | None,
+    bid_size_key: str,
+    ask_size_key: str,
+) -> SpotTick:
+    product_id = data.get("product_id")
+    if not isinstance(product_id, str) or not product_id:
+        raise FrameError("missing_product_id")
+    price = _price(data.get("price"), "price")
+    best_bid = _optional_number(data.get("best_bid"), "best_bid", positive=True)
+    best_ask = _optional_number(data.get("best_ask"), "best_ask", positive=True)
+    if best_bid is not None and best_ask is not None and best_bid > best_ask:
+        raise FrameError("crossed_book")
+    return SpotTick(
+        product_id,
+        source,
+        venue_time_ns,
+        received_ts,
+        price,
+        best_bid,
+        best_ask,
+        _optional_number(data.get(bid_size_key), bid_size_key, positive=False),
+        _optional_number(data.get(ask_size_key), ask_size_key, positive=False),
+        sequence_num,
+    )
+
+
+def _as_text(raw: str | bytes) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _reject(raw: str | bytes, reason: str, received_ts: int) -> RejectRecord:
+    return RejectRecord(REJECT_SOURCE, reason, received_ts, _as_text(raw))
+
+
+def _load(raw: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise FrameError("malformed_json") from None
+    if not isinstance(data, dict):
+        raise FrameError("not_an_object")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Advanced Trade
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_advanced_frame(raw: str | bytes, received_ts: int, product_id: str | None = None) -> ParsedFrame:
+    """Parse one Advanced Trade frame; tickers of other products than `product_id` (when given) are skipped."""
+    try:
+        data = _load(raw)
+        if data.get("type") == "error":  # §1.10: error frames carry no envelope
+            return ParsedFrame(FrameKind.ERROR, error_message=str(data.get("message") or data.get("reason") or ""))
+        channel = data.get("channel")
+        if not isinstance(channel, str):
+            raise FrameError("missing_channel")
+        sequence_num = _sequence(data.get("sequence_num"), "sequence_num")
+        events = data.get("events")
+        if not isinstance(events, list):
+            raise FrameError("missing_events")
+    except FrameError as exc:
+        return ParsedFrame(FrameKind.REJECTED, rejects=[_reject(raw, str(exc), received_ts)])
+    if channel == "ticker":
+        return _advanced_ticker(raw, data, events, sequence_num, received_ts=received_ts, product_id=product_id)
+    if channel == "heartbeats":
+        first = events[0] if events and isinstance(events[0], dict) else {}
+        try:
+            counter = parse_counter(first.get("heartbeat_counter"))
+        except FrameError as exc:
+            return ParsedFrame(FrameKind.HEARTBEAT, sequence_num, rejects=[_reject(raw, str(exc), received_ts)])
+        return ParsedFrame(FrameKind.HEARTBEAT, sequence_num, heartbeat_counter=counter)
+    if channel == "subscriptions":
+        subscriptions: dict[str, list[str]] = {}
+        for event in events:
+            subs = event.get("subscriptions") if isinstance(event, dict) else None
+            if isinstance(subs, dict):
+                for name, products in subs.items():
+                    subscriptions[str(name)] = [str(p) for p in products] if isinstance(products, list) else []
+        return ParsedFrame(FrameKind.SUBSCRIPTIONS, sequence_num, subscriptions=subscriptions)
+    if channel == "market_trades":
+        return ParsedFrame(FrameKind.MARKET_TRADES, sequence_num)
+    return ParsedFrame(FrameKind.OTHER, sequence_num)
+
+
+def _advanced_ticker(
+    raw: str | bytes,
+    data: dict[str, Any],
+    events: list[Any],
+    sequence_num: int,
+    *,
+    received_ts: int,
+    product_id: str | None,
+) -> ParsedFrame:
+    parsed = ParsedFrame(FrameKind.TICKER, sequence_num)
+    try:
+        # The ticker has no trade time: the envelope timestamp is the only venue clock (§1.4).
+        venue_time_ns = rfc3339_to_ns(data.get("timestamp"))
+    except FrameError as exc:
+        parsed.rejects.append(_reject(raw, str(exc), received_ts))
+        return parsed
+    for event in events:
+        tickers = event.get("tickers") if isinstance(event, dict) else None
+        if not isinstance(tickers, list):
+            parsed.rejects.append(_reject(raw, "missing_tickers", received_ts))
+            continue
+        for ticker in tickers:
+            if not isinstance(ticker, dict):
+                parsed.rejects.append(_reject(raw, "bad_ticker", received_ts))
+                continue
+            if product_id is not None and ticker.get("product_id") != product_id:
+                continue
+            try:
+                parsed.ticks.append(
+                    _tick(
+                        ticker,
+                        source=SOURCE_ADVANCED,
+                        venue_time_ns=venue_time_ns,
+                        received_ts=received_ts,
+                        sequence_num=sequence_num,
+                        bid_size_key="best_bid_quantity",
+                        ask_size_key="best_ask_quantity",
+                    )
+                )
+            except FrameError as exc:
+                parsed.rejects.append(_reject(raw, str(exc), received_ts))
+    return parsed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Exchange (legacy feed)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_exchange_frame(raw: str | bytes, received_ts: int, product_id: str | None = None) -> ParsedFrame:
+    """Parse one Exchange feed message (`ticker`, `heartbeat`, `subscriptions`, `error`)."""
+    try:
+        data = _load(raw)
+        kind = data.get("type")
+        if not isinstance(kind, str):
+            raise FrameError("missing_type")
+    except FrameError as exc:
+        return ParsedFrame(FrameKind.REJECTED, rejects=[_reject(raw, str(exc), received_ts)])
+    if kind == "error":
+        message = str(data.get("message") or "")
+        reason = data.get("reason")
+        return ParsedFrame(FrameKind.ERROR, error_message=f"{message}: {reason}" if reason else message)
+    if kind == "subscriptions":
+        subscriptions: dict[str, list[str]] = {}
+        for channel in data.get("channels") or []:
+            if isinstance(channel, dict) and isinstance(channel.get("name"), str):
+                products = channel.get("product_ids")
+                subscriptions[channel["name"]] = [str(p) for p in products] if isinstance(products, list) else []
+        return ParsedFrame(FrameKind.SUBSCRIPTIONS, subscriptions=subscriptions)
+    if kind not in ("ticker", "heartbeat"):
+        return ParsedFrame(FrameKind.OTHER)
+    frame_product = data.get("product_id")
+    try:
+        sequence = _sequence(data.get("sequence"), "sequence")
+    except FrameError as exc:
+        return ParsedFrame(FrameKind.REJECTED, rejects=[_reject(raw, str(exc), received_ts)])
+    product = frame_product if isinstance(frame_product, str) else None
+    if kind == "heartbeat":
+        return ParsedFrame(FrameKind.HEARTBEAT, sequence, product)
+    parsed = ParsedFrame(FrameKind.TICKER, sequence, product)
+    if product_id is not None and frame_product != product_id:
+        return parsed
+    try:
+        # The first ticker after subscribing may lack `time` (§2); without a venue time there is no row to key.
+        if data.get("time") is None:
+            raise FrameError("missing_time")
+        parsed.ticks.append(
+            _tick(
+                data,
+                source=SOURCE_EXCHANGE,
+                venue_time_ns=rfc3339_to_ns(data.get("time")),
+                received_ts=received_ts,
+                sequence_num=sequence,
+                bid_size_key="best_bid_size",
+                ask_size_key="best_ask_size",
+            )
+        )
+    except FrameError as exc:
+        parsed.rejects.append(_reject(raw, str(exc), received_ts))
+    return parsed
+
+
+def parse_frame(source: FeedSource, raw: str | bytes, received_ts: int, product_id: str | None = None) -> ParsedFrame:
+    """Parse a frame of the given feed shape."""
+    if source == "exchange":
+        return parse_exchange_frame(raw, received_ts, product_id)
+    return parse_advanced_frame(raw, received_ts, product_id)
+
+
+def subscribe_messages(source: FeedSource, product_id: str, *, market_trades: bool = False) -> list[dict[str, Any]]:
+    """The subscribe messages to send right after connecting (within 5 s, §1.2 and §2).
+
+    Advanced Trade takes one message per channel; the Exchange feed takes a list of channels in one message
+    and names its heartbeat channel in the singular.
+    """
+    if source == "exchange":
+        return [{"type": "subscribe", "product_ids": [product_id], "channels": ["ticker", "heartbeat"]}]
+    channels = ["ticker", "heartbeats"] + (["market_trades"] if market_trades else [])
+    return [{"type": "subscribe", "product_ids": [product_id], "channel": channel} for channel in channels]

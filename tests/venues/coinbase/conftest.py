@@ -1,0 +1,155 @@
+"""A minimal documented-protocol Coinbase WebSocket server (until the simulator lands) and a recording sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from kbtc.venues.backoff import Backoff
+from kbtc.venues.coinbase.parsing import SpotTick
+from kbtc.venues.coinbase.ws import FeedConfig
+from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
+
+
+def advanced_ticker(seq: int, price: float, ts: str = "2026-11-25T10:00:00.123456789Z", **extra: Any) -> str:
+    """An Advanced Trade ticker frame shaped like samples/coinbase/advanced_trade_ws_ticker.json."""
+    ticker = {
+        "type": "ticker",
+        "product_id": "BTC-USD",
+        "price": f"{price:.2f}",
+        "volume_24_h": "16038.28770938",
+        "low_24_h": "21835.29",
+        "high_24_h": "23011.18",
+        "low_52_w": "15460",
+        "high_52_w": "48240",
+        "price_percent_chg_24_h": "-4.15775596190603",
+        "best_bid": f"{price - 0.5:.2f}",
+        "best_bid_quantity": "0.5",
+        "best_ask": f"{price + 0.5:.2f}",
+        "best_ask_quantity": "0.7",
+        **extra,
+    }
+    return json.dumps(
+        {
+            "channel": "ticker",
+            "client_id": "",
+            "timestamp": ts,
+            "sequence_num": seq,
+            "events": [{"type": "update", "tickers": [ticker]}],
+        }
+    )
+
+
+def advanced_heartbeat(seq: int, counter: int | str) -> str:
+    """An Advanced Trade heartbeats frame (counter as int or string, both occur)."""
+    return json.dumps(
+        {
+            "channel": "heartbeats",
+            "client_id": "",
+            "timestamp": "2026-11-25T10:00:00.5Z",
+            "sequence_num": seq,
+            "events": [{"current_time": "2026-11-25 10:00:00.5 +0000 UTC m=+1.0", "heartbeat_counter": counter}],
+        }
+    )
+
+
+def nth_ts(i: int) -> str:
+    """A distinct RFC 3339 timestamp per i (ms apart)."""
+    seconds, ms = divmod(i, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    return f"2026-11-25T10:{minutes:02d}:{seconds:02d}.{ms:03d}000001Z"
+
+
+Handler = Callable[[ServerConnection, int, list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass
+class DocServer:
+    """Runs `handler(ws, connection_index, subscribe_messages)` for each connection."""
+
+    handler: Handler
+    url: str = ""
+    connections: int = 0
+    subscriptions: list[list[dict[str, Any]]] = field(default_factory=list)
+    expected_subscribes: int = 2
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        index = self.connections
+        self.connections += 1
+        subs: list[dict[str, Any]] = []
+        # The venue requires the subscriptions within 5 s of connecting.
+        async with asyncio.timeout(5):
+            while len(subs) < self.expected_subscribes:
+                subs.append(json.loads(await ws.recv()))
+        self.subscriptions.append(subs)
+        await self.handler(ws, index, subs)
+
+
+@pytest.fixture
+async def doc_server() -> AsyncIterator[Callable[..., Awaitable[DocServer]]]:
+    """Factory: `await doc_server(handler, expected_subscribes=2)` → a running server with `.url`."""
+    servers: list[Any] = []
+
+    async def start(handler: Handler, expected_subscribes: int = 2) -> DocServer:
+        doc = DocServer(handler, expected_subscribes=expected_subscribes)
+        server = await serve(doc._serve, "127.0.0.1", 0)
+        servers.append(server)
+        port = next(iter(server.sockets)).getsockname()[1]
+        doc.url = f"ws://127.0.0.1:{port}"
+        return doc
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def fast_config(url: str, **changes: Any) -> FeedConfig:
+    """Feed settings scaled down so watchdog and reconnect paths run in well under a second."""
+    values: dict[str, Any] = {
+        "url": url,
+        "stale_s": 0.4,
+        "heartbeat_timeout_s": 0.6,
+        "backoff": Backoff(base_s=0.02, cap_s=0.1),
+        "open_timeout_s": 2.0,
+        "watchdog_interval_s": 0.05,
+        "healthy_after_s": 60.0,
+    }
+    values.update(changes)
+    return FeedConfig(**values)
+
+
+class RecordingSink:
+    """Collects everything the client delivers; `wait_for` polls a condition with a timeout."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[str | bytes, int, str]] = []
+        self.ticks: list[SpotTick] = []
+        self.events: list[FeedEventRecord] = []
+        self.rejects: list[RejectRecord] = []
+
+    async def on_frame(self, raw: str | bytes, received_ts: int, connection_id: str) -> None:
+        self.frames.append((raw, received_ts, connection_id))
+
+    async def on_ticks(self, ticks: list[SpotTick]) -> None:
+        self.ticks.extend(ticks)
+
+    async def on_event(self, event: FeedEventRecord) -> None:
+        self.events.append(event)
+
+    async def on_rejects(self, rejects: list[RejectRecord]) -> None:
+        self.rejects.extend(rejects)
+
+    def kinds(self, kind: FeedEventKind) -> list[FeedEventRecord]:
+        return [e for e in self.events if e.kind is kind]
+
+    async def wait_for(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.01)
