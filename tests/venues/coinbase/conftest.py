@@ -151,5 +151,5 @@ class RecordingSink:
 
     async def wait_for(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         async with asyncio.timeout(timeout_s):
-            while not condition():
+            while not condition():  # noqa: ASYNC110 — polls state the client mutates
                 await asyncio.sleep(0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -171,12 +172,15 @@ async def test_exchange_feed(doc_server: StartServer) -> None:
         seq = 100
         for i in range(3):
             seq += 7  # the ticker sequence skips every full-channel message: not a gap
-            await ws.send(
-                '{"type":"ticker","sequence":%d,"product_id":"BTC-USD","price":"9500%d.5","best_bid":"95000","best_bid_size":"1",'
-                '"best_ask":"95100","best_ask_size":"2","side":"buy","time":"2026-11-25T10:00:0%d.123456Z","trade_id":%d,"last_size":"0.1"}'
-                % (seq, i, i, i)
-            )
-            await ws.send('{"type":"heartbeat","sequence":%d,"last_trade_id":%d,"product_id":"BTC-USD","time":"2026-11-25T10:00:00Z"}' % (seq + 1, i))
+            ticker = {
+                "type": "ticker", "sequence": seq, "product_id": "BTC-USD", "price": f"9500{i}.5",
+                "best_bid": "95000", "best_bid_size": "1", "best_ask": "95100", "best_ask_size": "2", "side": "buy",
+                "time": f"2026-11-25T10:00:0{i}.123456Z", "trade_id": i, "last_size": "0.1",
+            }
+            await ws.send(json.dumps(ticker))
+            heartbeat = {"type": "heartbeat", "sequence": seq + 1, "last_trade_id": i, "product_id": "BTC-USD",
+                         "time": "2026-11-25T10:00:00Z"}
+            await ws.send(json.dumps(heartbeat))
         await ws.wait_closed()
 
     server = await doc_server(handler, expected_subscribes=1)
