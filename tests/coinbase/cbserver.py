@@ -1,15 +1,16 @@
-"""A minimal documented-protocol Coinbase WebSocket server (until the simulator lands) and a recording sink."""
+"""Test helpers: a minimal documented-protocol Coinbase WebSocket server and a recording sink."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from kbtc.venues.backoff import Backoff
 from kbtc.venues.coinbase.parsing import SpotTick
@@ -79,6 +80,13 @@ class DocServer:
     subscriptions: list[list[dict[str, Any]]] = field(default_factory=list)
     expected_subscribes: int = 2
 
+    async def start(self) -> Server:
+        """Listen on a free port of 127.0.0.1 and set `url`."""
+        server = await serve(self._serve, "127.0.0.1", 0)
+        port = next(iter(server.sockets)).getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}"
+        return server
+
     async def _serve(self, ws: ServerConnection) -> None:
         index = self.connections
         self.connections += 1
@@ -88,26 +96,8 @@ class DocServer:
             while len(subs) < self.expected_subscribes:
                 subs.append(json.loads(await ws.recv()))
         self.subscriptions.append(subs)
-        await self.handler(ws, index, subs)
-
-
-@pytest.fixture
-async def doc_server() -> AsyncIterator[Callable[..., Awaitable[DocServer]]]:
-    """Factory: `await doc_server(handler, expected_subscribes=2)` → a running server with `.url`."""
-    servers: list[Any] = []
-
-    async def start(handler: Handler, expected_subscribes: int = 2) -> DocServer:
-        doc = DocServer(handler, expected_subscribes=expected_subscribes)
-        server = await serve(doc._serve, "127.0.0.1", 0)
-        servers.append(server)
-        port = next(iter(server.sockets)).getsockname()[1]
-        doc.url = f"ws://127.0.0.1:{port}"
-        return doc
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+        with contextlib.suppress(ConnectionClosed):  # the client went away: the script simply ends
+            await self.handler(ws, index, subs)
 
 
 def fast_config(url: str, **changes: Any) -> FeedConfig:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import DocServer, RecordingSink, advanced_heartbeat, advanced_ticker, fast_config, nth_ts
+from cbserver import DocServer, RecordingSink, advanced_heartbeat, advanced_ticker, fast_config, nth_ts
 from websockets.asyncio.server import ServerConnection
 
 from kbtc.venues.coinbase.ws import CoinbaseFeed, FeedConfig, SequenceTracker
