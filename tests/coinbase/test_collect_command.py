@@ -1,0 +1,126 @@
+"""`kbtc collect` as a process: SIGTERM flushes and exits cleanly; kill -9 leaves a consistent database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cbserver import DocServer, advanced_heartbeat, advanced_ticker, nth_ts
+from websockets.asyncio.server import ServerConnection
+
+from kbtc.pipeline.tape import read_tape, tape_files
+
+StartServer = Callable[..., Awaitable[DocServer]]
+pytestmark = pytest.mark.slow
+
+
+def streaming(total_ticks: int, per_burst: int = 20, pause_s: float = 0.01) -> Any:
+    """Every connection replays the same tick history from the start (fixed timestamps), with heartbeats."""
+
+    async def handler(ws: ServerConnection, index: int, subs: list[dict[str, Any]]) -> None:
+        seq = 0
+        for i in range(total_ticks):
+            await ws.send(advanced_ticker(seq, 90000.0 + i * 0.01, nth_ts(i)))
+            seq += 1
+            if i % per_burst == 0:
+                await ws.send(advanced_heartbeat(seq, seq))
+                seq += 1
+                await asyncio.sleep(pause_s)
+        while True:
+            await ws.send(advanced_heartbeat(seq, seq))
+            seq += 1
+            await asyncio.sleep(0.05)
+
+    return handler
+
+
+async def start_collector(url: str, tmp: Path, *extra: str) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "DB_PATH": str(tmp / "kbtc.sqlite"),
+        "DATA_DIR": str(tmp / "data"),
+        "LOG_PATH": str(tmp / "logs" / "app.jsonl"),
+        "COINBASE_WS_URL": url,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kbtc.cli", "collect", "--coinbase", *extra,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def count(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        except sqlite3.OperationalError:  # not migrated yet
+            return 0
+
+
+async def wait_rows(db: Path, minimum: int, timeout_s: float = 30) -> int:
+    async with asyncio.timeout(timeout_s):
+        while (n := count(db, "SELECT COUNT(*) FROM spot_ticks")) < minimum:  # noqa: ASYNC110 — another process writes
+            await asyncio.sleep(0.05)
+    return n
+
+
+async def test_sigterm_flushes_and_exits_cleanly(doc_server: StartServer, tmp_path: Path) -> None:
+    server = await doc_server(streaming(400))
+    proc = await start_collector(server.url, tmp_path, "--seconds", "0")
+    db = tmp_path / "kbtc.sqlite"
+    await wait_rows(db, 1)
+    await asyncio.sleep(1.0)  # all 400 sent by now
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()
+    assert "coinbase: 400 ticks" in stdout.decode()
+    assert count(db, "SELECT COUNT(*) FROM spot_ticks") == 400
+    assert count(db, "SELECT COUNT(*) FROM feed_events WHERE kind = 'disconnect' AND detail = 'shutdown'") == 1
+    frames = list(read_tape(tape_files(tmp_path / "data" / "tape", "coinbase")))
+    assert sum('"channel": "ticker"' in f.raw for f in frames) == 400
+
+
+async def test_kill_9_mid_batch_then_restart_without_duplicates(doc_server: StartServer, tmp_path: Path) -> None:
+    total = 3000
+    server = await doc_server(streaming(total, per_burst=10, pause_s=0.01))
+    db = tmp_path / "kbtc.sqlite"
+    proc = await start_collector(server.url, tmp_path, "--seconds", "0")
+    await wait_rows(db, 300)
+    proc.kill()  # SIGKILL while ticks keep arriving: a batch is in flight or buffered
+    await proc.wait()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored_before = count(db, "SELECT COUNT(*) FROM spot_ticks")
+    assert 300 <= stored_before < total
+
+    # The restart receives the whole history again: overlapping rows are ignored, missing ones are added.
+    proc = await start_collector(server.url, tmp_path, "--seconds", "0")
+    await wait_rows(db, total)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()
+    assert count(db, "SELECT COUNT(*) FROM spot_ticks") == total
+    assert count(db, "SELECT COUNT(DISTINCT venue_time_ns) FROM spot_ticks") == total
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_kalshi_not_available_yet(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kbtc.cli", "collect", "--kalshi", "--seconds", "1",
+        env={**os.environ, "DB_PATH": str(tmp_path / "k.sqlite"), "LOG_PATH": str(tmp_path / "app.jsonl")},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 2
+    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Kalshi collector is not available yet" in lines[0]
+    assert not (tmp_path / "k.sqlite").exists()
