@@ -140,11 +140,6 @@ class Settings(BaseSettings):
         """The WebSocket URL of the selected `COINBASE_SOURCE`."""
         return self.coinbase_exchange_ws_url if self.coinbase_source == "exchange" else self.coinbase_ws_url
 
-    @property
-    def coinbase_candles_rest_url(self) -> str:
-        """The REST root of the selected `COINBASE_SOURCE` (for candle backfill)."""
-        return self.coinbase_exchange_rest_url if self.coinbase_source == "exchange" else self.coinbase_rest_url
-
     @cached_property
     def sqlalchemy_url(self) -> str:
         """The database URL: `DATABASE_URL` when set, else SQLite at `DB_PATH`."""

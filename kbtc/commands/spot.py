@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kbtc.commands.common import console, fail, setup
 from kbtc.config import Settings
 from kbtc.log import get_logger
+
+if TYPE_CHECKING:
+    from kbtc.venues.coinbase.rest import RestSource
 
 _log = get_logger(__name__)
 
@@ -69,6 +73,83 @@ def collect(
             console.print(f"{name}: {result}")
 
 
+def parse_time_s(text: str, *, now_s: float | None = None) -> int:
+    """Unix seconds from epoch seconds, an ISO-8601 time (UTC when no offset) or `now`."""
+    from datetime import UTC, datetime
+
+    value = text.strip()
+    if value.lower() == "now":
+        return int(time.time() if now_s is None else now_s)
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise fail(f"not a time: {text!r} (use epoch seconds or ISO-8601, e.g. 2026-11-25T08:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def backfill_spot_command(
+    start: Annotated[str, typer.Option(help="Start: ISO-8601 (UTC unless an offset is given) or epoch seconds.")],
+    end: Annotated[str, typer.Option(help="End (inclusive): ISO-8601, epoch seconds or 'now'.")] = "now",
+    granularity: Annotated[int, typer.Option(help="Candle size in seconds.")] = 60,
+    source: Annotated[
+        str | None, typer.Option(help="advanced or exchange candles (default COINBASE_SOURCE).")
+    ] = None,
+    product: Annotated[str | None, typer.Option(help="Product (default COINBASE_PRODUCT_ID).")] = None,
+) -> None:
+    """Backfill spot_candles from Coinbase REST candles (paged, <= 10 req/s, idempotent)."""
+    from rich.progress import Progress
+
+    from kbtc.db.engine import make_engine
+    from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
+    from kbtc.pipeline.backfill import backfill_spot
+    from kbtc.venues.coinbase.rest import CandlesClient, CoinbaseRestError, check_granularity
+
+    settings = setup()
+    chosen = (source or settings.coinbase_source).lower()
+    if chosen not in ("advanced", "exchange"):
+        raise fail(f"--source must be advanced or exchange, got {chosen!r}")
+    rest_source: RestSource = "exchange" if chosen == "exchange" else "advanced"
+    try:
+        check_granularity(rest_source, granularity)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    start_s, end_s = parse_time_s(start), parse_time_s(end)
+    if end_s < start_s:
+        raise fail("--end is before --start")
+    base_url = settings.coinbase_exchange_rest_url if rest_source == "exchange" else settings.coinbase_rest_url
+    product_id = product or settings.coinbase_product_id
+    try:
+        upgrade_database(settings.sqlalchemy_url)
+    except DatabaseRevisionError as exc:
+        raise fail(str(exc)) from None
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with CandlesClient(rest_source, base_url) as client, Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"{product_id} {granularity}s candles", total=None)
+            result = backfill_spot(
+                engine,
+                client,
+                product_id,
+                start_s,
+                end_s,
+                granularity_s=granularity,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except CoinbaseRestError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    console.print(
+        f"{product_id}: {result.candles:,} candles in {result.pages} requests, {result.rejects} rejects, "
+        f"{result.empty_buckets:,} buckets without trades"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the spot commands to the `kbtc` app."""
     app.command("collect")(collect)
+    app.command("backfill-spot")(backfill_spot_command)
