@@ -11,6 +11,7 @@ an operator reads after an incident).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,8 @@ TICK_SCHEMA: dict[str, Any] = {
 assert tuple(TICK_SCHEMA) == TICK_COLUMNS
 
 
-def write_ticks(engine: Engine, rows: list[tuple[Any, ...]]) -> int:
-    """Insert tick rows (`TICK_COLUMNS` order), ignoring ones already stored; return rows sent."""
+def write_ticks(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Insert ticks (tuples in `TICK_COLUMNS` order), ignoring ones already stored; return rows sent."""
     frame = pl.DataFrame(rows, schema=TICK_SCHEMA, orient="row")
     return upsert(engine, "spot_ticks", frame, on_conflict="ignore")
 
@@ -68,11 +69,11 @@ class SpotStore:
         self.engine = engine
         self.tape = tape
         self.debug = debug
-        self.ticks = BatchWriter[tuple[Any, ...]](self._write_ticks, max_rows=batch_rows, max_delay_s=batch_delay_s)
+        self.ticks = BatchWriter[SpotTick](self._write_ticks, max_rows=batch_rows, max_delay_s=batch_delay_s)
         self.rejects = BatchWriter[RejectRecord](self._write_rejects, max_rows=500, max_delay_s=batch_delay_s)
         self.feed_events = 0
 
-    def _write_ticks(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write_ticks(self, rows: list[SpotTick]) -> None:
         write_ticks(self.engine, rows)
 
     def _write_rejects(self, rejects: list[RejectRecord]) -> None:
@@ -87,7 +88,7 @@ class SpotStore:
 
     async def on_ticks(self, ticks: list[SpotTick]) -> None:
         """Buffer ticks for the next batch."""
-        await self.ticks.add_many([tick.as_row() for tick in ticks])
+        await self.ticks.add_many(ticks)
 
     async def on_event(self, event: FeedEventRecord) -> None:
         """Write a feed event now (a later record of the same event replaces the earlier one)."""

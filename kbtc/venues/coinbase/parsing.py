@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kbtc.venues.records import RejectRecord
 
@@ -43,12 +43,15 @@ class FrameKind(StrEnum):
     REJECTED = "rejected"  # could not be parsed at all
 
 
-@dataclass(frozen=True, slots=True)
-class SpotTick:
-    """One ticker update: venue time at full precision (ns) and our receive time (ms)."""
+class SpotTick(NamedTuple):
+    """One ticker update, a `spot_ticks` row: venue time at full precision (ns, and ms) and our receive time (ms).
+
+    A tuple in the table's column order, so a batch of ticks is handed to the database as it is.
+    """
 
     product_id: str
     source: str
+    tick_ts: int
     venue_time_ns: int
     received_ts: int
     price: float
@@ -58,41 +61,8 @@ class SpotTick:
     best_ask_size: float | None
     sequence_num: int | None
 
-    @property
-    def tick_ts(self) -> int:
-        """Venue time in epoch ms."""
-        return self.venue_time_ns // 1_000_000
 
-    def as_row(self) -> tuple[Any, ...]:
-        """Values in `TICK_COLUMNS` order."""
-        return (
-            self.product_id,
-            self.source,
-            self.venue_time_ns // 1_000_000,
-            self.venue_time_ns,
-            self.received_ts,
-            self.price,
-            self.best_bid,
-            self.best_ask,
-            self.best_bid_size,
-            self.best_ask_size,
-            self.sequence_num,
-        )
-
-
-TICK_COLUMNS = (
-    "product_id",
-    "source",
-    "tick_ts",
-    "venue_time_ns",
-    "received_ts",
-    "price",
-    "best_bid",
-    "best_ask",
-    "best_bid_size",
-    "best_ask_size",
-    "sequence_num",
-)
+TICK_COLUMNS = SpotTick._fields
 
 
 @dataclass(slots=True)
@@ -158,15 +128,24 @@ def rfc3339_to_ns(text: object) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _price(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise FrameError(f"missing_{name}")
-    try:
+def _number(value: object, name: str) -> float:
+    # Numbers arrive as strings (§1.4); the string case is the hot path.
+    if value.__class__ is str:
+        try:
+            number = float(value)
+        except ValueError:
+            raise FrameError(f"non_numeric_{name}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
-    except ValueError:
-        raise FrameError(f"non_numeric_{name}") from None
+    else:
+        raise FrameError(f"missing_{name}")
     if not math.isfinite(number):
         raise FrameError(f"non_numeric_{name}")
+    return number
+
+
+def _price(value: object, name: str) -> float:
+    number = _number(value, name)
     if number <= 0:
         raise FrameError(f"non_positive_{name}")
     return number
@@ -176,16 +155,9 @@ def _optional_number(value: object, name: str, *, positive: bool) -> float | Non
     # Empty strings appear in documented-but-empty payloads (ccxt's empty ticker_batch, §1.4).
     if value is None or value == "":
         return None
-    if positive:
-        return _price(value, name)
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise FrameError(f"non_numeric_{name}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise FrameError(f"non_numeric_{name}") from None
-    if not math.isfinite(number) or number < 0:
-        raise FrameError(f"bad_{name}")
+    number = _number(value, name)
+    if number < 0 or (positive and number == 0):
+        raise FrameError(f"non_positive_{name}" if positive else f"negative_{name}")
     return number
 
 
@@ -235,6 +207,7 @@ def _tick(
     return SpotTick(
         product_id,
         source,
+        venue_time_ns // 1_000_000,
         venue_time_ns,
         received_ts,
         price,
