@@ -43,8 +43,11 @@ class FakeClock:
 class FakeCandles:
     """A venue with 1-minute candles from T0, minutes divisible by 7 missing (nothing traded)."""
 
-    def __init__(self, source: RestSource, minutes: int, faults: list[int] | None = None) -> None:
+    def __init__(
+        self, source: RestSource, minutes: int, faults: list[int] | None = None, *, end_exclusive: bool = False
+    ) -> None:
         self.source = source
+        self.end_exclusive = end_exclusive  # the docs do not say whether `end` is inclusive
         self.minutes = minutes
         self.faults = list(faults or [])  # status codes to answer before serving
         self.requests: list[httpx.Request] = []
@@ -60,7 +63,7 @@ class FakeCandles:
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if self.faults:
-            return httpx.Response(self.faults.pop(0), json={"message": "slow down"})
+            return httpx.Response(self.faults.pop(0), json={"message": "slow down"}, headers={"Retry-After": "2"})
         q = request.url.params
         start, end = int(q["start"]), int(q["end"])
         if self.source == "exchange":
@@ -75,7 +78,8 @@ class FakeCandles:
         if (end - start) // 60 + 1 > limit:
             return httpx.Response(400, json={"message": "too many candles requested"})
         first = start - 60 if self.source == "exchange" else start  # the Exchange may answer before start
-        starts = [s for s in range(first, end + 1, 60) if T0 <= s < T0 + 60 * self.minutes and (s - T0) // 60 % 7]
+        stop = end if self.end_exclusive else end + 1
+        starts = [s for s in range(first, stop, 60) if T0 <= s < T0 + 60 * self.minutes and (s - T0) // 60 % 7]
         rows = [self.candle(s) for s in reversed(starts)]  # newest first
         body: Any = rows if self.source == "exchange" else {"candles": rows}
         return httpx.Response(200, json=body)
@@ -127,17 +131,18 @@ def test_bad_candles_become_rejects() -> None:
     assert all(r.source == "coinbase_rest" and r.received_ts == 7 for r in page.rejects)
 
 
-@pytest.mark.parametrize("source", ["advanced", "exchange"])
-def test_backfill_pages_over_gaps_idempotently(source: RestSource, sqlite_url: str) -> None:
+@pytest.mark.parametrize(("source", "end_exclusive"), [("advanced", False), ("advanced", True), ("exchange", False)])
+def test_backfill_pages_over_gaps_idempotently(source: RestSource, end_exclusive: bool, sqlite_url: str) -> None:
     upgrade_database(sqlite_url)
     engine = make_engine(sqlite_url)
     minutes = 1000
-    fake = FakeCandles(source, minutes, faults=[429, 503])
+    fake = FakeCandles(source, minutes, faults=[429, 503], end_exclusive=end_exclusive)
     clock = FakeClock()
     progress: list[tuple[int, int]] = []
     with client_for(fake, clock) as client:
         result = backfill_spot(engine, client, "BTC-USD", T0, T0 + 60 * (minutes - 1), progress=lambda d, t: progress.append((d, t)))
         assert client.retries == 2
+    assert clock.sleeps.count(2.0) == 2  # the Retry-After header was honoured
     pages = 3 if source == "advanced" else 4
     assert result.pages == pages and progress[-1] == (pages, pages)
     assert result.candles == expected_minutes(minutes)

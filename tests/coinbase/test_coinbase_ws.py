@@ -200,3 +200,23 @@ async def test_connect_failures_retry_until_stopped(unused_tcp_port: int) -> Non
         await sink.wait_for(lambda: feed.stats.connect_failures >= 3)
     assert feed.stats.connects == 0
     assert all(e.kind is FeedEventKind.ERROR and (e.detail or "").startswith("connect failed") for e in sink.events)
+
+
+async def test_reordered_frame_fills_its_gap_and_duplicates_are_ignored(doc_server: StartServer) -> None:
+    async def handler(ws: ServerConnection, index: int, subs: list[dict[str, Any]]) -> None:
+        await ws.send(advanced_heartbeat(0, 1))
+        await ws.send(advanced_ticker(1, 95000.0, nth_ts(1)))
+        await ws.send(advanced_ticker(3, 95002.0, nth_ts(3)))  # 2 is late, not lost
+        await ws.send(advanced_ticker(2, 95001.0, nth_ts(2)))
+        await ws.send(advanced_ticker(3, 95002.0, nth_ts(3)))  # a duplicate
+        await heartbeats_forever(ws, 4)
+
+    server = await doc_server(handler)
+    sink = RecordingSink()
+    async with running(fast_config(server.url), sink) as feed:
+        await sink.wait_for(lambda: feed.stats.gaps_filled == 1 and feed.stats.out_of_order == 2)
+    opened, filled = sink.kinds(FeedEventKind.GAP)
+    assert (opened.expected_seq, opened.received_seq) == (2, 3)
+    assert (filled.connection_id, filled.event_ts, filled.expected_seq) == (opened.connection_id, opened.event_ts, 2)
+    assert filled.duration_ms == 0 and (filled.detail or "").startswith("filled")
+    assert sorted(t.price for t in sink.ticks) == [95000.0, 95001.0, 95002.0, 95002.0]  # the store dedups

@@ -141,6 +141,15 @@ def parse_candles(source: RestSource, body: Any, received_ts: int) -> CandlePage
     return page
 
 
+def _retry_after_s(response: httpx.Response) -> float:
+    # Coinbase documents no Retry-After; honour a standard one (seconds) when it is there, capped at a minute.
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(60.0, max(0.0, float(value)))
+    except ValueError:
+        return 0.0
+
+
 class CandlesClient:
     """Fetch candle pages, at most `requests_per_s` requests per second, retrying transient failures."""
 
@@ -189,14 +198,20 @@ class CandlesClient:
         self._next_request_mono = max(self._clock(), self._next_request_mono) + self._min_interval_s
 
     def fetch(self, product_id: str, start_s: int, end_s: int, granularity_s: int) -> CandlePage:
-        """Candles with `start` in [start_s, end_s] (unix seconds); the range must fit one request."""
+        """Candles whose bucket starts in [start_s, end_s] (unix seconds, aligned to the granularity).
+
+        Neither API documents whether `end` is inclusive, so the request asks up to the last second of the
+        last bucket (`end_s + granularity − 1`): the last bucket is included either way and no further one.
+        """
         check_granularity(self.source, granularity_s)
-        path, params = self._path_and_params(product_id, start_s, end_s, granularity_s)
+        path, params = self._path_and_params(product_id, start_s, end_s + granularity_s - 1, granularity_s)
         last_problem = ""
+        wait_s = 0.0
         for attempt in range(self._max_attempts):
             if attempt:
                 self.retries += 1
-                self._sleep(self._backoff.delay_s(attempt - 1))
+                self._sleep(max(wait_s, self._backoff.delay_s(attempt - 1)))
+            wait_s = 0.0
             self._pace()
             self.requests += 1
             try:
@@ -206,6 +221,7 @@ class CandlesClient:
                 continue
             if response.status_code == 429 or response.status_code >= 500:
                 last_problem = f"HTTP {response.status_code}"
+                wait_s = _retry_after_s(response)
                 continue
             if response.status_code >= 400:
                 raise RestRequestError(f"HTTP {response.status_code} for {path}: {response.text[:200]}")

@@ -20,7 +20,8 @@ import contextlib
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -86,6 +87,7 @@ class FeedStats:
     stale_periods: int = 0
     errors: int = 0
     out_of_order: int = 0
+    gaps_filled: int = 0
 
 
 class SequenceTracker:
@@ -122,6 +124,17 @@ class SequenceTracker:
 
 
 @dataclass(slots=True)
+class _OpenGap:
+    event: FeedEventRecord
+    missing: set[int]
+
+
+# Gaps whose missing numbers may still arrive late (a reordered frame); bounded memory per connection.
+_OPEN_GAPS = 32
+_MAX_TRACKED_MISSING = 1000
+
+
+@dataclass(slots=True)
 class _Connection:
     connection_id: str
     connected_mono: float
@@ -132,6 +145,7 @@ class _Connection:
     tracker: SequenceTracker
     stale_since_ts: int | None = None
     heartbeats: int = 0
+    open_gaps: deque[_OpenGap] = field(default_factory=lambda: deque(maxlen=_OPEN_GAPS))
 
 
 class CoinbaseFeed:
@@ -332,18 +346,34 @@ class CoinbaseFeed:
         if conn.tracker.out_of_order > late_before:
             self.stats.out_of_order += 1
             _log.debug("coinbase_out_of_order", connection_id=conn.connection_id, sequence=received)
+            await self._late_arrival(conn, received)
         elif expected is not None:
             self.stats.gaps += 1
             _log.warning("coinbase_gap", connection_id=conn.connection_id, expected=expected, received=received)
-            await self.sink.on_event(
-                self._event(
-                    FeedEventKind.GAP,
-                    conn.connection_id,
-                    received_ts,
-                    expected_seq=expected,
-                    received_seq=received,
-                    # The window in which the lost messages were sent: since the previous frame.
-                    duration_ms=received_ts - conn.last_frame_ts,
-                    detail=f"{received - expected} message(s) lost after ts {conn.last_frame_ts}",
-                )
+            event = self._event(
+                FeedEventKind.GAP,
+                conn.connection_id,
+                received_ts,
+                expected_seq=expected,
+                received_seq=received,
+                # The window in which the lost messages were sent: since the previous frame.
+                duration_ms=received_ts - conn.last_frame_ts,
+                detail=f"{received - expected} message(s) lost after ts {conn.last_frame_ts}",
             )
+            if received - expected <= _MAX_TRACKED_MISSING:
+                conn.open_gaps.append(_OpenGap(event, set(range(expected, received))))
+            await self.sink.on_event(event)
+
+    async def _late_arrival(self, conn: _Connection, sequence: int) -> None:
+        # "A lower number … means out-of-order delivery" (§1.6): a gap whose every missing number arrived
+        # late lost nothing. Its event is re-sent (same key) to say so.
+        for gap in conn.open_gaps:
+            if sequence in gap.missing:
+                gap.missing.discard(sequence)
+                if not gap.missing:
+                    conn.open_gaps.remove(gap)
+                    self.stats.gaps_filled += 1
+                    await self.sink.on_event(
+                        replace(gap.event, duration_ms=0, detail="filled: the message(s) arrived late, nothing lost")
+                    )
+                return
