@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -143,3 +147,37 @@ class RecordingSink:
         async with asyncio.timeout(timeout_s):
             while not condition():  # noqa: ASYNC110 — polls state the client mutates
                 await asyncio.sleep(0.01)
+
+
+async def start_collector(url: str, tmp: Path, *extra: str) -> asyncio.subprocess.Process:
+    """`kbtc collect --coinbase` in a subprocess, its database, data and logs under `tmp`."""
+    env = {
+        **os.environ,
+        "DB_PATH": str(tmp / "kbtc.sqlite"),
+        "DATA_DIR": str(tmp / "data"),
+        "LOG_PATH": str(tmp / "logs" / "app.jsonl"),
+        "COINBASE_WS_URL": url,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kbtc.cli", "collect", "--coinbase", *extra,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def count(db: Path, sql: str) -> int:
+    """One integer from an SQLite file (0 while it is missing or not migrated)."""
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        except sqlite3.OperationalError:  # not migrated yet
+            return 0
+
+
+async def wait_rows(db: Path, minimum: int, timeout_s: float = 30) -> int:
+    """Wait until `spot_ticks` holds `minimum` rows."""
+    async with asyncio.timeout(timeout_s):
+        while (n := count(db, "SELECT COUNT(*) FROM spot_ticks")) < minimum:  # noqa: ASYNC110 — another process writes
+            await asyncio.sleep(0.05)
+    return n

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cbserver import DocServer, advanced_heartbeat, advanced_ticker, nth_ts
+from cbserver import DocServer, advanced_heartbeat, advanced_ticker, count, nth_ts, start_collector, wait_rows
 from websockets.asyncio.server import ServerConnection
 
 from kbtc.pipeline.tape import read_tape, tape_files
@@ -39,37 +39,6 @@ def streaming(total_ticks: int, per_burst: int = 20, pause_s: float = 0.01) -> A
             await asyncio.sleep(0.05)
 
     return handler
-
-
-async def start_collector(url: str, tmp: Path, *extra: str) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "DB_PATH": str(tmp / "kbtc.sqlite"),
-        "DATA_DIR": str(tmp / "data"),
-        "LOG_PATH": str(tmp / "logs" / "app.jsonl"),
-        "COINBASE_WS_URL": url,
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kbtc.cli", "collect", "--coinbase", *extra,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-
-
-def count(db: Path, sql: str) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=30) as conn:
-        try:
-            return int(conn.execute(sql).fetchone()[0])
-        except sqlite3.OperationalError:  # not migrated yet
-            return 0
-
-
-async def wait_rows(db: Path, minimum: int, timeout_s: float = 30) -> int:
-    async with asyncio.timeout(timeout_s):
-        while (n := count(db, "SELECT COUNT(*) FROM spot_ticks")) < minimum:  # noqa: ASYNC110 — another process writes
-            await asyncio.sleep(0.05)
-    return n
 
 
 async def test_sigterm_flushes_and_exits_cleanly(doc_server: StartServer, tmp_path: Path) -> None:
