@@ -39,8 +39,6 @@ def collect(
     from kbtc.pipeline.collect import Collector, run_collectors
     from kbtc.pipeline.spot_collector import SpotCollectResult, collect_spot
 
-    if not coinbase and not kalshi:
-        raise fail("choose what to collect: --coinbase, --kalshi or both")
     if seconds is not None and seconds < 0:
         raise fail("--seconds must be >= 0")
     settings = setup(debug)
@@ -56,6 +54,11 @@ def collect(
             upgrade_database(settings.sqlalchemy_url)
         except DatabaseRevisionError as exc:
             raise fail(str(exc)) from None
+        if not collectors:
+            # As the seed's collector: with neither flag it only initialises the database.
+            _log.info("collect_startup", collectors=[])
+            console.print("database ready; nothing to collect (use --coinbase and/or --kalshi)")
+            return
         _log.info("collect_start", collectors=list(collectors), seconds=run_s)
         results = asyncio.run(run_collectors(collectors, run_s))
     finally:

@@ -93,3 +93,17 @@ async def test_kalshi_not_available_yet(tmp_path: Path) -> None:
     lines = [line for line in stderr.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and "Kalshi collector is not available yet" in lines[0]
     assert not (tmp_path / "k.sqlite").exists()
+
+
+def test_collect_without_a_stream_only_prepares_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from kbtc.cli import app
+
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "fresh.sqlite"))
+    monkeypatch.setenv("LOG_PATH", str(tmp_path / "app.jsonl"))
+    result = CliRunner().invoke(app, ["collect"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to collect" in result.output
+    assert count(tmp_path / "fresh.sqlite", "SELECT COUNT(*) FROM spot_ticks") == 0
+    assert count(tmp_path / "fresh.sqlite", "SELECT COUNT(*) FROM alembic_version") == 1
