@@ -106,12 +106,19 @@ def _ticker_frame(**ticker_changes: Any) -> str:
         ({"best_ask": "0"}, "non_positive_best_ask"),
         ({"price": "abc"}, "non_numeric_price"),
         ({"price": "NaN"}, "non_numeric_price"),
+        ({"price": "inf"}, "non_numeric_price"),
+        ({"price": True}, "missing_price"),
+        ({"best_bid_quantity": "-1"}, "negative_best_bid_quantity"),
+        ({"best_ask": 21940}, None),  # a JSON number instead of a string is still a number
         ({"price": None}, "missing_price"),
         ({"product_id": None}, "missing_product_id"),
     ],
 )
-def test_bad_tickers_become_rejects(changes: dict[str, Any], reason: str) -> None:
+def test_bad_tickers_become_rejects(changes: dict[str, Any], reason: str | None) -> None:
     parsed = parse_advanced_frame(_ticker_frame(**changes), 5, None)
+    if reason is None:
+        assert len(parsed.ticks) == 1 and parsed.rejects == []
+        return
     assert parsed.ticks == []
     (reject,) = parsed.rejects
     assert reject.reason == reason

@@ -98,6 +98,9 @@ def _epoch_seconds(whole_seconds: str) -> int:
     return int(moment.timestamp())
 
 
+_FRACTION_SCALE: dict[int, int] = {digits: 10 ** (9 - digits) for digits in range(1, 10)}
+
+
 def rfc3339_to_ns(text: object) -> int:
     """Epoch nanoseconds of an RFC 3339 time with up to 9 fractional digits (`...T20:30:37.167359596Z`).
 
@@ -106,6 +109,15 @@ def rfc3339_to_ns(text: object) -> int:
     """
     if not isinstance(text, str) or len(text) < 20:
         raise FrameError("bad_timestamp")
+    if text[-1] == "Z" and text[19] == "." and 21 < len(text) <= 30:
+        # The common shape, `YYYY-MM-DDTHH:MM:SS.fffffffffZ`: no splitting beyond two slices.
+        fraction = text[20:-1]
+        if fraction.isdigit():
+            try:
+                seconds = _epoch_seconds(text[:19] + "+00:00")
+            except ValueError:
+                raise FrameError("bad_timestamp") from None
+            return seconds * 1_000_000_000 + int(fraction) * _FRACTION_SCALE[len(fraction)]
     if text.endswith(("Z", "z")):
         body, offset = text[:-1], "+00:00"
     elif len(text) > 25 and text[-6] in "+-" and text[-3] == ":":
@@ -126,6 +138,9 @@ def rfc3339_to_ns(text: object) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Numbers
 # ---------------------------------------------------------------------------------------------------------
+
+
+_INF = math.inf
 
 
 def _number(value: object, name: str) -> float:
@@ -196,6 +211,30 @@ def _tick(
     bid_size_key: str,
     ask_size_key: str,
 ) -> SpotTick:
+    tick_ts = venue_time_ns // 1_000_000
+    # Fast path for the usual ticker: every field a numeric string, positive prices, an uncrossed book.
+    # Anything else falls through to the checks below, which name the problem.
+    try:
+        product_id, price_s, bid_s, ask_s = data["product_id"], data["price"], data["best_bid"], data["best_ask"]
+        bid_size_s, ask_size_s = data[bid_size_key], data[ask_size_key]
+        if (
+            product_id.__class__ is str
+            and product_id
+            and price_s.__class__ is str
+            and bid_s.__class__ is str
+            and ask_s.__class__ is str
+            and bid_size_s.__class__ is str
+            and ask_size_s.__class__ is str
+        ):
+            price, bid, ask = float(price_s), float(bid_s), float(ask_s)
+            bid_size, ask_size = float(bid_size_s), float(ask_size_s)
+            if 0 < price < _INF and 0 < bid <= ask < _INF and 0 <= bid_size < _INF and 0 <= ask_size < _INF:
+                return SpotTick(
+                    product_id, source, tick_ts, venue_time_ns, received_ts, price, bid, ask, bid_size, ask_size,
+                    sequence_num,
+                )
+    except (KeyError, ValueError):
+        pass
     product_id = data.get("product_id")
     if not isinstance(product_id, str) or not product_id:
         raise FrameError("missing_product_id")
@@ -207,7 +246,7 @@ def _tick(
     return SpotTick(
         product_id,
         source,
-        venue_time_ns // 1_000_000,
+        tick_ts,
         venue_time_ns,
         received_ts,
         price,
