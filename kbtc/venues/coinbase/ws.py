@@ -243,8 +243,9 @@ class CoinbaseFeed:
             ):
                 await ws.send(json.dumps(message))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finished = done.pop()
-            reason = "shutdown" if finished is stopper else str(finished.result())
+            ended = reader if reader in done else watchdog
+            # A failing sink (the database) is fatal: `result()` re-raises it.
+            reason = "shutdown" if stopper in done else str(ended.result())
         except ConnectionClosed as exc:
             reason = f"connection lost while subscribing: {exc}"
         finally:
