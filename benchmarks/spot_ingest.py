@@ -35,7 +35,8 @@ from kbtc.db.store import count_rows
 from kbtc.pipeline.spot_collector import SpotStore, write_ticks
 from kbtc.pipeline.tape import TapeWriter
 from kbtc.venues.backoff import Backoff
-from kbtc.venues.coinbase.parsing import SpotTick, parse_frame
+from kbtc.venues.coinbase.messages import SpotTick
+from kbtc.venues.coinbase.parsing import parse_frame
 from kbtc.venues.coinbase.ws import CoinbaseFeed, FeedConfig
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from kbtc.db.store import upsert
 from kbtc.log import get_logger
 from kbtc.pipeline.recording import record_rejects
-from kbtc.venues.coinbase.parsing import SOURCE_ADVANCED, SOURCE_EXCHANGE
+from kbtc.venues.coinbase.messages import SOURCE_ADVANCED, SOURCE_EXCHANGE
 from kbtc.venues.coinbase.rest import CandlesClient, check_granularity, max_candles
 
 _log = get_logger(__name__)

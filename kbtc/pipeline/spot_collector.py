@@ -26,7 +26,7 @@ from kbtc.pipeline.batching import BatchWriter
 from kbtc.pipeline.recording import record_feed_events, record_rejects
 from kbtc.pipeline.tape import TapeWriter
 from kbtc.venues.backoff import Backoff
-from kbtc.venues.coinbase.parsing import TICK_COLUMNS, SpotTick
+from kbtc.venues.coinbase.messages import TICK_COLUMNS, SpotTick
 from kbtc.venues.coinbase.ws import FEED_NAME, CoinbaseFeed, FeedConfig, FeedStats
 from kbtc.venues.records import FeedEventRecord, RejectRecord
 

@@ -17,7 +17,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from kbtc.venues.backoff import Backoff
-from kbtc.venues.coinbase.parsing import SpotTick
+from kbtc.venues.coinbase.messages import SpotTick
 from kbtc.venues.coinbase.ws import FeedConfig
 from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
 

@@ -8,16 +8,8 @@ from typing import Any
 
 import pytest
 
-from kbtc.venues.coinbase.parsing import (
-    SOURCE_ADVANCED,
-    SOURCE_EXCHANGE,
-    FrameKind,
-    parse_advanced_frame,
-    parse_counter,
-    parse_exchange_frame,
-    rfc3339_to_ns,
-    subscribe_messages,
-)
+from kbtc.venues.coinbase.messages import SOURCE_ADVANCED, SOURCE_EXCHANGE, FrameKind, parse_counter, rfc3339_to_ns
+from kbtc.venues.coinbase.parsing import parse_advanced_frame, parse_exchange_frame, subscribe_messages
 
 PAYLOADS = Path(__file__).parent / "payloads"
 

@@ -4,17 +4,16 @@ No database code here: the pipeline (`kbtc.pipeline.spot_collector`, `kbtc.pipel
 these clients produce.
 """
 
-from kbtc.venues.coinbase.parsing import (
+from kbtc.venues.coinbase.messages import (
     SOURCE_ADVANCED,
     SOURCE_EXCHANGE,
     FeedSource,
     FrameKind,
     ParsedFrame,
     SpotTick,
-    parse_frame,
     rfc3339_to_ns,
-    subscribe_messages,
 )
+from kbtc.venues.coinbase.parsing import parse_frame, subscribe_messages
 from kbtc.venues.coinbase.ws import CoinbaseFeed, FeedConfig, FeedSink, FeedStats, SequenceTracker
 
 __all__ = [

@@ -15,266 +15,22 @@ the protocol asks (§1.2), but still counted by the sequence check and kept on t
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-from kbtc.venues.records import RejectRecord
-
-SOURCE_ADVANCED = "coinbase_advanced"
-SOURCE_EXCHANGE = "coinbase_exchange"
-REJECT_SOURCE = "coinbase_ws"
-FeedSource = Literal["advanced", "exchange"]
-
-
-class FrameKind(StrEnum):
-    """What a frame turned out to be."""
-
-    TICKER = "ticker"
-    HEARTBEAT = "heartbeat"
-    SUBSCRIPTIONS = "subscriptions"
-    MARKET_TRADES = "market_trades"
-    ERROR = "error"
-    OTHER = "other"  # a channel/type we do not use (ignored, per the protocol)
-    REJECTED = "rejected"  # could not be parsed at all
-
-
-class SpotTick(NamedTuple):
-    """One ticker update, a `spot_ticks` row: venue time at full precision (ns, and ms) and our receive time (ms).
-
-    A tuple in the table's column order, so a batch of ticks is handed to the database as it is.
-    """
-
-    product_id: str
-    source: str
-    tick_ts: int
-    venue_time_ns: int
-    received_ts: int
-    price: float
-    best_bid: float | None
-    best_ask: float | None
-    best_bid_size: float | None
-    best_ask_size: float | None
-    sequence_num: int | None
-
-
-TICK_COLUMNS = SpotTick._fields
-
-
-@dataclass(slots=True)
-class ParsedFrame:
-    """The result of parsing one frame."""
-
-    kind: FrameKind
-    sequence_num: int | None = None
-    # Exchange only: the product the sequence belongs to (sequences are per product there).
-    sequence_product: str | None = None
-    ticks: list[SpotTick] = field(default_factory=list)
-    rejects: list[RejectRecord] = field(default_factory=list)
-    heartbeat_counter: int | None = None
-    subscriptions: dict[str, list[str]] | None = None
-    error_message: str | None = None
-
-
-class FrameError(ValueError):
-    """A frame or a field in it is unusable; the message is the reject reason."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Timestamps
-# ---------------------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _epoch_seconds(whole_seconds: str) -> int:
-    # Frames arrive many per second: the calendar part repeats, so it is parsed once per distinct second.
-    moment = datetime.fromisoformat(whole_seconds)
-    if moment.tzinfo is None:
-        raise FrameError("bad_timestamp")
-    return int(moment.timestamp())
-
-
-_FRACTION_SCALE: dict[int, int] = {digits: 10 ** (9 - digits) for digits in range(1, 10)}
-
-
-def rfc3339_to_ns(text: object) -> int:
-    """Epoch nanoseconds of an RFC 3339 time with up to 9 fractional digits (`...T20:30:37.167359596Z`).
-
-    `datetime.fromisoformat` would truncate to microseconds (reference/coinbase_api.md §1.3), so the fraction
-    is read separately and kept whole.
-    """
-    if not isinstance(text, str) or len(text) < 20:
-        raise FrameError("bad_timestamp")
-    if text[-1] == "Z" and text[19] == "." and 21 < len(text) <= 30:
-        # The common shape, `YYYY-MM-DDTHH:MM:SS.fffffffffZ`: no splitting beyond two slices.
-        fraction = text[20:-1]
-        if fraction.isdigit():
-            try:
-                seconds = _epoch_seconds(text[:19] + "+00:00")
-            except ValueError:
-                raise FrameError("bad_timestamp") from None
-            return seconds * 1_000_000_000 + int(fraction) * _FRACTION_SCALE[len(fraction)]
-    if text.endswith(("Z", "z")):
-        body, offset = text[:-1], "+00:00"
-    elif len(text) > 25 and text[-6] in "+-" and text[-3] == ":":
-        body, offset = text[:-6], text[-6:]
-    else:
-        raise FrameError("bad_timestamp")
-    whole, dot, fraction = body.partition(".")
-    if dot and not (0 < len(fraction) <= 9 and fraction.isdigit()):
-        raise FrameError("bad_timestamp")
-    try:
-        seconds = _epoch_seconds(whole + offset)
-    except ValueError:
-        raise FrameError("bad_timestamp") from None
-    nanos = int(fraction.ljust(9, "0")) if dot else 0
-    return seconds * 1_000_000_000 + nanos
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Numbers
-# ---------------------------------------------------------------------------------------------------------
-
-
-_INF = math.inf
-
-
-def _number(value: object, name: str) -> float:
-    # Numbers arrive as strings (§1.4); the string case is the hot path.
-    if value.__class__ is str:
-        try:
-            number = float(value)
-        except ValueError:
-            raise FrameError(f"non_numeric_{name}") from None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise FrameError(f"missing_{name}")
-    if not math.isfinite(number):
-        raise FrameError(f"non_numeric_{name}")
-    return number
-
-
-def _price(value: object, name: str) -> float:
-    number = _number(value, name)
-    if number <= 0:
-        raise FrameError(f"non_positive_{name}")
-    return number
-
-
-def _optional_number(value: object, name: str, *, positive: bool) -> float | None:
-    # Empty strings appear in documented-but-empty payloads (ccxt's empty ticker_batch, §1.4).
-    if value is None or value == "":
-        return None
-    number = _number(value, name)
-    if number < 0 or (positive and number == 0):
-        raise FrameError(f"non_positive_{name}" if positive else f"negative_{name}")
-    return number
-
-
-def parse_counter(value: object) -> int | None:
-    """`heartbeat_counter` as an int: a string in the docs, an integer on live feeds (§1.5)."""
-    if isinstance(value, bool):
-        raise FrameError("bad_heartbeat_counter")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if value is None:
-        return None
-    raise FrameError("bad_heartbeat_counter")
-
-
-def _sequence(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise FrameError(f"bad_{name}")
-    if isinstance(value, str):
-        if not value.isdigit():
-            raise FrameError(f"bad_{name}")
-        return int(value)
-    if value < 0:
-        raise FrameError(f"bad_{name}")
-    return value
-
-
-def _tick(
-    data: dict[str, Any],
-    *,
-    source: str,
-    venue_time_ns: int,
-    received_ts: int,
-    sequence_num: int | None,
-    bid_size_key: str,
-    ask_size_key: str,
-) -> SpotTick:
-    tick_ts = venue_time_ns // 1_000_000
-    # Fast path for the usual ticker: every field a numeric string, positive prices, an uncrossed book.
-    # Anything else falls through to the checks below, which name the problem.
-    try:
-        product_id, price_s, bid_s, ask_s = data["product_id"], data["price"], data["best_bid"], data["best_ask"]
-        bid_size_s, ask_size_s = data[bid_size_key], data[ask_size_key]
-        if (
-            product_id.__class__ is str
-            and product_id
-            and price_s.__class__ is str
-            and bid_s.__class__ is str
-            and ask_s.__class__ is str
-            and bid_size_s.__class__ is str
-            and ask_size_s.__class__ is str
-        ):
-            price, bid, ask = float(price_s), float(bid_s), float(ask_s)
-            bid_size, ask_size = float(bid_size_s), float(ask_size_s)
-            if 0 < price < _INF and 0 < bid <= ask < _INF and 0 <= bid_size < _INF and 0 <= ask_size < _INF:
-                return SpotTick(
-                    product_id, source, tick_ts, venue_time_ns, received_ts, price, bid, ask, bid_size, ask_size,
-                    sequence_num,
-                )
-    except (KeyError, ValueError):
-        pass
-    product_id = data.get("product_id")
-    if not isinstance(product_id, str) or not product_id:
-        raise FrameError("missing_product_id")
-    price = _price(data.get("price"), "price")
-    best_bid = _optional_number(data.get("best_bid"), "best_bid", positive=True)
-    best_ask = _optional_number(data.get("best_ask"), "best_ask", positive=True)
-    if best_bid is not None and best_ask is not None and best_bid > best_ask:
-        raise FrameError("crossed_book")
-    return SpotTick(
-        product_id,
-        source,
-        tick_ts,
-        venue_time_ns,
-        received_ts,
-        price,
-        best_bid,
-        best_ask,
-        _optional_number(data.get(bid_size_key), bid_size_key, positive=False),
-        _optional_number(data.get(ask_size_key), ask_size_key, positive=False),
-        sequence_num,
-    )
-
-
-def _as_text(raw: str | bytes) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-
-
-def _reject(raw: str | bytes, reason: str, received_ts: int) -> RejectRecord:
-    return RejectRecord(REJECT_SOURCE, reason, received_ts, _as_text(raw))
-
-
-def _load(raw: str | bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise FrameError("malformed_json") from None
-    if not isinstance(data, dict):
-        raise FrameError("not_an_object")
-    return data
-
+from kbtc.venues.coinbase.messages import (
+    SOURCE_ADVANCED,
+    SOURCE_EXCHANGE,
+    FeedSource,
+    FrameError,
+    FrameKind,
+    ParsedFrame,
+    build_tick,
+    load_object,
+    parse_counter,
+    parse_sequence,
+    reject_record,
+    rfc3339_to_ns,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Advanced Trade
@@ -284,18 +40,18 @@ def _load(raw: str | bytes) -> dict[str, Any]:
 def parse_advanced_frame(raw: str | bytes, received_ts: int, product_id: str | None = None) -> ParsedFrame:
     """Parse one Advanced Trade frame; tickers of other products than `product_id` (when given) are skipped."""
     try:
-        data = _load(raw)
+        data = load_object(raw)
         if data.get("type") == "error":  # §1.10: error frames carry no envelope
             return ParsedFrame(FrameKind.ERROR, error_message=str(data.get("message") or data.get("reason") or ""))
         channel = data.get("channel")
         if not isinstance(channel, str):
             raise FrameError("missing_channel")
-        sequence_num = _sequence(data.get("sequence_num"), "sequence_num")
+        sequence_num = parse_sequence(data.get("sequence_num"), "sequence_num")
         events = data.get("events")
         if not isinstance(events, list):
             raise FrameError("missing_events")
     except FrameError as exc:
-        return ParsedFrame(FrameKind.REJECTED, rejects=[_reject(raw, str(exc), received_ts)])
+        return ParsedFrame(FrameKind.REJECTED, rejects=[reject_record(raw, str(exc), received_ts)])
     if channel == "ticker":
         return _advanced_ticker(raw, data, events, sequence_num, received_ts=received_ts, product_id=product_id)
     if channel == "heartbeats":
@@ -303,7 +59,7 @@ def parse_advanced_frame(raw: str | bytes, received_ts: int, product_id: str | N
         try:
             counter = parse_counter(first.get("heartbeat_counter"))
         except FrameError as exc:
-            return ParsedFrame(FrameKind.HEARTBEAT, sequence_num, rejects=[_reject(raw, str(exc), received_ts)])
+            return ParsedFrame(FrameKind.HEARTBEAT, sequence_num, rejects=[reject_record(raw, str(exc), received_ts)])
         return ParsedFrame(FrameKind.HEARTBEAT, sequence_num, heartbeat_counter=counter)
     if channel == "subscriptions":
         subscriptions: dict[str, list[str]] = {}
@@ -332,22 +88,22 @@ def _advanced_ticker(
         # The ticker has no trade time: the envelope timestamp is the only venue clock (§1.4).
         venue_time_ns = rfc3339_to_ns(data.get("timestamp"))
     except FrameError as exc:
-        parsed.rejects.append(_reject(raw, str(exc), received_ts))
+        parsed.rejects.append(reject_record(raw, str(exc), received_ts))
         return parsed
     for event in events:
         tickers = event.get("tickers") if isinstance(event, dict) else None
         if not isinstance(tickers, list):
-            parsed.rejects.append(_reject(raw, "missing_tickers", received_ts))
+            parsed.rejects.append(reject_record(raw, "missing_tickers", received_ts))
             continue
         for ticker in tickers:
             if not isinstance(ticker, dict):
-                parsed.rejects.append(_reject(raw, "bad_ticker", received_ts))
+                parsed.rejects.append(reject_record(raw, "bad_ticker", received_ts))
                 continue
             if product_id is not None and ticker.get("product_id") != product_id:
                 continue
             try:
                 parsed.ticks.append(
-                    _tick(
+                    build_tick(
                         ticker,
                         source=SOURCE_ADVANCED,
                         venue_time_ns=venue_time_ns,
@@ -358,7 +114,7 @@ def _advanced_ticker(
                     )
                 )
             except FrameError as exc:
-                parsed.rejects.append(_reject(raw, str(exc), received_ts))
+                parsed.rejects.append(reject_record(raw, str(exc), received_ts))
     return parsed
 
 
@@ -370,12 +126,12 @@ def _advanced_ticker(
 def parse_exchange_frame(raw: str | bytes, received_ts: int, product_id: str | None = None) -> ParsedFrame:
     """Parse one Exchange feed message (`ticker`, `heartbeat`, `subscriptions`, `error`)."""
     try:
-        data = _load(raw)
+        data = load_object(raw)
         kind = data.get("type")
         if not isinstance(kind, str):
             raise FrameError("missing_type")
     except FrameError as exc:
-        return ParsedFrame(FrameKind.REJECTED, rejects=[_reject(raw, str(exc), received_ts)])
+        return ParsedFrame(FrameKind.REJECTED, rejects=[reject_record(raw, str(exc), received_ts)])
     if kind == "error":
         message = str(data.get("message") or "")
         reason = data.get("reason")
@@ -391,9 +147,9 @@ def parse_exchange_frame(raw: str | bytes, received_ts: int, product_id: str | N
         return ParsedFrame(FrameKind.OTHER)
     frame_product = data.get("product_id")
     try:
-        sequence = _sequence(data.get("sequence"), "sequence")
+        sequence = parse_sequence(data.get("sequence"), "sequence")
     except FrameError as exc:
-        return ParsedFrame(FrameKind.REJECTED, rejects=[_reject(raw, str(exc), received_ts)])
+        return ParsedFrame(FrameKind.REJECTED, rejects=[reject_record(raw, str(exc), received_ts)])
     product = frame_product if isinstance(frame_product, str) else None
     if kind == "heartbeat":
         return ParsedFrame(FrameKind.HEARTBEAT, sequence, product)
@@ -405,7 +161,7 @@ def parse_exchange_frame(raw: str | bytes, received_ts: int, product_id: str | N
         if data.get("time") is None:
             raise FrameError("missing_time")
         parsed.ticks.append(
-            _tick(
+            build_tick(
                 data,
                 source=SOURCE_EXCHANGE,
                 venue_time_ns=rfc3339_to_ns(data.get("time")),
@@ -416,7 +172,7 @@ def parse_exchange_frame(raw: str | bytes, received_ts: int, product_id: str | N
             )
         )
     except FrameError as exc:
-        parsed.rejects.append(_reject(raw, str(exc), received_ts))
+        parsed.rejects.append(reject_record(raw, str(exc), received_ts))
     return parsed
 
 

@@ -29,7 +29,8 @@ from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketExcepti
 
 from kbtc.log import get_logger
 from kbtc.venues.backoff import Backoff
-from kbtc.venues.coinbase.parsing import FeedSource, FrameKind, ParsedFrame, SpotTick, parse_frame, subscribe_messages
+from kbtc.venues.coinbase.messages import FeedSource, FrameKind, ParsedFrame, SpotTick
+from kbtc.venues.coinbase.parsing import parse_frame, subscribe_messages
 from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
 
 FEED_NAME = "coinbase"
