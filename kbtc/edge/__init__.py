@@ -1,0 +1,1 @@
+"""Pure edge computations: volatility, settlement-index basis, probability, fees, EV — frames in, frames out."""
