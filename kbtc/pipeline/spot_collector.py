@@ -1,7 +1,8 @@
 """Collect Coinbase spot: the feed client's output → `spot_ticks` (batched), `feed_events`, `rejects`, the tape.
 
 Ticks are buffered by a `BatchWriter` and written every `batch_rows` rows or `batch_delay_s` seconds in one
-short transaction (`INSERT … ON CONFLICT DO NOTHING` on product, source and venue time): a kill -9 loses at
+short transaction (`INSERT … ON CONFLICT DO NOTHING` on product, source and venue time, the statement of
+`kbtc.db.store.upsert`): a kill -9 loses at
 most the unflushed batch, and a restart, a replayed tape or an overlapping session never duplicates a row.
 Every received frame goes to the tape (`<DATA_DIR>/tape/coinbase/…`) before it is parsed, so whatever the
 parser made of it can be re-derived. Feed events are written as they happen (they are rare and they are what
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.config import Settings
-from kbtc.db.store import upsert
+from kbtc.db.engine import write_transaction
+from kbtc.db.store import table_of, upsert_sql
 from kbtc.log import get_logger
 from kbtc.pipeline.batching import BatchWriter
 from kbtc.pipeline.recording import record_feed_events, record_rejects
@@ -32,26 +33,25 @@ from kbtc.venues.records import FeedEventRecord, RejectRecord
 
 _log = get_logger(__name__)
 
-TICK_SCHEMA: dict[str, Any] = {
-    "product_id": pl.String,
-    "source": pl.String,
-    "tick_ts": pl.Int64,
-    "venue_time_ns": pl.Int64,
-    "received_ts": pl.Int64,
-    "price": pl.Float64,
-    "best_bid": pl.Float64,
-    "best_ask": pl.Float64,
-    "best_bid_size": pl.Float64,
-    "best_ask_size": pl.Float64,
-    "sequence_num": pl.Int64,
-}
-assert tuple(TICK_SCHEMA) == TICK_COLUMNS
+def write_ticks(engine: Engine, ticks: Sequence[SpotTick]) -> int:
+    """Insert ticks in one transaction, ignoring ones already stored (same product, source, venue time).
 
-
-def write_ticks(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Insert ticks (tuples in `TICK_COLUMNS` order), ignoring ones already stored; return rows sent."""
-    frame = pl.DataFrame(rows, schema=TICK_SCHEMA, orient="row")
-    return upsert(engine, "spot_ticks", frame, on_conflict="ignore")
+    The statement is `kbtc.db.store.upsert`'s (`upsert_sql`), but the tick tuples go to the driver as they
+    are: building a frame first would double the cost of the collector's hottest write.
+    """
+    if not ticks:
+        return 0
+    sql, order = upsert_sql(engine, table_of("spot_ticks"), TICK_COLUMNS, on_conflict="ignore")
+    params: Sequence[Any]
+    if order == TICK_COLUMNS:
+        params = ticks
+    elif order is None:  # a named paramstyle (PostgreSQL)
+        params = [tick._asdict() for tick in ticks]
+    else:
+        params = [tuple(getattr(tick, name) for name in order) for tick in ticks]
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql(sql, params)
+    return len(ticks)
 
 
 class SpotStore:

@@ -126,3 +126,22 @@ async def test_run_collectors_time_limit() -> None:
         return "done"
 
     assert await run_collectors({"a": waits}, 0.05) == {"a": "done"}
+
+
+def test_write_ticks_is_idempotent(migrated_url: str) -> None:
+    from kbtc.pipeline.spot_collector import write_ticks
+    from kbtc.venues.coinbase.parsing import parse_advanced_frame
+
+    ticks = [
+        parse_advanced_frame(advanced_ticker(i, 95_000.0 + i, nth_ts(i)), 1_795_000_000_000 + i, "BTC-USD").ticks[0]
+        for i in range(50)
+    ]
+    engine = make_engine(migrated_url)
+    assert write_ticks(engine, ticks[:30]) == 30
+    write_ticks(engine, ticks)  # 30 of them again
+    stored = read_frame(engine, "SELECT * FROM spot_ticks ORDER BY venue_time_ns")
+    assert stored.height == 50
+    assert stored["price"].to_list() == [t.price for t in ticks]
+    assert stored["venue_time_ns"].to_list() == [t.venue_time_ns for t in ticks]
+    assert stored["sequence_num"].to_list() == list(range(50))
+    engine.dispose()
