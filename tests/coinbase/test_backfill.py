@@ -194,3 +194,32 @@ def test_client_errors_are_not_retried_and_persistent_5xx_gives_up() -> None:
 def test_unsupported_granularity() -> None:
     with client_for(FakeCandles("exchange", 1), FakeClock()) as client, pytest.raises(ValueError, match="not offered"):
         client.fetch("BTC-USD", T0, T0 + 60, 120)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2026-11-25T08:00Z", "--granularity", "120"], "not offered"),
+        (["--start", "2026-11-25T08:00Z", "--end", "2026-11-25T07:00Z"], "before --start"),
+        (["--start", "yesterday"], "not a time"),
+        (["--start", "2026-11-25T08:00Z", "--source", "kraken"], "advanced or exchange"),
+    ],
+)
+def test_backfill_command_rejects_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kbtc.cli import app
+
+    env = {"DB_PATH": str(tmp_path / "k.sqlite"), "LOG_PATH": str(tmp_path / "app.jsonl")}
+    result = CliRunner().invoke(app, ["backfill-spot", *args], env=env, terminal_width=200)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_parse_time() -> None:
+    from kbtc.commands.spot import parse_time_s
+
+    assert parse_time_s("1795000000") == 1_795_000_000
+    assert parse_time_s("2026-11-25T08:00Z") == parse_time_s("2026-11-25T08:00:00+00:00") == parse_time_s("2026-11-25T09:00+01:00")
+    assert parse_time_s("2026-11-25T08:00") == parse_time_s("2026-11-25T08:00Z")  # naive means UTC
+    assert parse_time_s("now", now_s=1234.5) == 1234
