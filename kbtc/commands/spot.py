@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,12 +14,15 @@ from kbtc.config import Settings
 from kbtc.log import get_logger
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from kbtc.pipeline.collect import Collector
     from kbtc.venues.coinbase.rest import RestSource
 
 _log = get_logger(__name__)
 
 
-def _kalshi_collector(settings: Settings, engine: Any, debug: bool) -> Any:
+def _kalshi_collector(settings: Settings, engine: Engine, debug: bool) -> Collector:
     # The Kalshi stream collector arrives with the Kalshi client; wiring it is this one call:
     # `return partial(collect_kalshi, settings, engine, debug=debug)`.
     raise fail("the Kalshi collector is not available yet (it lands with the Kalshi client); use --coinbase")
@@ -34,9 +37,11 @@ def collect(
     debug: Annotated[bool, typer.Option("--debug", help="Log every frame (DEBUG level).")] = False,
 ) -> None:
     """Collect live streams into the database and the tape; flush and exit cleanly on SIGINT/SIGTERM."""
+    from websockets.exceptions import InvalidURI
+
     from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
-    from kbtc.pipeline.collect import Collector, run_collectors
+    from kbtc.pipeline.collect import run_collectors
     from kbtc.pipeline.spot_collector import SpotCollectResult, collect_spot
 
     if seconds is not None and seconds < 0:
@@ -61,6 +66,8 @@ def collect(
             return
         _log.info("collect_start", collectors=list(collectors), seconds=run_s)
         results = asyncio.run(run_collectors(collectors, run_s))
+    except InvalidURI as exc:
+        raise fail(f"not a WebSocket URL: {exc}") from None
     finally:
         engine.dispose()
     spot = results.get("coinbase")
