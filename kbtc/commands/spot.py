@@ -102,20 +102,31 @@ def parse_time_s(text: str, *, now_s: float | None = None) -> int:
 
 
 def backfill_spot_command(
-    start: Annotated[str, typer.Option(help="Start: ISO-8601 (UTC unless an offset is given) or epoch seconds.")],
+    *,
+    start: Annotated[
+        str | None, typer.Option(help="Start: ISO-8601 (UTC unless an offset is given) or epoch seconds.")
+    ] = None,
     end: Annotated[str, typer.Option(help="End (inclusive): ISO-8601, epoch seconds or 'now'.")] = "now",
     granularity: Annotated[int, typer.Option(help="Candle size in seconds.")] = 60,
     source: Annotated[
         str | None, typer.Option(help="advanced or exchange candles (default COINBASE_SOURCE).")
     ] = None,
     product: Annotated[str | None, typer.Option(help="Product (default COINBASE_PRODUCT_ID).")] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Only the windows where spot data is missing (tick holes > 30 s, unfilled sequence gaps).",
+        ),
+    ] = False,
+    hours: Annotated[float, typer.Option(help="With --repair and no --start: look back this many hours.")] = 24.0,
 ) -> None:
     """Backfill spot_candles from Coinbase REST candles (paged, <= 10 req/s, idempotent)."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
-    from kbtc.pipeline.backfill import backfill_spot
+    from kbtc.pipeline.backfill import BackfillResult, backfill_spot, repair_windows
     from kbtc.venues.coinbase.rest import CandlesClient, CoinbaseRestError, check_granularity
 
     settings = setup()
@@ -127,7 +138,10 @@ def backfill_spot_command(
         check_granularity(rest_source, granularity)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    start_s, end_s = parse_time_s(start), parse_time_s(end)
+    end_s = parse_time_s(end)
+    if start is None and not repair:
+        raise fail("--start is required (or use --repair)")
+    start_s = parse_time_s(start) if start is not None else int(end_s - hours * 3600)
     if end_s < start_s:
         raise fail("--end is before --start")
     base_url = settings.coinbase_exchange_rest_url if rest_source == "exchange" else settings.coinbase_rest_url
@@ -137,25 +151,39 @@ def backfill_spot_command(
     except DatabaseRevisionError as exc:
         raise fail(str(exc)) from None
     engine = make_engine(settings.sqlalchemy_url)
+    results: list[BackfillResult] = []
     try:
+        windows = (
+            [(a // 1000, b // 1000) for a, b in repair_windows(engine, product_id, start_s * 1000, end_s * 1000)]
+            if repair
+            else [(start_s, end_s)]
+        )
         with CandlesClient(rest_source, base_url) as client, Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"{product_id} {granularity}s candles", total=None)
-            result = backfill_spot(
-                engine,
-                client,
-                product_id,
-                start_s,
-                end_s,
-                granularity_s=granularity,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+            for first_s, last_s in windows:
+                task = bar.add_task(f"{product_id} {granularity}s candles from {first_s}", total=None)
+
+                def advance(done: int, total: int, task: TaskID = task) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                results.append(
+                    backfill_spot(
+                        engine,
+                        client,
+                        product_id,
+                        first_s,
+                        last_s,
+                        granularity_s=granularity,
+                        progress=advance,
+                    )
+                )
     except CoinbaseRestError as exc:
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
     console.print(
-        f"{product_id}: {result.candles:,} candles in {result.pages} requests, {result.rejects} rejects, "
-        f"{result.empty_buckets:,} buckets without trades"
+        (f"{len(windows)} window(s) to repair; " if repair else "")
+        + f"{product_id}: {sum(r.candles for r in results):,} candles in {sum(r.pages for r in results)} requests, "
+        f"{sum(r.rejects for r in results)} rejects, {sum(r.empty_buckets for r in results):,} buckets without trades"
     )
 
 

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import polars as pl
 from sqlalchemy import Engine
 
-from kbtc.db.store import upsert
+from kbtc.db.store import read_frame, upsert
 from kbtc.log import get_logger
 from kbtc.pipeline.recording import record_rejects
 from kbtc.venues.coinbase.messages import SOURCE_ADVANCED, SOURCE_EXCHANGE
@@ -109,3 +110,48 @@ def backfill_spot(
         empty_buckets=result.empty_buckets,
     )
     return result
+
+
+def repair_windows(
+    engine: Engine, product_id: str, since_ts: int, until_ts: int, *, hole_s: float = 30.0, source: str | None = None
+) -> list[tuple[int, int]]:
+    """Time windows (epoch ms, merged, oldest first) in [since_ts, until_ts] where spot data is missing.
+
+    Two kinds: holes in `spot_ticks` longer than `hole_s` (an outage, a stale feed, a killed collector —
+    whatever the cause, even one that left no feed event), and the loss windows of recorded sequence gaps
+    that were not filled late (`feed_events` kind `gap` with a positive `duration_ms`).
+    """
+    source_filter = "" if source is None else "AND source = :source"
+    params = {"product": product_id, "since": since_ts, "until": until_ts, "source": source}
+    ticks = read_frame(
+        engine,
+        f"""
+        SELECT DISTINCT tick_ts FROM spot_ticks
+        WHERE product_id = :product AND tick_ts >= :since AND tick_ts <= :until {source_filter}
+        ORDER BY tick_ts
+        """,  # noqa: S608 — a fixed fragment, values are bound
+        params,
+        schema={"tick_ts": pl.Int64},
+    )["tick_ts"]
+    bounds = pl.concat([pl.Series([since_ts], dtype=pl.Int64), ticks, pl.Series([until_ts], dtype=pl.Int64)])
+    holes = pl.DataFrame({"start": bounds[:-1], "end": bounds[1:]}).filter(
+        pl.col("end") - pl.col("start") > int(hole_s * 1000)
+    )
+    gaps = read_frame(
+        engine,
+        """
+        SELECT event_ts - duration_ms AS start, event_ts AS "end" FROM feed_events
+        WHERE feed = 'coinbase' AND kind = 'gap' AND subject = :product AND duration_ms > 0
+          AND event_ts >= :since AND event_ts <= :until
+        """,
+        params,
+        schema={"start": pl.Int64, "end": pl.Int64},
+    )
+    windows = pl.concat([holes, gaps.select("start", "end")]).sort("start")
+    merged: list[tuple[int, int]] = []
+    for start, end in windows.iter_rows():  # few windows: merging overlaps in Python is clearer than in SQL
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged

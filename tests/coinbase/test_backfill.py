@@ -223,3 +223,32 @@ def test_parse_time() -> None:
     assert parse_time_s("2026-11-25T08:00Z") == parse_time_s("2026-11-25T08:00:00+00:00") == parse_time_s("2026-11-25T09:00+01:00")
     assert parse_time_s("2026-11-25T08:00") == parse_time_s("2026-11-25T08:00Z")  # naive means UTC
     assert parse_time_s("now", now_s=1234.5) == 1234
+
+
+def _tick(ts_ms: int, seq: int) -> Any:
+    from kbtc.venues.coinbase.messages import SpotTick
+
+    return SpotTick("BTC-USD", "coinbase_advanced", ts_ms, ts_ms * 1_000_000, ts_ms + 5, 95_000.0, 94_999.0, 95_001.0, 1.0, 1.0, seq)
+
+
+def test_repair_windows_find_holes_and_unfilled_gaps(migrated_url: str) -> None:
+    from kbtc.pipeline.backfill import repair_windows
+    from kbtc.pipeline.recording import record_feed_events
+    from kbtc.pipeline.spot_collector import write_ticks
+    from kbtc.venues.records import FeedEventKind, FeedEventRecord
+
+    base = T0 * 1000
+    # Ticks every second for 10 minutes, except a 2-minute outage from minute 4.
+    stamps = [base + i * 1000 for i in range(600) if not 240 <= i < 360]
+    engine = make_engine(migrated_url)
+    write_ticks(engine, [_tick(ts, i) for i, ts in enumerate(stamps)])
+    gap = FeedEventRecord("coinbase", "c1", FeedEventKind.GAP, base + 500_000, "BTC-USD", 10, 12, 800, "2 lost")
+    filled = FeedEventRecord("coinbase", "c1", FeedEventKind.GAP, base + 100_000, "BTC-USD", 3, 4, 0, "filled")
+    record_feed_events(engine, [gap, filled])
+    windows = repair_windows(engine, "BTC-USD", base - 60_000, base + 599_000)
+    assert windows == [
+        (base - 60_000, base),  # nothing before the first tick
+        (base + 239_000, base + 360_000),  # the outage
+        (base + 499_200, base + 500_000),  # the unfilled gap's loss window; the filled one is not repaired
+    ]
+    engine.dispose()

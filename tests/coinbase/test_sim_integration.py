@@ -252,3 +252,35 @@ async def test_backfill_spot_command(tmp_path: Path) -> None:
     assert "in 2 requests" in runs[0] and runs[0] == runs[1]
     stored = count(tmp_path / "kbtc.sqlite", "SELECT COUNT(*) FROM spot_candles")
     assert f"{stored} candles" in runs[0] and 450 < stored <= 500
+
+
+@pytest.mark.slow
+async def test_backfill_spot_repair_fills_only_the_holes(tmp_path: Path) -> None:
+    from kbtc.pipeline.spot_collector import write_ticks
+    from kbtc.venues.coinbase.messages import SpotTick
+
+    db_url = f"sqlite:///{tmp_path / 'kbtc.sqlite'}"
+    upgrade_database(db_url)
+    engine = make_engine(db_url)
+    now_ms = int(time.time()) // 60 * 60 * 1000
+    # Ticks every 5 s over the last hour but a 10-minute outage ending 20 minutes ago.
+    outage = (now_ms - 30 * 60_000, now_ms - 20 * 60_000)
+    stamps = [ts for ts in range(now_ms - 3_600_000, now_ms, 5000) if not outage[0] <= ts < outage[1]]
+    write_ticks(engine, [SpotTick("BTC-USD", "coinbase_advanced", ts, ts * 10**6, ts, 1.0, None, None, None, None, i)
+                         for i, ts in enumerate(stamps)])
+    async with running_sim() as (sim, _):
+        env = {**os.environ, "DB_PATH": str(tmp_path / "kbtc.sqlite"), "LOG_PATH": str(tmp_path / "app.jsonl"),
+               "COINBASE_REST_URL": sim.rest_url}
+        end = datetime.fromtimestamp(now_ms / 1000 - 5, tz=UTC).isoformat()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kbtc.cli", "backfill-spot", "--repair", "--hours", "1", "--end", end, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()
+    assert "1 window(s) to repair" in stdout.decode()
+    candles = read_frame(engine, "SELECT start_ts FROM spot_candles ORDER BY start_ts")["start_ts"]
+    engine.dispose()
+    # The outage's minutes (from the minute of the last tick before it), nothing else.
+    assert candles.min() >= outage[0] - 60_000 and candles.max() <= outage[1]
+    assert candles.len() >= 10
