@@ -1,0 +1,12 @@
+"""The edge engine: pure Polars computations, frames in and frames out, no I/O and no clock.
+
+- `probability`: P(YES) under zero-drift GBM for the 60-second settlement average (or a point).
+- `fees`: exact integer Kalshi fees; `ev`: EV, break-even, Kelly, depth-aware EV.
+- `selection`, `quality`: which markets are priced, and a reason code for every one that is not.
+- `engine.compute_edges`: the whole tick (or replay) in one call; `batch.price_rows`: the what-if API.
+"""
+
+from kbtc.edge.engine import EDGE_COLUMNS, compute_edges, market_state, quotes_asof
+from kbtc.edge.params import MODEL_VERSION, EdgeParams
+
+__all__ = ["EDGE_COLUMNS", "MODEL_VERSION", "EdgeParams", "compute_edges", "market_state", "quotes_asof"]
