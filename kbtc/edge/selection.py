@@ -62,7 +62,7 @@ SKIP_REASONS = (
 SIDE_REASONS = ("missing_yes_ask", "missing_no_ask")
 
 
-def _bounds_ok() -> pl.Expr:
+def bounds_ok() -> pl.Expr:
     strike_type, floor, cap = pl.col("strike_type"), pl.col("floor_strike"), pl.col("cap_strike")
     return (
         pl.when(strike_type.is_in(GREATER_TYPES))
@@ -118,9 +118,9 @@ def gate(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
         .then(pl.lit("horizon_out_of_range"))
         .when(pl.col("series_ticker").is_in(params.pending_strike_series) & pl.col("floor_strike").is_null())
         .then(pl.lit("strike_pending"))
-        .when(~_bounds_ok())
+        .when(~bounds_ok())
         .then(pl.lit("missing_bounds"))
-        .when(~(pl.col("spot_usd").is_finite() & (pl.col("spot_usd") > 0)).fill_null(True))
+        .when(~(pl.col("spot_usd").is_finite() & (pl.col("spot_usd") > 0)).fill_null(False))
         .then(pl.lit("spot_missing"))
         .when(pl.col("quote_ts").is_null() | (quote_age_s > params.quote_max_age_s) | no_prices)
         .then(pl.lit("missing_quote"))

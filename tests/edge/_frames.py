@@ -15,10 +15,10 @@ def prob_frame(
     sigma: float | Sequence[float],
     horizon_s: float | Sequence[float],
     strike_type: str | Sequence[str],
-    floor: float | None | Sequence[float | None] = None,
-    cap: float | None | Sequence[float | None] = None,
-    fixed_sum: float | None | Sequence[float | None] = None,
-    basis_std: float | None | Sequence[float | None] = None,
+    floor: float | Sequence[float | None] | None = None,
+    cap: float | Sequence[float | None] | None = None,
+    fixed_sum: float | Sequence[float | None] | None = None,
+    basis_std: float | Sequence[float | None] | None = None,
 ) -> pl.DataFrame:
     """A frame of probability inputs; scalars broadcast to the longest list."""
     columns = {

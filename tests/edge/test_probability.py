@@ -3,6 +3,7 @@ and the original system's point formula against hand computation."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_monotone_in_strike_and_complements() -> None:
         below = probabilities(
             prob_frame(spot=S, sigma=0.5, horizon_s=horizon, strike_type="less_or_equal", cap=strikes, fixed_sum=fixed)
         )
-        assert all(a >= b for a, b in zip(above, above[1:], strict=False))
+        assert all(a >= b for a, b in itertools.pairwise(above))
         assert above[0] > 0.99 and above[-1] < 0.01
         assert max(abs(a + b - 1.0) for a, b in zip(above, below, strict=True)) < 1e-14
 
