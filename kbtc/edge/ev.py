@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from kbtc.edge.fees import with_fees
+from kbtc.edge.params import FeeRounding
+
 
 def no_ask_cents(no_ask: pl.Expr, yes_bid: pl.Expr) -> pl.Expr:
     """The NO ask: the quoted one, else `100 − yes_bid`."""
@@ -63,22 +66,34 @@ def book_asks(books: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def depth_ev(asks: pl.DataFrame, probabilities: pl.DataFrame, contracts: float, fee_per_level: pl.Expr) -> pl.DataFrame:
+def depth_ev(
+    asks: pl.DataFrame,
+    probabilities: pl.DataFrame,
+    contracts: float,
+    *,
+    fee_type: str = "quadratic",
+    fee_multiplier: float = 1.0,
+    rounding: FeeRounding = "cent",
+) -> pl.DataFrame:
     """EV of buying up to `contracts` by walking the ask ladder, per (market_ticker, side).
 
-    `asks` is `book_asks` output; `probabilities` has market_ticker and `p_model`. `fee_per_level` computes the
-    fee of `fill` contracts at `price_cents` (columns of the level frame) — each fill is its own trade fee.
-    Returns market_ticker, side, filled_contracts, avg_price_cents, fee_dollars, ev_dollars (for the filled
-    size) and `ev_per_contract`.
+    `asks` is `book_asks` output; `probabilities` has market_ticker and `p_model`. Each level's fill is its own
+    trade, with its own rounded taker fee. Returns market_ticker, side, filled_contracts (less than asked when
+    the book is thin), avg_price_cents, fee_dollars, ev_dollars (for the filled size) and `ev_per_contract`.
     """
     levels = (
-        asks.join(probabilities.select("market_ticker", "p_model"), on="market_ticker", how="inner")
+        asks.lazy()
+        .join(probabilities.lazy().select("market_ticker", "p_model"), on="market_ticker", how="inner")
         .with_columns(pl.col("size").cum_sum().over("market_ticker", "side").alias("_cum"))
         .with_columns((pl.col("_cum") - pl.col("size")).alias("_before"))
         .filter(pl.col("_before") < contracts)
-        .with_columns(pl.min_horizontal(pl.col("size"), contracts - pl.col("_before")).alias("fill"))
-        .with_columns(fee_per_level.alias("_fee"))
+        .with_columns(
+            pl.min_horizontal(pl.col("size"), contracts - pl.col("_before")).alias("fill"),
+            pl.lit(fee_type).alias("fee_type"),
+            pl.lit(fee_multiplier).alias("fee_multiplier"),
+        )
     )
+    levels = with_fees(levels, {"_fee": "price_cents"}, contracts="fill", rounding=rounding)
     q_side = pl.when(pl.col("side") == "yes").then(pl.col("p_model")).otherwise(1.0 - pl.col("p_model"))
     return (
         levels.group_by("market_ticker", "side", maintain_order=True)
@@ -91,4 +106,5 @@ def depth_ev(asks: pl.DataFrame, probabilities: pl.DataFrame, contracts: float, 
         .with_columns((pl.col("_gross") - pl.col("fee_dollars")).alias("ev_dollars"))
         .with_columns((pl.col("ev_dollars") / pl.col("filled_contracts")).alias("ev_per_contract"))
         .drop("_gross")
+        .collect()
     )

@@ -29,8 +29,6 @@ from kbtc.edge.params import FeeRounding
 
 FeeRole = Literal["taker", "maker"]
 FEE_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees", "flat")
-# Denominator divisor k of the quadratic coefficient 7/(100·k) per role; 0 = no fee for that role.
-_MAKER_DIVISOR = {"quadratic_with_maker_fees": 4, "quadratic_with_combo_maker_fees": 2}
 _SPLIT = 10_000  # contracts are split as c = hi·_SPLIT + lo to keep every product inside Int64
 
 
@@ -40,78 +38,91 @@ def price_units(price_cents: pl.Expr) -> pl.Expr:
     return pl.when((price_cents >= 0) & (price_cents <= 100)).then(units)
 
 
-def _ceil_div_product(a: pl.Expr, c: pl.Expr, den: int) -> pl.Expr:
-    """⌈a·c/den⌉ for non-negative Int64 `a`, `c`, exact, with `den` a multiple of `_SPLIT`."""
+def _ceil_div(a: pl.Expr, hi: pl.Expr, lo: pl.Expr, den: int) -> pl.Expr:
+    """⌈a·c/den⌉ for non-negative Int64 `a` and c = hi·_SPLIT + lo, exact, `den` a multiple of `_SPLIT`."""
     den_hi = den // _SPLIT
-    hi = c // _SPLIT
-    lo = c % _SPLIT
     ahi = a * hi
-    q1 = ahi // den_hi
-    rest = (ahi % den_hi) * _SPLIT + a * lo
-    return q1 + (rest + (den - 1)) // den
+    return ahi // den_hi + ((ahi % den_hi) * _SPLIT + a * lo + (den - 1)) // den
 
 
-def fee_units(
-    price_cents: pl.Expr,
-    contracts: pl.Expr,
-    fee_type: pl.Expr,
-    fee_multiplier: pl.Expr,
+def with_fees(
+    frame: pl.LazyFrame,
+    prices: dict[str, str],
     *,
+    contracts: str = "contracts",
+    fee_type: str = "fee_type",
+    fee_multiplier: str = "fee_multiplier",
     role: FeeRole = "taker",
     rounding: FeeRounding = "cent",
     flat_fee_per_contract_dollars: float = 0.01,
-) -> pl.Expr:
-    """Fee of one order as an integer: cents (`rounding="cent"`) or $0.0001 units (`"ten_thousandth"`).
+    units: bool = False,
+) -> pl.LazyFrame:
+    """Add one fee column per `{output: price column}`: the fee of one order of `contracts` at that price.
 
-    Null for a price outside [0, 100] ¢, contracts ≤ 0, a negative multiplier or an unknown fee type.
-    A price of exactly 0 or 100 ¢ costs nothing (P(1−P) = 0).
+    Dollars (or, with `units=True`, the integer in cents / $0.0001 per `rounding`). Null for a price outside
+    [0, 100] ¢, contracts ≤ 0, a negative multiplier or an unknown fee type; 0 at a price of exactly 0 or 100 ¢.
+    Intermediate integers are materialised once and shared by every price (this is a hot path).
     """
-    p = price_units(price_cents)
-    c = (contracts * 100.0).round(0).cast(pl.Int64)
-    mu = (fee_multiplier * 10_000.0).round(0).cast(pl.Int64)
-    # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
-    base = 10**14 if rounding == "cent" else 10**12
-    a = 7 * mu * p * (10_000 - p)
-    quadratic_taker = _ceil_div_product(a, c, base)
-    maker_terms = {name: _ceil_div_product(a, c, base * k) for name, k in _MAKER_DIVISOR.items()}
-    # flat: fee$ = μ·c·r / 10¹⁰ with r the per-contract rate in $0.0001; in cents ÷10⁸, in $0.0001 ÷10⁶.
-    rate = round(flat_fee_per_contract_dollars * 10_000)
-    flat = _ceil_div_product(mu * rate, c, 10**8 if rounding == "cent" else 10**6)
-    fee: pl.Expr
-    if role == "taker":
-        fee = pl.when(fee_type.is_in(("quadratic", *_MAKER_DIVISOR))).then(quadratic_taker)
-    else:
-        fee = (
-            pl.when(fee_type == "quadratic")
-            .then(pl.lit(0, pl.Int64))
-            .when(fee_type == "quadratic_with_maker_fees")
-            .then(maker_terms["quadratic_with_maker_fees"])
-            .when(fee_type == "quadratic_with_combo_maker_fees")
-            .then(maker_terms["quadratic_with_combo_maker_fees"])
-        )
-    fee = pl.when(fee_type == "flat").then(flat).otherwise(fee)
-    valid = p.is_not_null() & (c > 0) & (mu >= 0)
-    return pl.when(valid).then(fee)
-
-
-def fee_dollars(
-    price_cents: pl.Expr,
-    contracts: pl.Expr,
-    fee_type: pl.Expr,
-    fee_multiplier: pl.Expr,
-    *,
-    role: FeeRole = "taker",
-    rounding: FeeRounding = "cent",
-    flat_fee_per_contract_dollars: float = 0.01,
-) -> pl.Expr:
-    """Fee of one order of `contracts` in dollars (see `fee_units`)."""
-    units = fee_units(
-        price_cents,
-        contracts,
-        fee_type,
-        fee_multiplier,
-        role=role,
-        rounding=rounding,
-        flat_fee_per_contract_dollars=flat_fee_per_contract_dollars,
+    kind = pl.col(fee_type)
+    c = (pl.col(contracts) * 100.0).round(0).cast(pl.Int64)
+    staged = frame.with_columns(
+        (c // _SPLIT).alias("_fee_hi"),
+        (c % _SPLIT).alias("_fee_lo"),
+        (c > 0).alias("_fee_c_ok"),
+        (pl.col(fee_multiplier) * 10_000.0).round(0).cast(pl.Int64).alias("_fee_mu"),
+        (kind == "flat").alias("_fee_flat"),
+        (
+            (kind == "quadratic") | (kind == "quadratic_with_maker_fees") | (kind == "quadratic_with_combo_maker_fees")
+        ).alias("_fee_quad"),
+        # Maker share divisor k (taker: 1); 0 = this role pays nothing.
+        (
+            pl.lit(1, pl.Int64)
+            if role == "taker"
+            else pl.when(kind == "quadratic_with_maker_fees")
+            .then(4)
+            .when(kind == "quadratic_with_combo_maker_fees")
+            .then(2)
+            .otherwise(0)
+        ).alias("_fee_k"),
     )
-    return units.cast(pl.Float64) / (100.0 if rounding == "cent" else 10_000.0)
+    hi, lo, mu = pl.col("_fee_hi"), pl.col("_fee_lo"), pl.col("_fee_mu")
+    base = 10**14 if rounding == "cent" else 10**12
+    scale = 100.0 if rounding == "cent" else 10_000.0
+    rate = round(flat_fee_per_contract_dollars * 10_000)
+    # flat: fee$ = μ·c·r / 10¹⁰ with r the per-contract rate in $0.0001; in cents ÷10⁸, in $0.0001 ÷10⁶.
+    flat = _ceil_div(mu * rate, hi, lo, 10**8 if rounding == "cent" else 10**6)
+    staged = staged.with_columns(flat.alias("_fee_flat_units"))
+    temps = [f"_fee_p_{out}" for out in prices]
+    staged = staged.with_columns(
+        price_units(pl.col(col)).alias(tmp) for tmp, col in zip(temps, prices.values(), strict=True)
+    )
+    # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
+    staged = staged.with_columns(
+        (7 * mu * pl.col(tmp) * (10_000 - pl.col(tmp))).alias(f"{tmp}_a") for tmp in temps
+    )
+    k = pl.col("_fee_k")
+    outputs = []
+    for out, tmp in zip(prices, temps, strict=True):
+        a = pl.col(f"{tmp}_a")
+        if role == "taker":
+            quadratic = _ceil_div(a, hi, lo, base)
+        else:
+            quadratic = (
+                pl.when(k == 0)
+                .then(0)
+                .when(k == 2)
+                .then(_ceil_div(a, hi, lo, 2 * base))
+                .otherwise(_ceil_div(a, hi, lo, 4 * base))
+            )
+        fee = (
+            pl.when(pl.col(tmp).is_null() | ~pl.col("_fee_c_ok") | (mu < 0))
+            .then(None)
+            .when(pl.col("_fee_quad"))
+            .then(quadratic)
+            .when(pl.col("_fee_flat"))
+            .then(pl.col("_fee_flat_units"))
+        )
+        outputs.append(fee.alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
+    staged = staged.with_columns(outputs)
+    drop = ["_fee_hi", "_fee_lo", "_fee_c_ok", "_fee_mu", "_fee_flat", "_fee_quad", "_fee_k", "_fee_flat_units"]
+    return staged.drop(*drop, *temps, *(f"{t}_a" for t in temps))

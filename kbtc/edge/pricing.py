@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from kbtc.edge.ev import breakeven_probability, ev_dollars, kelly_fraction
-from kbtc.edge.fees import fee_dollars
+from kbtc.edge.fees import with_fees
 from kbtc.edge.params import EdgeParams
 from kbtc.edge.probability import with_probability
 
@@ -41,25 +41,14 @@ def price(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
         prob_clip=params.prob_clip,
     )
     contracts = pl.col("contracts")
-    fee_type = pl.col("fee_type")
-    multiplier = pl.col("fee_multiplier")
-
-    def fee(ask: str) -> pl.Expr:
-        return fee_dollars(
-            pl.col(ask),
-            contracts,
-            fee_type,
-            multiplier,
-            role="taker",
-            rounding=params.fee_rounding,
-            flat_fee_per_contract_dollars=params.flat_fee_per_contract_dollars,
-        )
-
     q_yes = pl.col("p_model")
     q_no = 1.0 - pl.col("p_model")
-    priced = priced.with_columns(
-        fee("yes_ask_used_cents").alias("fee_yes_dollars"),
-        fee("no_ask_used_cents").alias("fee_no_dollars"),
+    priced = with_fees(
+        priced,
+        {"fee_yes_dollars": "yes_ask_used_cents", "fee_no_dollars": "no_ask_used_cents"},
+        role="taker",
+        rounding=params.fee_rounding,
+        flat_fee_per_contract_dollars=params.flat_fee_per_contract_dollars,
     )
     priced = priced.with_columns(
         ev_dollars(q_yes, pl.col("yes_ask_used_cents"), pl.col("fee_yes_dollars"), contracts).alias(

@@ -65,12 +65,10 @@ def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: floa
     return pl.when(horizon_s <= 0).then(0.0).otherwise(pl.min_horizontal(ceil, float(window_prints)))
 
 
-def _tails(d: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """(N(d), N(−d)), each computed from the smaller tail so neither loses relative precision."""
-    small = 0.5 * (d.abs() * _INV_SQRT2).erfc()
-    upper = pl.when(d < 0).then(small).otherwise(1.0 - small)
-    lower = pl.when(d < 0).then(1.0 - small).otherwise(small)
-    return upper, lower
+# Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
+_GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
+_TEMPS = ("_gt", "_lt", "_bt", "_incl", "_x", "_k_lo", "_k_hi", "_d_hi", "_sgn", "_a", "_b", "_scale", "_shift",
+          "_vdiff")
 
 
 def with_probability(
@@ -83,7 +81,8 @@ def with_probability(
 ) -> pl.LazyFrame:
     """Add `p_model_raw`, `p_model` (clipped to [ε, 1 − ε]), `model_var` and `prints_left` to `frame`.
 
-    `frame` must carry the columns of `PROBABILITY_INPUTS`. Vectorised: one pass of Polars expressions.
+    `frame` must carry the columns of `PROBABILITY_INPUTS`. Vectorised: a few passes of Polars expressions,
+    each stage materialised once so that no branch recomputes a transcendental function.
     """
     n = float(window_prints)
     dt = float(print_interval_s)
@@ -91,96 +90,90 @@ def with_probability(
     sigma = pl.col("sigma_annual")
     var_per_s = sigma * sigma / SECONDS_PER_YEAR
     basis_std = pl.col("basis_std_usd").fill_null(0.0)
+    greater, less = _GT, _LT
     strike_type = pl.col("strike_type")
-
+    staged = frame.with_columns(
+        ((strike_type == "greater") | (strike_type == "greater_or_equal")).alias("_gt"),
+        ((strike_type == "less") | (strike_type == "less_or_equal")).alias("_lt"),
+        (strike_type == "between").alias("_bt"),
+        ((strike_type == "greater_or_equal") | (strike_type == "less_or_equal")).alias("_incl"),
+    )
     if mode == "average":
         m = future_prints(t, window_prints, print_interval_s)
         first = t - (m - 1.0) * dt  # time to the first future print, in (0, Δ]
         diffusion = pl.when(m > 0).then(var_per_s * (first + dt * (m - 1.0) * (2.0 * m - 1.0) / (6.0 * m)))
-        fixed = pl.col("fixed_sum_usd")
-        realised = fixed / n
-        staged = frame.with_columns(
-            m.alias("prints_left"),
-            pl.when(m == 0).then(realised).otherwise(pl.col("model_spot_usd")).alias("_x"),
-            pl.when(m == 0).then(1.0).otherwise(n / m).alias("_scale"),
+        staged = staged.with_columns(m.alias("prints_left")).with_columns(
+            pl.when(pl.col("prints_left") == 0)
+            .then(pl.col("fixed_sum_usd") / n)
+            .otherwise(pl.col("model_spot_usd"))
+            .alias("_x"),
+            pl.when(pl.col("prints_left") == 0).then(1.0).otherwise(n / pl.col("prints_left")).alias("_scale"),
             # Before the window nothing is fixed (Σ = 0 even when no prints were supplied).
-            pl.when((m > 0) & (m < n)).then(fixed / m).when(m > 0).then(0.0).otherwise(0.0).alias("_shift"),
+            pl.when((pl.col("prints_left") > 0) & (pl.col("prints_left") < n))
+            .then(pl.col("fixed_sum_usd") / pl.col("prints_left"))
+            .otherwise(0.0)
+            .alias("_shift"),
             diffusion.fill_null(0.0).alias("_vdiff"),
         )
-        lo = pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")
-        hi = pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")
         staged = staged.with_columns(
-            pl.when(strike_type.is_in(LESS_TYPES)).then(None).otherwise(lo).alias("_k_lo"),
-            pl.when(strike_type.is_in(GREATER_TYPES)).then(None).otherwise(hi).alias("_k_hi"),
+            pl.when(less).then(None).otherwise(pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias(
+                "_k_lo"
+            ),
+            pl.when(greater).then(None).otherwise(pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias(
+                "_k_hi"
+            ),
             (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
         )
         in_window_without_prints = (pl.col("prints_left") < n) & pl.col("fixed_sum_usd").is_null()
     else:
-        staged = frame.with_columns(
+        staged = staged.with_columns(
             pl.lit(None, pl.Float64).alias("prints_left"),
             pl.col("model_spot_usd").alias("_x"),
-            pl.when(strike_type.is_in(LESS_TYPES)).then(None).otherwise(pl.col("floor_strike")).alias("_k_lo"),
-            pl.when(strike_type.is_in(GREATER_TYPES)).then(None).otherwise(pl.col("cap_strike")).alias("_k_hi"),
+            pl.when(less).then(None).otherwise(pl.col("floor_strike")).alias("_k_lo"),
+            pl.when(greater).then(None).otherwise(pl.col("cap_strike")).alias("_k_hi"),
             (var_per_s * pl.max_horizontal(t, 0.0) + (basis_std / pl.col("model_spot_usd")) ** 2).alias(
                 "model_var"
             ),
         )
         in_window_without_prints = pl.lit(False)
 
-    x = pl.col("_x")
-    v = pl.col("model_var")
-    k_lo = pl.col("_k_lo")
-    k_hi = pl.col("_k_hi")
+    x, v = pl.col("_x"), pl.col("model_var")
+    k_lo, k_hi = pl.col("_k_lo"), pl.col("_k_hi")
     sqrt_v = v.sqrt()
     d_lo = ((x / k_lo).log() - 0.5 * v) / sqrt_v
     d_hi = ((x / k_hi).log() - 0.5 * v) / sqrt_v
-    staged = staged.with_columns(d_lo.alias("_d_lo"), d_hi.alias("_d_hi"))
-    u_lo, l_lo = _tails(pl.col("_d_lo"))
-    u_hi, l_hi = _tails(pl.col("_d_hi"))
-    # K ≤ 0: always above it (ln(S/K) undefined) — model_math.md §1.1 edge cases.
-    u_lo = pl.when(k_lo <= 0).then(1.0).otherwise(u_lo)
-    l_lo = pl.when(k_lo <= 0).then(0.0).otherwise(l_lo)
-    u_hi = pl.when(k_hi <= 0).then(1.0).otherwise(u_hi)
-    l_hi = pl.when(k_hi <= 0).then(0.0).otherwise(l_hi)
-    both_below = pl.col("_d_hi") > 0  # both strikes below the centre: the lower tails are the small numbers
-    smooth = (
-        pl.when(strike_type.is_in(GREATER_TYPES))
-        .then(u_lo)
-        .when(strike_type.is_in(LESS_TYPES))
-        .then(l_hi)
-        .when(both_below)
-        .then(l_hi - l_lo)
-        .otherwise(u_lo - u_hi)
-        .clip(0.0, 1.0)
+    # Φ(y) = ½·erfc(−y/√2) keeps full relative precision in both tails. A bucket whose strikes both lie below
+    # the centre (d_hi > 0) is computed from the lower tails, Φ(−d_hi) − Φ(−d_lo), both small: no cancellation.
+    staged = staged.with_columns(d_hi.alias("_d_hi")).with_columns(
+        pl.when(less | (_BT & (pl.col("_d_hi") > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
     )
+    sgn = pl.col("_sgn")
+    staged = staged.with_columns(
+        # K ≤ 0 is always exceeded (ln(S/K) undefined) — model_math.md §1.1: Φ(d) = 1, Φ(−d) = 0.
+        pl.when(k_lo <= 0).then(pl.when(sgn < 0).then(1.0).otherwise(0.0))
+        .otherwise(0.5 * (sgn * d_lo * _INV_SQRT2).erfc()).alias("_a"),
+        pl.when(k_hi <= 0).then(pl.when(sgn < 0).then(1.0).otherwise(0.0))
+        .otherwise(0.5 * (sgn * pl.col("_d_hi") * _INV_SQRT2).erfc()).alias("_b"),
+    )
+    a, b = pl.col("_a"), pl.col("_b")
+    smooth = pl.when(greater).then(a).when(less).then(b).otherwise(sgn * (b - a)).clip(0.0, 1.0)
     if mode == "average":
         step = (
-            pl.when(strike_type == "greater")
-            .then(x > k_lo)
-            .when(strike_type == "greater_or_equal")
-            .then(x >= k_lo)
-            .when(strike_type == "less")
-            .then(x < k_hi)
-            .when(strike_type == "less_or_equal")
-            .then(x <= k_hi)
+            pl.when(greater)
+            .then(pl.when(_INCL).then(x >= k_lo).otherwise(x > k_lo))
+            .when(less)
+            .then(pl.when(_INCL).then(x <= k_hi).otherwise(x < k_hi))
             .otherwise((x >= k_lo) & (x <= k_hi))
         )
     else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
-        step = (
-            pl.when(strike_type.is_in(GREATER_TYPES))
-            .then(x >= k_lo)
-            .when(strike_type.is_in(LESS_TYPES))
-            .then(x <= k_hi)
-            .otherwise((x >= k_lo) & (x < k_hi))
-        )
-    floor = pl.col("floor_strike")
-    cap = pl.col("cap_strike")
+        step = pl.when(greater).then(x >= k_lo).when(less).then(x <= k_hi).otherwise((x >= k_lo) & (x < k_hi))
+    floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     bounds_ok = (
-        pl.when(strike_type.is_in(GREATER_TYPES))
+        pl.when(greater)
         .then(floor.is_finite())
-        .when(strike_type.is_in(LESS_TYPES))
+        .when(less)
         .then(cap.is_finite())
-        .when(strike_type == "between")
+        .when(_BT)
         .then(floor.is_finite() & cap.is_finite() & (cap > floor))
         .otherwise(False)
     )
@@ -197,6 +190,8 @@ def with_probability(
         & ~in_window_without_prints
     )
     raw = pl.when(valid).then(pl.when(v > 0).then(smooth).otherwise(step.cast(pl.Float64)))
-    return staged.with_columns(raw.alias("p_model_raw")).with_columns(
-        pl.col("p_model_raw").clip(prob_clip, 1.0 - prob_clip).alias("p_model")
-    ).drop("_x", "_k_lo", "_k_hi", "_d_lo", "_d_hi", "_scale", "_shift", "_vdiff", strict=False)
+    return (
+        staged.with_columns(raw.alias("p_model_raw"))
+        .with_columns(pl.col("p_model_raw").clip(prob_clip, 1.0 - prob_clip).alias("p_model"))
+        .drop(*_TEMPS, strict=False)
+    )

@@ -8,7 +8,7 @@ import pytest
 from kbtc.edge import EdgeParams
 from kbtc.edge.batch import BatchInputError, price_rows
 from kbtc.edge.ev import book_asks, depth_ev
-from kbtc.edge.fees import fee_dollars
+from kbtc.edge.fees import with_fees
 
 
 def row(**overrides: object) -> dict[str, object]:
@@ -21,9 +21,8 @@ def row(**overrides: object) -> dict[str, object]:
 
 
 def test_worked_examples_of_model_math() -> None:
-    frame = pl.DataFrame({"q": [0.60, 0.30], "ask": [55.0, 62.0], "c": [10.0, 10.0]})
-    fee = fee_dollars(pl.col("ask"), pl.col("c"), pl.lit("quadratic"), pl.lit(1.0))
-    out = frame.select(fee.alias("fee"))
+    frame = pl.DataFrame({"ask": [55.0, 62.0], "contracts": [10.0, 10.0], "fee_type": "quadratic", "fee_multiplier": 1.0})
+    out = with_fees(frame.lazy(), {"fee": "ask"}).collect()
     assert out["fee"].to_list() == [0.18, 0.17]
     # YES: q = 0.60 at 55 ¢ × 10 → +3.2 ¢/contract; NO: q_yes = 0.30, bid 38 → no-ask 62 → +6.3 ¢/contract.
     ev_yes = 10 * (0.60 - 0.55) - 0.18
@@ -78,8 +77,7 @@ def test_depth_aware_ev_walks_the_levels() -> None:
     books = pl.DataFrame({"market_ticker": ["M"] * 3, "side": ["no", "no", "yes"],
                           "price_cents": [55.0, 54.0, 40.0], "size": [3.0, 10.0, 5.0]})
     asks = book_asks(books)
-    fee = fee_dollars(pl.col("price_cents"), pl.col("fill"), pl.lit("quadratic"), pl.lit(1.0))
-    out = depth_ev(asks, pl.DataFrame({"market_ticker": ["M"], "p_model": [0.6]}), 8.0, fee).sort("side")
+    out = depth_ev(asks, pl.DataFrame({"market_ticker": ["M"], "p_model": [0.6]}), 8.0).sort("side")
     no, yes = out.row(0, named=True), out.row(1, named=True)
     assert yes["filled_contracts"] == 8.0 and yes["avg_price_cents"] == pytest.approx((3 * 45 + 5 * 46) / 8)
     fees = 0.06 + 0.09  # ⌈0.07·3·.45·.55⌉ = 6 ¢, ⌈0.07·5·.46·.54⌉ = 9 ¢

@@ -8,14 +8,14 @@ from fractions import Fraction
 import polars as pl
 import pytest
 
-from kbtc.edge.fees import fee_dollars, fee_units
+from kbtc.edge.fees import with_fees
 
 
 def fees(prices: list[float], contracts: list[float], fee_type: str = "quadratic", multiplier: float = 1.0,
          **kwargs: object) -> list[int | None]:
-    frame = pl.DataFrame({"p": prices, "c": contracts}, schema={"p": pl.Float64, "c": pl.Float64})
-    expr = fee_units(pl.col("p"), pl.col("c"), pl.lit(fee_type), pl.lit(multiplier), **kwargs)  # type: ignore[arg-type]
-    return frame.select(expr.alias("f"))["f"].to_list()
+    frame = pl.DataFrame({"p": prices, "contracts": contracts}, schema={"p": pl.Float64, "contracts": pl.Float64})
+    frame = frame.with_columns(pl.lit(fee_type).alias("fee_type"), pl.lit(multiplier).alias("fee_multiplier"))
+    return with_fees(frame.lazy(), {"f": "p"}, units=True, **kwargs).collect()["f"].to_list()  # type: ignore[arg-type]
 
 
 # price (¢) → taker C=1, C=10, C=100, maker C=1, maker C=100 (cents, order total) — model_math.md §3.1.
@@ -87,9 +87,7 @@ def test_flat_fee_boundaries_and_invalid_inputs() -> None:
 
 
 def test_fee_dollars_units() -> None:
-    frame = pl.DataFrame({"p": [50.0]})
-    cent = frame.select(fee_dollars(pl.col("p"), pl.lit(1.0), pl.lit("quadratic"), pl.lit(1.0))).item()
-    fine = frame.select(
-        fee_dollars(pl.col("p"), pl.lit(1.0), pl.lit("quadratic"), pl.lit(1.0), rounding="ten_thousandth")
-    ).item()
+    frame = pl.DataFrame({"p": [50.0], "contracts": [1.0], "fee_type": ["quadratic"], "fee_multiplier": [1.0]}).lazy()
+    cent = with_fees(frame, {"f": "p"}).collect()["f"].item()
+    fine = with_fees(frame, {"f": "p"}, rounding="ten_thousandth").collect()["f"].item()
     assert cent == 0.02 and fine == 0.0175
