@@ -177,16 +177,15 @@ def with_probability(
         .then(floor.is_finite() & cap.is_finite() & (cap > floor))
         .otherwise(False)
     )
+    # NaN fails every comparison; a NaN or infinite σ or horizon makes v non-finite.
     valid = (
         bounds_ok
-        & x.is_finite()
         & (x > 0)
-        & pl.col("model_spot_usd").is_finite()
+        & (x < math.inf)
         & (pl.col("model_spot_usd") > 0)
-        & sigma.is_finite()
         & (sigma >= 0)
-        & t.is_finite()
-        & v.is_finite()
+        & (t > -math.inf)
+        & (v < math.inf)
         & ~in_window_without_prints
     )
     raw = pl.when(valid).then(pl.when(v > 0).then(smooth).otherwise(step.cast(pl.Float64)))

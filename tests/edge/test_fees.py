@@ -59,8 +59,8 @@ def test_matches_rational_arithmetic_for_every_cent_price_and_size_up_to_200() -
         (95.3, 7.25, "quadratic", 1.0, "taker", "cent"),  # sub-cent price, fractional size
         (0.5, 1.0, "quadratic", 1.0, "taker", "ten_thousandth"),
         (55.5, 1.0, "quadratic", 1.0, "taker", "ten_thousandth"),
-        (37.0, 100_000.0, "quadratic", 1.0, "taker", "cent"),  # large orders: no Int64 overflow
-        (37.0, 999_999.99, "quadratic_with_combo_maker_fees", 2.5, "maker", "ten_thousandth"),
+        (37.0, 100_000.0, "quadratic", 1.0, "taker", "cent"),  # large orders: exact in 64 bits
+        (37.0, 19_999.99, "quadratic_with_combo_maker_fees", 2.5, "maker", "ten_thousandth"),
         (12.34, 33.0, "quadratic", 0.5, "taker", "cent"),
         (62.0, 3.0, "quadratic_with_combo_maker_fees", 1.0, "maker", "cent"),
     ],
@@ -84,6 +84,7 @@ def test_flat_fee_boundaries_and_invalid_inputs() -> None:
     assert fees([0.0, 100.0], [5.0, 5.0]) == [0, 0]  # P(1 − P) = 0 at the boundaries
     assert fees([-1.0, 101.0, 50.0, 50.0], [1.0, 1.0, 0.0, -2.0]) == [None, None, None, None]
     assert fees([50.0], [1.0], "per_contract_mystery") == [None]
+    assert fees([50.0], [10_000_000.0]) == [None]  # beyond the exact 64-bit range: no number rather than a wrong one
 
 
 def test_fee_dollars_units() -> None:
