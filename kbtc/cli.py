@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import maintenance, research
+from kbtc.commands import maintenance, orchestration, research
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -123,6 +123,7 @@ def demo() -> None:
 
 
 maintenance.register(app)
+orchestration.register(app)
 research.register(app)
 
 

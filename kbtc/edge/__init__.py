@@ -1,5 +1,7 @@
-"""The edge engine: pure Polars computations, frames in and frames out, no I/O and no clock.
+"""Pure edge computations: volatility, settlement-index basis, probability, fees, EV — frames in, frames out.
 
+No I/O and no clock anywhere in this package:
+- `volatility`, `basis`: σ and the Coinbase → settlement-index basis at as-of times.
 - `probability`: P(YES) under zero-drift GBM for the 60-second settlement average (or a point).
 - `fees`: exact integer Kalshi fees; `ev`: EV, break-even, Kelly, depth-aware EV.
 - `selection`, `quality`: which markets are priced, and a reason code for every one that is not.
