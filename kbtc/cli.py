@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import maintenance, orchestration, research
+from kbtc.commands import edges, maintenance, orchestration, research
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -122,6 +122,7 @@ def demo() -> None:
     console.print(database_status(settings))
 
 
+edges.register(app)
 maintenance.register(app)
 orchestration.register(app)
 research.register(app)
