@@ -30,7 +30,8 @@ from kbtc.edge.params import FeeRounding
 
 FeeRole = Literal["taker", "maker"]
 FEE_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees", "flat")
-_U64_SAFE = 1.8e19  # just below 2⁶⁴ − 1 ≈ 1.845e19, with room for the float guard's rounding
+# a·c ≤ 7·μ·max p(10⁴ − p)·c = 7·2.5·10⁷·μ·c must stay below 2⁶⁴ − 1 ≈ 1.845e19 (with margin for the guard).
+_MAX_MU_C = 1.8e19 / (7 * 25_000_000)
 
 
 def price_units(price_cents: pl.Expr) -> pl.Expr:
@@ -40,14 +41,8 @@ def price_units(price_cents: pl.Expr) -> pl.Expr:
 
 
 def _ceil_div(a: pl.Expr, c: pl.Expr, den: int) -> pl.Expr:
-    """⌈a·c/den⌉ for non-negative integers, exact in UInt64; null when a·c + den would not fit in 64 bits.
-
-    One multiply and one division per row (integer division dominates the fee's cost on large batches). The
-    bound is far beyond any real order: 100 000 contracts at the peak price with M = 1 still fit.
-    """
-    fits = a.cast(pl.Float64) * c.cast(pl.Float64) < _U64_SAFE - den
-    exact = (a.cast(pl.UInt64, strict=False) * c.cast(pl.UInt64, strict=False) + (den - 1)) // den
-    return pl.when(fits).then(exact.cast(pl.Int64))
+    """⌈a·c/den⌉ for non-negative UInt64 `a`, `c` whose product fits in 64 bits (the caller guards that)."""
+    return (a * c + (den - 1)) // den
 
 
 def with_fees(
@@ -70,10 +65,12 @@ def with_fees(
     """
     kind = pl.col(fee_type)
     c = (pl.col(contracts) * 100.0).round(0).cast(pl.Int64)
+    mu = (pl.col(fee_multiplier) * 10_000.0).round(0).cast(pl.Int64)
     staged = frame.with_columns(
-        c.alias("_fee_c"),
-        (c > 0).alias("_fee_c_ok"),
-        (pl.col(fee_multiplier) * 10_000.0).round(0).cast(pl.Int64).alias("_fee_mu"),
+        c.cast(pl.UInt64, strict=False).alias("_fee_c"),
+        # One guard for every price: the product is exact in UInt64 (beyond: null, never a wrong number).
+        ((c > 0) & (mu >= 0) & (c.cast(pl.Float64) * mu.cast(pl.Float64) < _MAX_MU_C)).alias("_fee_ok"),
+        mu.cast(pl.UInt64, strict=False).alias("_fee_mu"),
         (kind == "flat").alias("_fee_flat"),
         (
             (kind == "quadratic") | (kind == "quadratic_with_maker_fees") | (kind == "quadratic_with_combo_maker_fees")
@@ -98,7 +95,7 @@ def with_fees(
     staged = staged.with_columns(flat.alias("_fee_flat_units"))
     temps = [f"_fee_p_{out}" for out in prices]
     staged = staged.with_columns(
-        price_units(pl.col(col)).alias(tmp) for tmp, col in zip(temps, prices.values(), strict=True)
+        price_units(pl.col(col)).cast(pl.UInt64).alias(tmp) for tmp, col in zip(temps, prices.values(), strict=True)
     )
     # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
     staged = staged.with_columns(
@@ -119,14 +116,14 @@ def with_fees(
                 .otherwise(_ceil_div(a, cu, 4 * base))
             )
         fee = (
-            pl.when(pl.col(tmp).is_null() | ~pl.col("_fee_c_ok") | (mu < 0))
+            pl.when(pl.col(tmp).is_null() | ~pl.col("_fee_ok"))
             .then(None)
             .when(pl.col("_fee_quad"))
             .then(quadratic)
             .when(pl.col("_fee_flat"))
             .then(pl.col("_fee_flat_units"))
         )
-        outputs.append(fee.alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
+        outputs.append(fee.cast(pl.Int64).alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
     staged = staged.with_columns(outputs)
-    drop = ["_fee_c", "_fee_c_ok", "_fee_mu", "_fee_flat", "_fee_quad", "_fee_k", "_fee_flat_units"]
+    drop = ["_fee_c", "_fee_ok", "_fee_mu", "_fee_flat", "_fee_quad", "_fee_k", "_fee_flat_units"]
     return staged.drop(*drop, *temps, *(f"{t}_a" for t in temps))
