@@ -15,6 +15,8 @@ Inputs:
 - `state`: one row per asof_ts: spot_usd, spot_ts, sigma_annual, sigma_status and optionally basis_usd,
   basis_std_usd, basis_status (`market_state` builds it from spot ticks and the volatility/basis frames).
 - `prints`: spot ticks (ts, price[, best_bid, best_ask]) covering open settlement windows, for the fixed prints.
+- `books` (optional): bid ladders (asof_ts, market_ticker, side, price_cents, size); when given, the EV of the
+  full order size walking the book is added (`depth_*` columns; null without a book).
 
 Time: the probability's horizon runs from the spot's own time (`spot_ts`) to the close — the information is as
 old as the spot — while selection uses the as-of time. Stale spots are gated (`spot_stale`).
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from kbtc.edge.ev import cap_event_exposure
+from kbtc.edge.ev import BOOK_KEY, book_asks, cap_event_exposure, depth_ev
 from kbtc.edge.params import MODEL_VERSION, EdgeParams
 from kbtc.edge.pricing import PRICING_OUTPUTS, price
 from kbtc.edge.quality import off_grid_rows, price_grids
@@ -79,7 +81,8 @@ EDGE_COLUMNS = (
     "fixed_sum_usd", "distance_pct", "quote_ts", "quote_age_s", "yes_bid_cents", "yes_ask_cents", "no_bid_cents",
     "no_ask_cents", "yes_bid_size", "yes_ask_size", "p_market", "yes_ask_used_cents", "no_ask_used_cents",
     "yes_side_reason", "no_side_reason", "fee_type", "fee_multiplier", "contracts", *PRICING_OUTPUTS,
-    "skip_reason", "model_version",
+    "depth_filled_yes", "depth_ev_yes_dollars", "depth_filled_no", "depth_ev_no_dollars", "skip_reason",
+    "model_version",
 )  # fmt: skip
 _PRICED_ONLY = PRICING_OUTPUTS
 
@@ -159,6 +162,7 @@ def compute_edges(
     state: pl.DataFrame,
     *,
     prints: pl.DataFrame | None = None,
+    books: pl.DataFrame | None = None,
     params: EdgeParams | None = None,
 ) -> pl.DataFrame:
     """Evaluate every (as-of time, market) pair; return the edges frame (`EDGE_COLUMNS`), one row per pair."""
@@ -222,4 +226,21 @@ def compute_edges(
     skipped = pl.col("skip_reason").is_not_null()
     after = after.with_columns([pl.when(~skipped).then(pl.col(c)).alias(c) for c in _PRICED_ONLY])
     after = cap_event_exposure(after, params.event_exposure_cap, group=("asof_ts", "event_ticker"))
-    return after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).select(EDGE_COLUMNS).collect()
+    result = after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).collect()
+    return _with_depth(result, books, params).select(EDGE_COLUMNS).sort("asof_ts", "market_ticker")
+
+
+def _with_depth(edges: pl.DataFrame, books: pl.DataFrame | None, params: EdgeParams) -> pl.DataFrame:
+    """Add the depth-aware EV of the order size for priced markets with a known book (null otherwise)."""
+    columns = {"depth_filled_yes": pl.Float64, "depth_ev_yes_dollars": pl.Float64, "depth_filled_no": pl.Float64,
+               "depth_ev_no_dollars": pl.Float64}
+    priced = edges.filter(pl.col("skip_reason").is_null())
+    if books is None or books.height == 0 or priced.height == 0:
+        return edges.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in columns.items())
+    depth = depth_ev(book_asks(books), priced, params.contracts, rounding=params.fee_rounding)
+    wide = depth.pivot(on="side", index=list(BOOK_KEY), values=["filled_contracts", "ev_dollars"])
+    renamed = {f"filled_contracts_{s}": f"depth_filled_{s}" for s in ("yes", "no")}
+    renamed |= {f"ev_dollars_{s}": f"depth_ev_{s}_dollars" for s in ("yes", "no")}
+    wide = wide.rename({k: v for k, v in renamed.items() if k in wide.columns})
+    wide = wide.with_columns(pl.lit(None, dtype).alias(n) for n, dtype in columns.items() if n not in wide.columns)
+    return edges.join(wide.select(*BOOK_KEY, *columns), on=list(BOOK_KEY), how="left")

@@ -48,55 +48,52 @@ def cap_event_exposure(frame: pl.LazyFrame, cap: float, *, group: tuple[str, ...
     return frame.with_columns(pl.col("kelly_yes") * scale, pl.col("kelly_no") * scale)
 
 
+BOOK_KEY = ("asof_ts", "market_ticker")
+
+
 def book_asks(books: pl.DataFrame) -> pl.DataFrame:
     """Ask ladders from bid ladders: a YES ask at 100 − (NO bid), a NO ask at 100 − (YES bid).
 
-    `books` has market_ticker, side ("yes"/"no"), price_cents, size: the resting *bids* of each side (Kalshi
-    books carry bids only). Returns market_ticker, side (the side you buy), price_cents, size, best first.
+    `books` has asof_ts, market_ticker, side ("yes"/"no"), price_cents, size: the resting *bids* of each side
+    (Kalshi books carry bids only). Returns the same columns with `side` the side you buy, best ask first.
     """
     return (
         books.select(
-            "market_ticker",
+            *BOOK_KEY,
             pl.when(pl.col("side") == "yes").then(pl.lit("no")).otherwise(pl.lit("yes")).alias("side"),
             (100.0 - pl.col("price_cents")).alias("price_cents"),
             pl.col("size").cast(pl.Float64),
         )
         .filter(pl.col("size") > 0)
-        .sort("market_ticker", "side", "price_cents")
+        .sort(*BOOK_KEY, "side", "price_cents")
     )
 
 
 def depth_ev(
-    asks: pl.DataFrame,
-    probabilities: pl.DataFrame,
-    contracts: float,
-    *,
-    fee_type: str = "quadratic",
-    fee_multiplier: float = 1.0,
-    rounding: FeeRounding = "cent",
+    asks: pl.DataFrame, priced: pl.DataFrame, contracts: float, *, rounding: FeeRounding = "cent"
 ) -> pl.DataFrame:
-    """EV of buying up to `contracts` by walking the ask ladder, per (market_ticker, side).
+    """EV of buying up to `contracts` by walking the ask ladder, per (asof_ts, market_ticker, side).
 
-    `asks` is `book_asks` output; `probabilities` has market_ticker and `p_model`. Each level's fill is its own
-    trade, with its own rounded taker fee. Returns market_ticker, side, filled_contracts (less than asked when
-    the book is thin), avg_price_cents, fee_dollars, ev_dollars (for the filled size) and `ev_per_contract`.
+    `asks` is `book_asks` output; `priced` has asof_ts, market_ticker, p_model, fee_type, fee_multiplier. Each
+    level's fill is its own trade with its own rounded taker fee. Returns the key, side, filled_contracts (less
+    than asked when the book is thin), avg_price_cents, fee_dollars, ev_dollars (for the filled size) and
+    `ev_per_contract`.
     """
     levels = (
         asks.lazy()
-        .join(probabilities.lazy().select("market_ticker", "p_model"), on="market_ticker", how="inner")
-        .with_columns(pl.col("size").cum_sum().over("market_ticker", "side").alias("_cum"))
+        .join(
+            priced.lazy().select(*BOOK_KEY, "p_model", "fee_type", "fee_multiplier"), on=list(BOOK_KEY), how="inner"
+        )
+        .sort(*BOOK_KEY, "side", "price_cents")  # a join does not keep row order: best ask first again
+        .with_columns(pl.col("size").cum_sum().over(*BOOK_KEY, "side").alias("_cum"))
         .with_columns((pl.col("_cum") - pl.col("size")).alias("_before"))
         .filter(pl.col("_before") < contracts)
-        .with_columns(
-            pl.min_horizontal(pl.col("size"), contracts - pl.col("_before")).alias("fill"),
-            pl.lit(fee_type).alias("fee_type"),
-            pl.lit(fee_multiplier).alias("fee_multiplier"),
-        )
+        .with_columns(pl.min_horizontal(pl.col("size"), contracts - pl.col("_before")).alias("fill"))
     )
     levels = with_fees(levels, {"_fee": "price_cents"}, contracts="fill", rounding=rounding)
     q_side = pl.when(pl.col("side") == "yes").then(pl.col("p_model")).otherwise(1.0 - pl.col("p_model"))
     return (
-        levels.group_by("market_ticker", "side", maintain_order=True)
+        levels.group_by(*BOOK_KEY, "side", maintain_order=True)
         .agg(
             pl.col("fill").sum().alias("filled_contracts"),
             ((pl.col("fill") * pl.col("price_cents")).sum() / pl.col("fill").sum()).alias("avg_price_cents"),

@@ -156,6 +156,51 @@ def load_latest_quotes(
     return _read_typed(conn, sql, params, _QUOTE_SCHEMA)
 
 
+def load_latest_books(
+    conn: Connection | Engine,
+    asof_ts: int,
+    series: Sequence[str],
+    *,
+    max_age_ms: int,
+    expired_tolerance_ms: int = 5_000,
+) -> pl.DataFrame:
+    """The newest order book in [asof − max_age, asof] of each market `load_markets` returns, as bid levels.
+
+    Returns market_ticker, side (`yes`/`no`: whose bids), price_cents, size — one row per level, from the
+    stored ladders (`[[price_cents, size], ...]`).
+    """
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "market_ticker": pl.String, "side": pl.String, "price_cents": pl.Float64, "size": pl.Float64,
+    }
+    if not series:
+        return pl.DataFrame(schema=schema)
+    where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
+    params.update({"asof": asof_ts, "start": asof_ts - max_age_ms})
+    sql = f"""
+        SELECT b.market_ticker, b.yes_bids_json, b.no_bids_json FROM markets m
+        JOIN orderbook_snapshots b ON b.id = (
+            SELECT b2.id FROM orderbook_snapshots b2
+            WHERE b2.market_ticker = m.market_ticker AND b2.book_ts <= :asof AND b2.book_ts >= :start
+            ORDER BY b2.book_ts DESC, b2.received_ts DESC, b2.source DESC
+            LIMIT 1
+        )
+        WHERE {where}
+    """  # noqa: S608 — generated placeholder names only; values are bound
+    raw = _read_typed(conn, sql, params, {"market_ticker": pl.String, "yes_bids_json": pl.String,
+                                          "no_bids_json": pl.String})
+    ladder = pl.List(pl.List(pl.Float64))
+    levels = [
+        raw.select("market_ticker", pl.lit(side).alias("side"), pl.col(f"{side}_bids_json").str.json_decode(ladder)
+                   .alias("level"))
+        .explode("level")
+        .filter(pl.col("level").is_not_null())
+        .select("market_ticker", "side", pl.col("level").list.get(0).alias("price_cents"),
+                pl.col("level").list.get(1).alias("size"))
+        for side in ("yes", "no")
+    ]
+    return pl.concat(levels).cast(schema)  # type: ignore[arg-type]
+
+
 def load_spot(conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
     """Spot ticks in [asof − lookback, asof] as (ts, price, best_bid, best_ask), oldest first."""
     sql = """

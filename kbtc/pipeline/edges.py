@@ -17,7 +17,7 @@ from kbtc.db.store import upsert
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis
 from kbtc.edge.volatility import VolParams, estimate_volatility
-from kbtc.pipeline.edge_inputs import load_edge_inputs
+from kbtc.pipeline.edge_inputs import load_edge_inputs, load_latest_books
 from kbtc.pipeline.volatility import persist_vol_estimates
 
 # Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
@@ -36,6 +36,7 @@ class EdgeSettings:
     product_id: str = "BTC-USD"
     index_id: str = "BRTI"
     persist_vol: bool = True
+    book_max_age_s: float | None = 30.0  # books older than this are ignored; None: no depth-aware EV
 
     def params_json(self) -> str:
         """The model version and every parameter (edge, volatility, basis), as stored with each snapshot."""
@@ -110,7 +111,12 @@ def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | Non
     )
     state = market_state(inputs.spot, [asof_ts], vol, basis)
     quotes = inputs.quotes.with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
-    edges = compute_edges(inputs.markets, quotes, state, prints=inputs.spot, params=params)
+    books = None
+    if settings.book_max_age_s is not None:
+        books = load_latest_books(
+            engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000)
+        ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
+    edges = compute_edges(inputs.markets, quotes, state, prints=inputs.spot, books=books, params=params)
     edges_written, snapshots_written = write_edges(engine, edges, settings.params_json())
     if settings.persist_vol:
         persist_vol_estimates(engine, vol, settings.product_id, settings.vol)

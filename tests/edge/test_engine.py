@@ -222,3 +222,18 @@ def test_kelly_is_capped_per_event() -> None:
     expected = [0.5 * (p - 0.64) / 0.36 for p in uncapped["p_model"]]  # all-in cost 62 ¢ + 2 ¢ fee
     assert uncapped["kelly_yes"].to_list() == pytest.approx(expected)
     assert edges["kelly_yes"].to_list() == pytest.approx([k * 0.2 / sum(expected) for k in expected])
+
+
+def test_depth_aware_ev_with_a_book() -> None:
+    state = market_state(spot_ticks(), [A], vol([A]))
+    books = pl.DataFrame({"asof_ts": [A, A, A], "market_ticker": ["OK-1", "OK-1", "CROSSED-1"],
+                          "side": ["no", "no", "no"], "price_cents": [53.0, 52.0, 50.0], "size": [1.0, 10.0, 5.0]})
+    edges = compute_edges(pl.DataFrame(MARKETS), quotes_asof(quote_history(), [A]), state, prints=spot_ticks(),
+                          books=books, params=EdgeParams(contracts=4.0))
+    ok = edges.filter(pl.col("market_ticker") == "OK-1").row(0, named=True)
+    fees = 0.02 + 0.06  # 1 × 47 ¢ then 3 × 48 ¢: ⌈1.74⌉ = 2 ¢ and ⌈5.24⌉ = 6 ¢
+    assert ok["depth_filled_yes"] == 4.0
+    assert ok["depth_ev_yes_dollars"] == pytest.approx(4 * ok["p_model"] - 0.47 - 3 * 0.48 - fees)
+    assert ok["depth_filled_no"] is None  # no YES bids in the book: nothing to buy NO from
+    others = edges.filter(pl.col("market_ticker") != "OK-1")
+    assert others["depth_ev_yes_dollars"].null_count() == others.height  # skipped markets get no depth EV

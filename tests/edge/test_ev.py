@@ -74,10 +74,11 @@ def test_batch_rejects_missing_columns() -> None:
 
 def test_depth_aware_ev_walks_the_levels() -> None:
     # NO bids 55 × 3 and 54 × 10 → YES asks 45 × 3 then 46 × 10; YES bids 40 × 5 → NO ask 60 × 5.
-    books = pl.DataFrame({"market_ticker": ["M"] * 3, "side": ["no", "no", "yes"],
+    books = pl.DataFrame({"asof_ts": [1] * 3, "market_ticker": ["M"] * 3, "side": ["no", "no", "yes"],
                           "price_cents": [55.0, 54.0, 40.0], "size": [3.0, 10.0, 5.0]})
-    asks = book_asks(books)
-    out = depth_ev(asks, pl.DataFrame({"market_ticker": ["M"], "p_model": [0.6]}), 8.0).sort("side")
+    priced = pl.DataFrame({"asof_ts": [1], "market_ticker": ["M"], "p_model": [0.6], "fee_type": ["quadratic"],
+                           "fee_multiplier": [1.0]})
+    out = depth_ev(book_asks(books), priced, 8.0).sort("side")
     no, yes = out.row(0, named=True), out.row(1, named=True)
     assert yes["filled_contracts"] == 8.0 and yes["avg_price_cents"] == pytest.approx((3 * 45 + 5 * 46) / 8)
     fees = 0.06 + 0.09  # ⌈0.07·3·.45·.55⌉ = 6 ¢, ⌈0.07·5·.46·.54⌉ = 9 ¢

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from kbtc.cli import app
 from kbtc.db.engine import make_engine
 from kbtc.db.store import count_rows, read_frame, upsert
+from kbtc.edge import EdgeParams
 from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, sanity_lines
 
 HOUR = 3_600_000
@@ -73,6 +74,7 @@ def test_tick_writes_edges_and_snapshots_idempotently(engine: Engine) -> None:
     # Same as-of time again: rows are replaced, not duplicated.
     compute_edge_tick(engine, asof)
     assert count_rows(engine, "edges") == 5 and count_rows(engine, "edge_snapshots") == 4
+    assert tick.edges["depth_ev_yes_dollars"].null_count() == 5  # no book stored: no depth-aware EV
     lines = sanity_lines(tick)
     assert any(line.startswith("quote freshness: 5 markets quoted") for line in lines)
     assert sum(line.startswith("top EV YES") for line in lines) == 4
@@ -80,8 +82,6 @@ def test_tick_writes_edges_and_snapshots_idempotently(engine: Engine) -> None:
 
 
 def test_point_settlement_setting_is_recorded(engine: Engine) -> None:
-    from kbtc.edge import EdgeParams
-
     asof = 1_795_000_000_000
     seed_database(engine, asof)
     tick = compute_edge_tick(engine, asof, EdgeSettings(params=EdgeParams(settlement="point"), persist_vol=False))
@@ -120,3 +120,20 @@ def test_commands(engine: Engine, migrated_url: str, monkeypatch: pytest.MonkeyP
     pl.DataFrame({"spot": [1.0]}).write_csv(bad)
     result = runner.invoke(app, ["price", "--input", str(bad), "--output", str(tmp_path / "x.csv")])
     assert result.exit_code == 2 and "required column" in result.output
+
+
+def test_tick_uses_the_latest_book_for_depth_aware_ev(engine: Engine) -> None:
+    asof = 1_795_000_000_000
+    seed_database(engine, asof)
+    ticker = "KXBTCD-E-T99999.99"
+    upsert(engine, "orderbook_snapshots", [
+        {"market_ticker": ticker, "book_ts": asof - 60_000, "received_ts": asof - 60_000, "source": "ws",
+         "yes_bids_json": "[[10.0, 1.0]]", "no_bids_json": "[[10.0, 1.0]]"},  # too old: ignored
+        {"market_ticker": ticker, "book_ts": asof - 2_000, "received_ts": asof - 2_000, "source": "ws",
+         "yes_bids_json": "[[45.0, 2.0]]", "no_bids_json": "[[53.0, 1.0], [52.0, 5.0]]"},
+    ])
+    tick = compute_edge_tick(engine, asof, EdgeSettings(params=EdgeParams(contracts=3.0), persist_vol=False))
+    row = tick.edges.filter(pl.col("market_ticker") == ticker).row(0, named=True)
+    assert row["depth_filled_yes"] == 3.0 and row["depth_filled_no"] == 2.0
+    fees = 0.02 + 0.04  # 1 × 47 ¢ (⌈1.74⌉ = 2 ¢) then 2 × 48 ¢ (⌈3.49⌉ = 4 ¢)
+    assert row["depth_ev_yes_dollars"] == pytest.approx(3 * row["p_model"] - 0.47 - 2 * 0.48 - fees)
