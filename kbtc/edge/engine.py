@@ -27,6 +27,7 @@ variance (`probability`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import polars as pl
 
@@ -85,6 +86,9 @@ EDGE_COLUMNS = (
     "model_version",
 )  # fmt: skip
 _PRICED_ONLY = PRICING_OUTPUTS
+# Below this many (as-of, market) pairs the in-memory engine wins (a live tick: its planning is cheaper);
+# above it the streaming engine's morsel-parallel, cache-sized batches do (a replay).
+_STREAMING_FROM_ROWS = 200_000
 
 
 def typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
@@ -189,7 +193,9 @@ def compute_edges(
         )
         .sort("asof_ts", "market_ticker")
     )
-    gated = select_band(gate(joined, params), params).collect()
+    pairs = markets.height * state.height
+    engine: Literal["in-memory", "streaming"] = "streaming" if pairs >= _STREAMING_FROM_ROWS else "in-memory"
+    gated = select_band(gate(joined, params), params).collect(engine=engine)
 
     window_ms = round(params.window_prints * params.print_interval_s * 1000)
     needs_prints = gated.filter(
@@ -226,7 +232,7 @@ def compute_edges(
     skipped = pl.col("skip_reason").is_not_null()
     after = after.with_columns([pl.when(~skipped).then(pl.col(c)).alias(c) for c in _PRICED_ONLY])
     after = cap_event_exposure(after, params.event_exposure_cap, group=("asof_ts", "event_ticker"))
-    result = after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).collect()
+    result = after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).collect(engine=engine)
     return _with_depth(result, books, params).select(EDGE_COLUMNS).sort("asof_ts", "market_ticker")
 
 
