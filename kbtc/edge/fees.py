@@ -1,4 +1,4 @@
-"""Kalshi trading fees, exact in integers, as Polars expressions (reference/model_math.md §3.1, kalshi_api.md §7).
+"""Kalshi trading fees, exact in integers, vectorised in Polars (reference/model_math.md §3.1, kalshi_api.md §7).
 
 General form per order of `C` contracts at price `P` dollars with the series/event `fee_multiplier` `M`:
 taker `⌈0.07·M·C·P(1−P)⌉`, maker `⌈r·0.07·M·C·P(1−P)⌉` with the maker share `r` of the fee type:

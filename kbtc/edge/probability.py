@@ -40,7 +40,6 @@ from kbtc.edge.params import SECONDS_PER_YEAR, SettlementMode
 
 GREATER_TYPES = ("greater", "greater_or_equal")
 LESS_TYPES = ("less", "less_or_equal")
-STRIKE_TYPES = (*GREATER_TYPES, *LESS_TYPES, "between")
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 # Columns the probability step reads.
@@ -99,10 +98,11 @@ def with_probability(
         ((strike_type == "greater_or_equal") | (strike_type == "less_or_equal")).alias("_incl"),
     )
     if mode == "average":
-        m = future_prints(t, window_prints, print_interval_s)
+        m = pl.col("prints_left")
         first = t - (m - 1.0) * dt  # time to the first future print, in (0, Δ]
         diffusion = pl.when(m > 0).then(var_per_s * (first + dt * (m - 1.0) * (2.0 * m - 1.0) / (6.0 * m)))
-        staged = staged.with_columns(m.alias("prints_left")).with_columns(
+        staged = staged.with_columns(future_prints(t, window_prints, print_interval_s).alias("prints_left"))
+        staged = staged.with_columns(
             pl.when(pl.col("prints_left") == 0)
             .then(pl.col("fixed_sum_usd") / n)
             .otherwise(pl.col("model_spot_usd"))
