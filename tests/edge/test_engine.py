@@ -237,3 +237,14 @@ def test_depth_aware_ev_with_a_book() -> None:
     assert ok["depth_filled_no"] is None  # no YES bids in the book: nothing to buy NO from
     others = edges.filter(pl.col("market_ticker") != "OK-1")
     assert others["depth_ev_yes_dollars"].null_count() == others.height  # skipped markets get no depth EV
+
+
+def test_replay_inputs_never_look_ahead() -> None:
+    history = pl.DataFrame({"market_ticker": ["M", "M", "M"], "quote_ts": [A - 5_000, A, A + 1],
+                            "yes_bid_cents": [40.0, 41.0, 99.0], "yes_ask_cents": [42.0, 43.0, 99.5]})
+    quotes = quotes_asof(history, [A - 1, A, A + 10_000])
+    assert quotes.select("asof_ts", "yes_bid_cents").rows() == [(A - 1, 40.0), (A, 41.0), (A + 10_000, 99.0)]
+    spot = pl.DataFrame({"ts": [A - 2_000, A, A + 1], "price": [1.0, 2.0, 3.0]})
+    state = market_state(spot, [A - 1, A, A - 5_000], vol([A - 1, A, A - 5_000]))
+    assert state.sort("asof_ts").select("asof_ts", "spot_usd", "spot_ts").rows() == [
+        (A - 5_000, None, None), (A - 1, 1.0, A - 2_000), (A, 2.0, A)]
