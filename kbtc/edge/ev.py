@@ -21,20 +21,17 @@ def no_ask_cents(no_ask: pl.Expr, yes_bid: pl.Expr) -> pl.Expr:
     return pl.coalesce(no_ask, 100.0 - yes_bid)
 
 
-def ev_dollars(q_side: pl.Expr, ask_cents: pl.Expr, fee: pl.Expr, contracts: pl.Expr) -> pl.Expr:
-    """EV in dollars of buying `contracts` of a side paying with probability `q_side` at `ask_cents`."""
-    return contracts * (q_side - ask_cents / 100.0) - fee
-
-
 def breakeven_probability(ask_cents: pl.Expr, fee: pl.Expr, contracts: pl.Expr) -> pl.Expr:
     """The probability at which buying at `ask_cents` (fee included) has zero EV: the all-in cost per contract."""
     return ask_cents / 100.0 + fee / contracts
 
 
 def kelly_fraction(q_side: pl.Expr, cost: pl.Expr, multiplier: float) -> pl.Expr:
-    """Fractional Kelly stake (fraction of bankroll) of a $1 binary bought at all-in `cost`; 0 without edge."""
-    full = (q_side - cost) / (1.0 - cost)
-    return pl.when(q_side > cost).then(full * multiplier).when(q_side.is_not_null() & cost.is_not_null()).then(0.0)
+    """Fractional Kelly stake (fraction of bankroll) of a $1 binary bought at all-in `cost`; 0 without edge.
+
+    Null when either input is null; an all-in cost of exactly $1 (0/0) is no edge.
+    """
+    return ((q_side - cost).clip(lower_bound=0.0) / (1.0 - cost)).fill_nan(0.0) * multiplier
 
 
 def cap_event_exposure(frame: pl.LazyFrame, cap: float, *, group: tuple[str, ...]) -> pl.LazyFrame:

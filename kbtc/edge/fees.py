@@ -29,15 +29,16 @@ import polars as pl
 from kbtc.edge.params import FeeRounding
 
 FeeRole = Literal["taker", "maker"]
-FEE_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees", "flat")
+QUADRATIC_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees")
+FEE_TYPES = (*QUADRATIC_TYPES, "flat")
 # a·c ≤ 7·μ·max p(10⁴ − p)·c = 7·2.5·10⁷·μ·c must stay below 2⁶⁴ − 1 ≈ 1.845e19 (with margin for the guard).
 _MAX_MU_C = 1.8e19 / (7 * 25_000_000)
 
 
 def price_units(price_cents: pl.Expr) -> pl.Expr:
-    """Price as an integer of $0.0001 (0…10 000); null outside [0, 100] ¢."""
-    units = (price_cents * 100.0).round(0).cast(pl.Int64)
-    return pl.when((price_cents >= 0) & (price_cents <= 100)).then(units)
+    """Price as a UInt64 count of $0.0001 (0…10 000); null outside [0, 100] ¢ (negatives fail the cast)."""
+    units = (price_cents * 100.0).round(0).cast(pl.UInt64, strict=False)
+    return pl.when(units <= 10_000).then(units)
 
 
 def _ceil_div(a: pl.Expr, c: pl.Expr, den: int) -> pl.Expr:
@@ -66,15 +67,20 @@ def with_fees(
     kind = pl.col(fee_type)
     c = (pl.col(contracts) * 100.0).round(0).cast(pl.Int64)
     mu = (pl.col(fee_multiplier) * 10_000.0).round(0).cast(pl.Int64)
+    # One guard for every price: the product is exact in UInt64 (beyond: null, never a wrong number).
+    ok = (c > 0) & (mu >= 0) & (c.cast(pl.Float64) * mu.cast(pl.Float64) < _MAX_MU_C)
     staged = frame.with_columns(
         c.cast(pl.UInt64, strict=False).alias("_fee_c"),
-        # One guard for every price: the product is exact in UInt64 (beyond: null, never a wrong number).
-        ((c > 0) & (mu >= 0) & (c.cast(pl.Float64) * mu.cast(pl.Float64) < _MAX_MU_C)).alias("_fee_ok"),
+
         mu.cast(pl.UInt64, strict=False).alias("_fee_mu"),
-        (kind == "flat").alias("_fee_flat"),
-        (
-            (kind == "quadratic") | (kind == "quadratic_with_maker_fees") | (kind == "quadratic_with_combo_maker_fees")
-        ).alias("_fee_quad"),
+        # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
+        pl.when(~ok)
+        .then(None)
+        .when(kind.is_in(QUADRATIC_TYPES))
+        .then(pl.lit(1, pl.UInt8))
+        .when(kind == "flat")
+        .then(pl.lit(2, pl.UInt8))
+        .alias("_fee_mode"),
         # Maker share divisor k (taker: 1); 0 = this role pays nothing.
         (
             pl.lit(1, pl.Int64)
@@ -95,7 +101,7 @@ def with_fees(
     staged = staged.with_columns(flat.alias("_fee_flat_units"))
     temps = [f"_fee_p_{out}" for out in prices]
     staged = staged.with_columns(
-        price_units(pl.col(col)).cast(pl.UInt64).alias(tmp) for tmp, col in zip(temps, prices.values(), strict=True)
+        price_units(pl.col(col)).alias(tmp) for tmp, col in zip(temps, prices.values(), strict=True)
     )
     # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
     staged = staged.with_columns(
@@ -115,15 +121,12 @@ def with_fees(
                 .then(_ceil_div(a, cu, 2 * base))
                 .otherwise(_ceil_div(a, cu, 4 * base))
             )
-        fee = (
-            pl.when(pl.col(tmp).is_null() | ~pl.col("_fee_ok"))
-            .then(None)
-            .when(pl.col("_fee_quad"))
-            .then(quadratic)
-            .when(pl.col("_fee_flat"))
-            .then(pl.col("_fee_flat_units"))
+        # A null price propagates through `quadratic`; the flat fee does not read the price, so check it.
+        mode = pl.col("_fee_mode")
+        fee = pl.when(mode == 1).then(quadratic).when((mode == 2) & pl.col(tmp).is_not_null()).then(
+            pl.col("_fee_flat_units")
         )
         outputs.append(fee.cast(pl.Int64).alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
     staged = staged.with_columns(outputs)
-    drop = ["_fee_c", "_fee_ok", "_fee_mu", "_fee_flat", "_fee_quad", "_fee_k", "_fee_flat_units"]
+    drop = ["_fee_c", "_fee_mu", "_fee_mode", "_fee_k", "_fee_flat_units"]
     return staged.drop(*drop, *temps, *(f"{t}_a" for t in temps))

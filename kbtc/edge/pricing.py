@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from kbtc.edge.ev import breakeven_probability, ev_dollars, kelly_fraction
+from kbtc.edge.ev import breakeven_probability, kelly_fraction
 from kbtc.edge.fees import with_fees
 from kbtc.edge.params import EdgeParams
 from kbtc.edge.probability import with_probability
@@ -50,21 +50,21 @@ def price(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
         rounding=params.fee_rounding,
         flat_fee_per_contract_dollars=params.flat_fee_per_contract_dollars,
     )
+    # Per side: all-in cost c = ask + fee/C (the break-even probability), EV = C·(q − c), Kelly from (q, c).
     priced = priced.with_columns(
-        ev_dollars(q_yes, pl.col("yes_ask_used_cents"), pl.col("fee_yes_dollars"), contracts).alias(
-            "ev_yes_dollars"
-        ),
-        ev_dollars(q_no, pl.col("no_ask_used_cents"), pl.col("fee_no_dollars"), contracts).alias("ev_no_dollars"),
         breakeven_probability(pl.col("yes_ask_used_cents"), pl.col("fee_yes_dollars"), contracts).alias(
             "breakeven_yes"
         ),
         breakeven_probability(pl.col("no_ask_used_cents"), pl.col("fee_no_dollars"), contracts).alias(
             "breakeven_no"
         ),
-    )
-    return priced.with_columns(
-        (pl.col("ev_yes_dollars") / contracts).alias("ev_yes_per_contract"),
-        (pl.col("ev_no_dollars") / contracts).alias("ev_no_per_contract"),
+    ).with_columns(
+        (q_yes - pl.col("breakeven_yes")).alias("ev_yes_per_contract"),
+        (q_no - pl.col("breakeven_no")).alias("ev_no_per_contract"),
         kelly_fraction(q_yes, pl.col("breakeven_yes"), params.kelly_multiplier).alias("kelly_yes"),
         kelly_fraction(q_no, pl.col("breakeven_no"), params.kelly_multiplier).alias("kelly_no"),
+    )
+    return priced.with_columns(
+        (pl.col("ev_yes_per_contract") * contracts).alias("ev_yes_dollars"),
+        (pl.col("ev_no_per_contract") * contracts).alias("ev_no_dollars"),
     )
