@@ -145,28 +145,27 @@ def with_probability(
     # Φ(y) = ½·erfc(−y/√2) keeps full relative precision in both tails. A bucket whose strikes both lie below
     # the centre (d_hi > 0) is computed from the lower tails, Φ(−d_hi) − Φ(−d_lo), both small: no cancellation.
     staged = staged.with_columns(d_hi.alias("_d_hi")).with_columns(
-        pl.when(less | (_BT & (pl.col("_d_hi") > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
+        # fill_nan: Polars orders NaN above every number; a tie at the cap (d = NaN) is not "below the centre".
+        pl.when(less | (_BT & (pl.col("_d_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
     )
     sgn = pl.col("_sgn")
+    # With v = 0 (outcome decided) d = ±∞ and Φ gives the indicator; at a tie x = K, d = 0/0 = NaN and the
+    # strike type's own inequality decides. `a` is P(above floor) (or below, when sgn = +1), `b` P(above cap)
+    # (or below): a tie counts for `a` when the floor is inclusive, for `b` when "below cap" is inclusive.
+    if mode == "average":
+        tie_a = (_INCL | _BT).cast(pl.Float64)  # ≥ floor: greater_or_equal and between
+        tie_b = _INCL.cast(pl.Float64)  # ≤ cap: less_or_equal (a between's "above cap" is strict)
+    else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
+        tie_a = tie_b = pl.lit(1.0)
     staged = staged.with_columns(
         # K ≤ 0 is always exceeded (ln(S/K) undefined) — model_math.md §1.1: Φ(d) = 1, Φ(−d) = 0.
         pl.when(k_lo <= 0).then(pl.when(sgn < 0).then(1.0).otherwise(0.0))
-        .otherwise(0.5 * (sgn * d_lo * _INV_SQRT2).erfc()).alias("_a"),
+        .otherwise((0.5 * (sgn * d_lo * _INV_SQRT2).erfc()).fill_nan(tie_a)).alias("_a"),
         pl.when(k_hi <= 0).then(pl.when(sgn < 0).then(1.0).otherwise(0.0))
-        .otherwise(0.5 * (sgn * pl.col("_d_hi") * _INV_SQRT2).erfc()).alias("_b"),
+        .otherwise((0.5 * (sgn * pl.col("_d_hi") * _INV_SQRT2).erfc()).fill_nan(tie_b)).alias("_b"),
     )
     a, b = pl.col("_a"), pl.col("_b")
     smooth = pl.when(greater).then(a).when(less).then(b).otherwise(sgn * (b - a)).clip(0.0, 1.0)
-    if mode == "average":
-        step = (
-            pl.when(greater)
-            .then(pl.when(_INCL).then(x >= k_lo).otherwise(x > k_lo))
-            .when(less)
-            .then(pl.when(_INCL).then(x <= k_hi).otherwise(x < k_hi))
-            .otherwise((x >= k_lo) & (x <= k_hi))
-        )
-    else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
-        step = pl.when(greater).then(x >= k_lo).when(less).then(x <= k_hi).otherwise((x >= k_lo) & (x < k_hi))
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     bounds_ok = (
         pl.when(greater)
@@ -177,18 +176,19 @@ def with_probability(
         .then(floor.is_finite() & cap.is_finite() & (cap > floor))
         .otherwise(False)
     )
-    # NaN fails every comparison; a NaN or infinite σ or horizon makes v non-finite.
+    # Polars orders NaN above every number: `< ∞` rejects NaN; a NaN or infinite σ or horizon makes v non-finite.
     valid = (
         bounds_ok
         & (x > 0)
         & (x < math.inf)
         & (pl.col("model_spot_usd") > 0)
+        & (pl.col("model_spot_usd") < math.inf)
         & (sigma >= 0)
         & (t > -math.inf)
         & (v < math.inf)
         & ~in_window_without_prints
     )
-    raw = pl.when(valid).then(pl.when(v > 0).then(smooth).otherwise(step.cast(pl.Float64)))
+    raw = pl.when(valid).then(smooth)
     return (
         staged.with_columns(raw.alias("p_model_raw"))
         .with_columns(pl.col("p_model_raw").clip(prob_clip, 1.0 - prob_clip).alias("p_model"))

@@ -96,12 +96,15 @@ def test_point_mode_matches_monte_carlo_of_the_terminal_price() -> None:
 def test_after_window_the_realised_average_decides() -> None:
     fixed = 60 * (S + 1.0)
     frame = prob_frame(
-        spot=S - 500.0, sigma=0.6, horizon_s=[0.0, -3.0, -3.0, -3.0, -3.0],
-        strike_type=["greater", "greater", "greater_or_equal", "less", "between"],
-        floor=[S, S + 1.0, S + 1.0, None, S + 1.0], cap=[None, None, None, S + 1.0, S + 2.0], fixed_sum=fixed,
+        spot=S - 500.0, sigma=0.6, horizon_s=[0.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0],
+        strike_type=["greater", "greater", "greater_or_equal", "less", "less_or_equal", "between", "between",
+                     "between"],
+        floor=[S, S + 1.0, S + 1.0, None, None, S + 1.0, S, S + 2.0],
+        cap=[None, None, None, S + 1.0, S + 1.0, S + 2.0, S + 1.0, S + 3.0], fixed_sum=fixed,
     )
-    # Spot has moved, but only the fixed average counts; equality follows each strike type's own inequality.
-    assert probabilities(frame) == [1.0, 0.0, 1.0, 0.0, 1.0]
+    # Spot has moved, but only the fixed average counts; equality follows each strike type's own inequality
+    # (a between includes both its floor and its cap).
+    assert probabilities(frame) == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
 
 
 def test_monotone_in_strike_and_complements() -> None:
