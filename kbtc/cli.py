@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import kalshi, maintenance, orchestration, research, sim, spot
+from kbtc.commands import edges, kalshi, maintenance, orchestration, research, sim, spot
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -122,6 +122,7 @@ def demo() -> None:
     console.print(database_status(settings))
 
 
+edges.register(app)
 kalshi.register(app)
 maintenance.register(app)
 orchestration.register(app)
