@@ -22,25 +22,28 @@ WILSON_Z = 1.959963984540054  # two-sided 95 %
 _ALL = "_all_rows"
 
 
-def equal_mass_bin(p: str, n_bins: int) -> pl.Expr:
-    """Bin index 0..n_bins−1 of `p` by rank, so bins hold (nearly) equal counts.
+def equal_mass_bin(p: str, n_bins: int, over: Sequence[str] = ()) -> pl.Expr:
+    """Bin index of `p` among `n_bins` equal-mass bins: the number of inner quantile edges at or below `p`.
 
-    Tied forecasts share a bin, placed by the middle of their tie block (average rank): a block of ties
-    larger than a bin lands where most of it lies, instead of being pulled into the bin where it starts.
+    The edges are the j/n_bins quantiles (`higher` rule: each edge is an observed forecast), taken from one
+    sort and located by binary search. Equal forecasts always share a bin; a heavy tie block makes edges
+    coincide, so fewer, larger bins remain (empty bins are simply absent from the results).
     """
-    position = (pl.col(p).rank("average") - 0.5) / pl.col(p).count()
-    return (position * n_bins).floor().clip(0, n_bins - 1).cast(pl.Int32)
+    positions = (pl.int_range(1, n_bins, dtype=pl.Int64) * (pl.len() - 1) / n_bins).ceil().cast(pl.UInt32)
+    edges = pl.col(p).sort().gather(positions)
+    index = edges.search_sorted(pl.col(p), side="right")
+    return (index.over(list(over)) if over else index).cast(pl.Int32)
 
 
 def _prepare(frame: pl.DataFrame | pl.LazyFrame, p: str, y: str, by: Sequence[str], n_bins: int
              ) -> tuple[pl.LazyFrame, list[str]]:
-    """Drop rows without a forecast or outcome, add the bin (ranked within each group) and the group key."""
+    """Drop rows without a forecast or outcome, add the bin (edges within each group) and the group key."""
     groups = list(by) or [_ALL]
     lazy = frame.lazy().filter(pl.col(p).is_not_null() & pl.col(y).is_not_null() & pl.col(p).is_not_nan())
     if not by:
         lazy = lazy.with_columns(pl.lit(0).alias(_ALL))
-    lazy = lazy.with_columns(
-        pl.col(p).cast(pl.Float64), pl.col(y).cast(pl.Float64), equal_mass_bin(p, n_bins).over(groups).alias("bin")
+    lazy = lazy.with_columns(pl.col(p).cast(pl.Float64), pl.col(y).cast(pl.Float64)).with_columns(
+        equal_mass_bin(p, n_bins, by).alias("bin")
     )
     return lazy, groups
 
@@ -60,24 +63,30 @@ def murphy_decomposition(
 ) -> pl.DataFrame:
     """Brier score and its decomposition per group: n, brier, rel, res, unc, wbv, wbc, and `residual`.
 
-    `residual = brier − (rel − res + unc + wbv − wbc)` is zero up to rounding: it is reported so a reader
-    can see the identity hold on the data at hand.
+    One pass of per-bin sums (n, Σp, Σy, Σp², Σpy, Σ(p−y)²) gives every term:
+    `WBV = (1/N) Σ_k (Σp² − n f̄²)`, `WBC = (2/N) Σ_k (Σpy − n f̄ ō)`.
+    `residual = brier − (rel − res + unc + wbv − wbc)`, with `brier` summed directly from `(p − y)²`, is zero
+    up to rounding: it is reported so a reader can see the identity hold on the data at hand.
     """
     lazy, groups = _prepare(frame, p, y, by, n_bins)
-    cell = [*groups, "bin"]
-    lazy = lazy.with_columns(
-        pl.col(p).mean().over(cell).alias("_f_bin"),
-        pl.col(y).mean().over(cell).alias("_o_bin"),
-        pl.col(y).mean().over(groups).alias("_o_all"),
-    )
-    out = lazy.group_by(groups).agg(
-        pl.len().alias("n"),
-        (pl.col(p) - pl.col(y)).pow(2).mean().alias("brier"),
-        (pl.col("_f_bin") - pl.col("_o_bin")).pow(2).mean().alias("rel"),
-        (pl.col("_o_bin") - pl.col("_o_all")).pow(2).mean().alias("res"),
-        (pl.col("_o_all").first() * (1 - pl.col("_o_all").first())).alias("unc"),
-        (pl.col(p) - pl.col("_f_bin")).pow(2).mean().alias("wbv"),
-        (2 * ((pl.col(p) - pl.col("_f_bin")) * (pl.col(y) - pl.col("_o_bin"))).mean()).alias("wbc"),
+    cells = lazy.group_by([*groups, "bin"]).agg(
+        pl.len().cast(pl.Float64).alias("nk"),
+        pl.col(p).sum().alias("sp"),
+        pl.col(y).sum().alias("sy"),
+        pl.col(p).pow(2).sum().alias("spp"),
+        (pl.col(p) * pl.col(y)).sum().alias("spy"),
+        (pl.col(p) - pl.col(y)).pow(2).sum().alias("sbs"),
+    ).with_columns((pl.col("sp") / pl.col("nk")).alias("fk"), (pl.col("sy") / pl.col("nk")).alias("ok"))
+    n = pl.col("nk").sum()
+    base = pl.col("sy").sum() / n
+    out = cells.group_by(groups).agg(
+        n.cast(pl.UInt32).alias("n"),
+        (pl.col("sbs").sum() / n).alias("brier"),
+        ((pl.col("nk") * (pl.col("fk") - pl.col("ok")).pow(2)).sum() / n).alias("rel"),
+        ((pl.col("nk") * (pl.col("ok") - base).pow(2)).sum() / n).alias("res"),
+        (base * (1 - base)).alias("unc"),
+        ((pl.col("spp") - pl.col("nk") * pl.col("fk").pow(2)).sum() / n).alias("wbv"),
+        (2 * (pl.col("spy") - pl.col("nk") * pl.col("fk") * pl.col("ok")).sum() / n).alias("wbc"),
     ).with_columns(
         (pl.col("brier") - (pl.col("rel") - pl.col("res") + pl.col("unc") + pl.col("wbv") - pl.col("wbc")))
         .alias("residual")

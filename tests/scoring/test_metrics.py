@@ -95,7 +95,7 @@ def test_constant_forecasts_within_bins_make_the_classic_decomposition_exact() -
     # Market prices on a cent grid: one bin per price level means WBV = WBC = 0.
     frame = pl.DataFrame({"p": [0.2] * 5 + [0.7] * 5, "y": [0, 0, 0, 0, 1, 1, 1, 1, 0, 0]})
     row = murphy_decomposition(frame, "p", "y", n_bins=2).row(0, named=True)
-    assert row["wbv"] == 0.0 and row["wbc"] == 0.0
+    assert row["wbv"] == pytest.approx(0.0, abs=1e-15) and row["wbc"] == pytest.approx(0.0, abs=1e-15)
     # REL = (5(0.2−0.2)² + 5(0.7−0.6)²)/10 = 0.005; RES = (5(0.2−0.4)² + 5(0.6−0.4)²)/10 = 0.04; UNC = 0.24.
     assert (row["rel"], row["res"], row["unc"]) == pytest.approx((0.005, 0.04, 0.24))
     assert row["brier"] == pytest.approx(0.005 - 0.04 + 0.24)
