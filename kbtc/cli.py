@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import maintenance, research
+from kbtc.commands import maintenance, research, scoring
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -124,6 +124,7 @@ def demo() -> None:
 
 maintenance.register(app)
 research.register(app)
+scoring.register(app)
 
 
 def main() -> None:
