@@ -29,7 +29,9 @@ def equal_mass_bin(p: str, n_bins: int, over: Sequence[str] = ()) -> pl.Expr:
     sort and located by binary search. Equal forecasts always share a bin; a heavy tie block makes edges
     coincide, so fewer, larger bins remain (empty bins are simply absent from the results).
     """
-    positions = (pl.int_range(1, n_bins, dtype=pl.Int64) * (pl.len() - 1) / n_bins).ceil().cast(pl.UInt32)
+    # No edges at all for an empty input (its edge positions would be out of bounds).
+    edge_count_end = pl.when(pl.len() > 0).then(pl.lit(n_bins)).otherwise(pl.lit(1))
+    positions = (pl.int_range(1, edge_count_end, dtype=pl.Int64) * (pl.len() - 1) / n_bins).ceil().cast(pl.UInt32)
     edges = pl.col(p).sort().gather(positions)
     index = edges.search_sorted(pl.col(p), side="right")
     return (index.over(list(over)) if over else index).cast(pl.Int32)
@@ -144,6 +146,9 @@ def reliability_table(
     centre = (pl.col("y_rate") + z2 / (2 * n)) / (1 + z2 / n)
     half = WILSON_Z / (1 + z2 / n) * (pl.col("y_rate") * (1 - pl.col("y_rate")) / n + z2 / (4 * n * n)).sqrt()
     out = _per_bin(lazy, p, y, groups).with_columns(
-        (centre - half).clip(0.0, 1.0).alias("y_low"), (centre + half).clip(0.0, 1.0).alias("y_high")
+        # Renumbered 0, 1, ... over the bins present (coinciding edges leave gaps in the raw index).
+        (pl.col("bin").rank("dense").over(groups) - 1).cast(pl.Int32).alias("bin"),
+        (centre - half).clip(0.0, 1.0).alias("y_low"),
+        (centre + half).clip(0.0, 1.0).alias("y_high"),
     )
     return _finish(out, by, [*groups, "bin"])
