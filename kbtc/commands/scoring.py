@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kbtc.commands.common import console, setup
+from kbtc.commands.common import console, fail, setup
 from kbtc.log import get_logger
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from kbtc.pipeline.opportunities import OpportunityTick
 
 _log = get_logger("kbtc.scoring")
@@ -108,9 +111,75 @@ def run_opportunity_loop(
         engine.dispose()
 
 
+def _print_frame(title: str, frame: pl.DataFrame) -> None:
+    from rich.table import Table
+
+    from kbtc.pipeline.report import format_value
+
+    table = Table(title=title, title_justify="left")
+    if frame.height == 0:
+        table.add_column("(no rows)")
+    for name in frame.columns:
+        table.add_column(name, overflow="fold")
+    for row in frame.iter_rows():
+        table.add_row(*(format_value(value) for value in row))
+    console.print(table)
+
+
+def report_model_performance(
+    since_seconds: Annotated[float, typer.Option(help="Window length in seconds.", min=1.0)] = 604_800.0,
+    scope: Annotated[str, typer.Option(help="Ledger rows: policy (TAKEs) or all (every recorded decision).")]
+    = "policy",
+    output_dir: Annotated[Path | None, typer.Option(help="Where the markdown and PNGs go "
+                                                         "(default DATA_DIR/reports).")] = None,
+    files: Annotated[bool, typer.Option(help="Write the markdown file and PNG plots.")] = True,
+    bins: Annotated[int, typer.Option(help="Equal-mass calibration bins.", min=1)] = 10,
+) -> None:
+    """Model vs market scores, calibration, ledger PnL and data health over a window."""
+    from kbtc.db.engine import make_engine
+    from kbtc.pipeline.report import build_performance_report
+
+    if scope not in ("policy", "all"):
+        raise fail(f"--scope must be policy or all, got {scope!r}")
+    settings = setup()
+    target = (output_dir or settings.data_dir / "reports") if files else None
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        report = build_performance_report(engine, _now_ms(), since_s=since_seconds,
+                                          scope="policy" if scope == "policy" else "all", output_dir=target,
+                                          n_bins=bins)
+    finally:
+        engine.dispose()
+    for name, frame in report.tables.items():
+        _print_frame(name, frame)
+    if report.markdown_path is not None:
+        console.print(f"wrote {report.markdown_path} and {len(report.plot_paths)} plots", soft_wrap=True)
+
+
+def report_open_positions(
+    limit: Annotated[int, typer.Option(help="Open positions shown.", min=1)] = 100,
+    settled_limit: Annotated[int, typer.Option(help="Settled positions shown (0 = all).", min=0)] = 30,
+) -> None:
+    """Open shadow positions marked to the latest quote, and the most recently settled ones."""
+    from kbtc.db.engine import make_engine
+    from kbtc.pipeline.positions_report import positions_report
+
+    settings = setup()
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        report = positions_report(engine, _now_ms(), limit=limit, settled_limit=settled_limit)
+    finally:
+        engine.dispose()
+    _print_frame("open positions", report.open_positions)
+    _print_frame("settled positions", report.settled_positions)
+    _print_frame("totals", report.totals)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ledger and scoring commands to the `kbtc` app."""
     app.command("run-opportunity-loop")(run_opportunity_loop)
     app.command("settle-ledger")(settle_ledger_command)
     app.command("score-snapshots")(score_snapshots_command)
+    app.command("report-model-performance")(report_model_performance)
+    app.command("report-open-positions")(report_open_positions)
 
