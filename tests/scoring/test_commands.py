@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from scoring_factories import MINUTE, market, snapshot
 from typer.testing import CliRunner
 
@@ -15,6 +16,7 @@ from kbtc.db.store import read_frame, upsert
 A, B = "KXBTCD-26NOV2517-T95000", "KXBTCD-26NOV2517-T96000"
 
 
+@pytest.mark.slow
 def test_commands_end_to_end(sqlite_url: str, tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"DATABASE_URL": sqlite_url, "DATA_DIR": str(tmp_path / "data")}
