@@ -67,7 +67,7 @@ def _print_tick(tick: OpportunityTick) -> None:
                       f"ev_net ${row['ev_net_dollars']:+.4f}", soft_wrap=True)
 
 
-def run_opportunity_loop(
+def run_opportunity_loop_command(
     *,
     interval_seconds: Annotated[float, typer.Option(help="Seconds between ticks.", min=0.0)] = 10.0,
     once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
@@ -84,7 +84,7 @@ def run_opportunity_loop(
 ) -> None:
     """Turn the newest edge snapshots into TAKE/PASS ledger rows and shadow positions, every interval."""
     from kbtc.db.engine import make_engine
-    from kbtc.pipeline.opportunities import run_opportunity_tick
+    from kbtc.pipeline.opportunities import run_opportunity_loop
     from kbtc.scoring.ledger import LedgerParams
 
     settings = setup()
@@ -94,22 +94,19 @@ def run_opportunity_loop(
         max_quote_age_s=max_quote_age, kelly_multiplier=kelly_multiplier,
     )
     engine = make_engine(settings.sqlalchemy_url)
+
+    def on_tick(tick: OpportunityTick) -> None:
+        _log.info("opportunity_tick", status=tick.status, asof_ts=tick.asof_ts, evaluated=tick.evaluated,
+                  takes=tick.takes, reasons=tick.reason_counts)
+        _print_tick(tick)
+
     try:
-        while True:
-            started = time.monotonic()
-            tick = run_opportunity_tick(engine, _now_ms(), params, emit_passes=emit_passes,
-                                        max_snapshot_age_s=max_snapshot_age_seconds)
-            _log.info("opportunity_tick", status=tick.status, asof_ts=tick.asof_ts, evaluated=tick.evaluated,
-                      takes=tick.takes, reasons=tick.reason_counts)
-            _print_tick(tick)
-            if once:
-                break
-            time.sleep(max(0.0, interval_seconds - (time.monotonic() - started)))
+        run_opportunity_loop(engine, params, interval_s=interval_seconds, duration_s=0.0 if once else None,
+                             emit_passes=emit_passes, max_snapshot_age_s=max_snapshot_age_seconds, on_tick=on_tick)
     except KeyboardInterrupt:
         console.print("stopped")
     finally:
         engine.dispose()
-
 
 def _print_frame(title: str, frame: pl.DataFrame) -> None:
     from rich.table import Table
@@ -177,7 +174,7 @@ def report_open_positions(
 
 def register(app: typer.Typer) -> None:
     """Add the ledger and scoring commands to the `kbtc` app."""
-    app.command("run-opportunity-loop")(run_opportunity_loop)
+    app.command("run-opportunity-loop")(run_opportunity_loop_command)
     app.command("settle-ledger")(settle_ledger_command)
     app.command("score-snapshots")(score_snapshots_command)
     app.command("report-model-performance")(report_model_performance)

@@ -13,6 +13,8 @@ book a tick decides against is read as of the batch's time, so a re-run reaches 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -36,7 +38,7 @@ _SNAPSHOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 @dataclass(frozen=True, slots=True)
 class OpportunityTick:
-    """What one tick did: `status` is `ok`, `no_edge_snapshots` or `stale_edge_snapshots`."""
+    """What one tick did: `status` is `ok`, `no_edge_snapshots`, `no_new_snapshots` or `stale_edge_snapshots`."""
 
     status: str
     asof_ts: int | None
@@ -69,13 +71,19 @@ def run_opportunity_tick(
     *,
     emit_passes: bool = False,
     max_snapshot_age_s: float = DEFAULT_MAX_SNAPSHOT_AGE_S,
+    after_asof_ts: int | None = None,
 ) -> OpportunityTick:
-    """Evaluate the newest snapshot batch at `now_ts` and record the decisions; idempotent per batch."""
+    """Evaluate the newest snapshot batch at `now_ts` and record the decisions; idempotent per batch.
+
+    `after_asof_ts`: the batch a loop evaluated last; an unchanged newest batch is `no_new_snapshots`.
+    """
     latest = read_frame(engine, "SELECT MAX(asof_ts) AS asof_ts FROM edge_snapshots WHERE asof_ts <= :now",
                         {"now": now_ts})["asof_ts"][0]
     if latest is None:
         return _empty_tick("no_edge_snapshots", None)
     asof_ts = int(latest)
+    if after_asof_ts is not None and asof_ts <= after_asof_ts:
+        return _empty_tick("no_new_snapshots", asof_ts)
     if now_ts - asof_ts > max_snapshot_age_s * 1000:
         return _empty_tick("stale_edge_snapshots", asof_ts)
     columns = ", ".join(_SNAPSHOT_SCHEMA)
@@ -106,3 +114,48 @@ def run_opportunity_tick(
     upsert(engine, "positions", positions_from_takes(decisions), on_conflict="ignore")
     takes = int((decisions["decision"] == "TAKE").sum())
     return OpportunityTick("ok", asof_ts, decisions.height, takes, written, reason_counts(decisions), decisions)
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSummary:
+    """What a loop of ticks did."""
+
+    ticks: int
+    evaluated: int
+    takes: int
+
+
+def run_opportunity_loop(
+    engine: Engine,
+    params: LedgerParams,
+    *,
+    interval_s: float = 10.0,
+    duration_s: float | None = None,
+    emit_passes: bool = False,
+    max_snapshot_age_s: float = DEFAULT_MAX_SNAPSHOT_AGE_S,
+    on_tick: Callable[[OpportunityTick], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LoopSummary:
+    """Run ticks every `interval_s` until `duration_s` has passed (None: forever; 0: exactly one tick).
+
+    Each batch is evaluated once: a tick that finds no newer batch than the last does nothing.
+    """
+    started = clock()
+    ticks = evaluated = takes = 0
+    last_asof: int | None = None
+    while True:
+        tick_start = clock()
+        tick = run_opportunity_tick(engine, int(tick_start * 1000), params, emit_passes=emit_passes,
+                                    max_snapshot_age_s=max_snapshot_age_s, after_asof_ts=last_asof)
+        ticks += 1
+        evaluated += tick.evaluated
+        takes += tick.takes
+        if tick.status == "ok":
+            last_asof = tick.asof_ts
+        if on_tick is not None:
+            on_tick(tick)
+        elapsed = clock() - tick_start
+        if duration_s is not None and clock() - started + max(0.0, interval_s - elapsed) >= duration_s:
+            return LoopSummary(ticks, evaluated, takes)
+        sleep(max(0.0, interval_s - elapsed))

@@ -58,3 +58,20 @@ def test_report_flow_publishes_artifacts(prefect_server: None, sqlite_url: str, 
     assert {artifact["key"] for artifact in stored} == keys
     scores = next(artifact for artifact in stored if artifact["key"] == "kbtc-report-snapshot-scores")
     assert '"snapshots": 1' in scores["data"]
+
+
+@pytest.mark.slow
+def test_opportunity_loop_flow(prefect_server: None, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.ledger import opportunity_loop
+
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    now = int(time.time() * 1000)
+    ticker = "KXBTCD-26NOV2517-T95000"
+    upsert(engine, "markets", [market(ticker, close_ts=now + HOUR)])
+    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
+                                               close_ts=now + HOUR)])
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1}
+    assert read_frame(engine, "SELECT decision FROM opportunities")["decision"].to_list() == ["TAKE"]
+    engine.dispose()

@@ -80,3 +80,34 @@ def test_settlement_closes_positions_once(migrated_url: str) -> None:
     assert settle_ledger(engine).settled == 0  # re-running changes nothing
     assert read_frame(engine, "SELECT * FROM positions ORDER BY market_ticker").to_dicts() == rows
     engine.dispose()
+
+
+def test_loop_evaluates_each_batch_once_within_its_duration(migrated_url: str) -> None:
+    from kbtc.pipeline.opportunities import OpportunityTick, run_opportunity_loop
+
+    engine = make_engine(migrated_url)
+    upsert(engine, "markets", [market(A)])
+    upsert(engine, "edge_snapshots", [snapshot(A, NOW - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0)])
+    now_s = [NOW / 1000]
+    slept: list[float] = []
+    statuses: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now_s[0] += seconds
+        if len(slept) == 1:  # a new batch arrives during the first sleep
+            upsert(engine, "edge_snapshots", [snapshot(A, int(now_s[0] * 1000) - 500, p_model=0.70,
+                                                       yes_bid=55.0, yes_ask=57.0)])
+
+    def on_tick(tick: OpportunityTick) -> None:
+        statuses.append(tick.status)
+
+    summary = run_opportunity_loop(engine, LedgerParams(), interval_s=10.0, duration_s=25.0, emit_passes=True,
+                                   on_tick=on_tick, clock=lambda: now_s[0], sleep=sleep)
+    assert statuses == ["ok", "ok", "no_new_snapshots"] and slept == [10.0, 10.0]
+    assert (summary.ticks, summary.evaluated, summary.takes) == (3, 2, 1)
+    # The second batch found the first TAKE's position open: recorded as a PASS.
+    assert _ledger(engine)[-1][3:] == ("PASS", "position_open,cooldown_active")
+    once = run_opportunity_loop(engine, LedgerParams(), duration_s=0.0, clock=lambda: now_s[0], sleep=sleep)
+    assert once.ticks == 1 and len(slept) == 2
+    engine.dispose()
