@@ -49,6 +49,7 @@ def snapshot_frame(n: int, seed: int = 3) -> pl.DataFrame:
             "ev_yes_dollars": p_model - yes_ask / 100 - fee,
             "ev_no_dollars": (1 - p_model) - (100.0 - yes_bid) / 100 - fee,
             "outcome": outcome,
+            "contracts": np.ones(n),
         }
     )
 

@@ -31,7 +31,8 @@ _SNAPSHOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "sigma_status": pl.String, "p_model": pl.Float64, "p_market": pl.Float64, "quote_age_s": pl.Float64,
     "yes_bid_cents": pl.Float64, "yes_ask_cents": pl.Float64, "no_bid_cents": pl.Float64,
     "no_ask_cents": pl.Float64, "fee_yes_dollars": pl.Float64, "fee_no_dollars": pl.Float64,
-    "ev_yes_dollars": pl.Float64, "ev_no_dollars": pl.Float64, "model_version": pl.String,
+    "ev_yes_dollars": pl.Float64, "ev_no_dollars": pl.Float64, "kelly_yes": pl.Float64, "kelly_no": pl.Float64,
+    "model_version": pl.String,
     "params_json": pl.String,
 }
 

@@ -44,7 +44,8 @@ PAIRED_LOSSES = (  # (name, model column, market column)
 _LEDGER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "eval_ts": pl.Int64, "market_ticker": pl.String, "side": pl.String, "decision": pl.String,
     "reasons": pl.String, "event_ticker": pl.String, "series_ticker": pl.String, "p_model": pl.Float64,
-    "p_market": pl.Float64, "price_cents": pl.Float64, "fee_dollars": pl.Float64, "result": pl.String,
+    "p_market": pl.Float64, "price_cents": pl.Float64, "fee_dollars": pl.Float64, "contracts": pl.Float64,
+    "result": pl.String,
     "settled_ts": pl.Int64,
 }
 
@@ -71,7 +72,7 @@ def _ledger_rows(engine: Engine, since_ts: int, now_ts: int, scope: Scope) -> pl
     policy = "AND o.decision = 'TAKE'" if scope == "policy" else ""
     sql = f"""
         SELECT o.eval_ts, o.market_ticker, o.side, o.decision, o.reasons, o.event_ticker, o.series_ticker,
-               o.p_model, o.p_market, o.price_cents, o.fee_dollars,
+               o.p_model, o.p_market, o.price_cents, o.fee_dollars, COALESCE(o.contracts, 1.0) AS contracts,
                mk.result AS result, COALESCE(mk.settled_ts, mk.determined_ts) AS settled_ts
         FROM opportunities o LEFT JOIN markets mk ON mk.market_ticker = o.market_ticker
         WHERE o.eval_ts >= :since AND o.eval_ts <= :now {policy}

@@ -21,12 +21,14 @@ portfolio gates (only on otherwise eligible rows; the row stays `eligible`)
   `cooldown_active`               a TAKE on the same market and side within cooldown_s
   `take_cap`                      more than max_takes_per_tick survive, ranked by ev_net
 
-EV: `ev_raw` is the snapshot's fee-aware EV per contract (recomputed as `p_side − ask/100 − fee` when the
-snapshot has none), `ev_net = ev_raw − cost_buffer`. Best-side mode keeps, per snapshot, the side with the
-higher ev_net (YES when neither is evaluable); `both_sides` keeps both. Kelly:
-`f* = (q − c)/(1 − c)` with `c = ask/100 + fee`, `q` the model probability of the side (model_math.md §3.3);
-the row records `kelly_fraction = κ·f*`. Each TAKE is one contract, priced at the snapshot's ask with the
-snapshot's 1-contract taker fee (the ledger is a shadow: it never sizes a real order).
+Sizes: the edge engine prices an order of `contracts` (its params_json; default 1), so the snapshot's
+`fee_*_dollars` and `ev_*_dollars` are order totals. A TAKE records that order: `contracts`, the side's ask
+(the NO ask is `100 − yes_bid` when no NO ask is quoted) and the order's taker fee `fee_dollars`.
+EV per contract: `ev_raw` is the snapshot's EV / contracts (recomputed as `p_side − ask/100 − fee/contracts`
+when the snapshot has none), `ev_net = ev_raw − cost_buffer`. Best-side mode keeps, per snapshot, the side
+with the higher ev_net (YES when neither is evaluable); `both_sides` keeps both. Kelly: the snapshot's
+`kelly_yes`/`kelly_no` (fractional, capped per event by the edge engine), else `κ·f*` with
+`f* = (q − c)/(1 − c)`, `c = ask/100 + fee/contracts`, `q` the model probability of the side (model_math.md §3.3).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from kbtc.scoring.metrics import market_mid
+from kbtc.scoring.metrics import fee_basis_contracts, market_mid, no_ask_cents, no_bid_cents
 
 SIDES = ("YES", "NO")
 _SIDE_ORDER = {"YES": 0, "NO": 1}
@@ -73,26 +75,32 @@ class LedgerParams:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def _side_rows(snapshots: pl.LazyFrame, side: str) -> pl.LazyFrame:
+def _side_rows(snapshots: pl.LazyFrame, side: str, kelly_multiplier: float) -> pl.LazyFrame:
     yes = side == "YES"
     prefix = "yes" if yes else "no"
     p_side = pl.col("p_model") if yes else 1.0 - pl.col("p_model")
-    price = pl.col(f"{prefix}_ask_cents")
-    fee = pl.col(f"fee_{prefix}_dollars")
-    ev_raw = pl.coalesce(pl.col(f"ev_{prefix}_dollars"), p_side - price / 100.0 - fee)
-    cost = price / 100.0 + fee
-    return snapshots.select(
+    price = pl.col("yes_ask_cents") if yes else no_ask_cents()
+    bid = pl.col("yes_bid_cents") if yes else no_bid_cents()
+    contracts = pl.col("_contracts")
+    fee = pl.col(f"fee_{prefix}_dollars")  # order total for `contracts`
+    fee_per_contract = fee / contracts
+    ev_raw = pl.coalesce(pl.col(f"ev_{prefix}_dollars") / contracts, p_side - price / 100.0 - fee_per_contract)
+    cost = price / 100.0 + fee_per_contract
+    own_kelly = kelly_multiplier * ((p_side - cost) / (1.0 - cost)).clip(lower_bound=0.0)
+    return snapshots.with_columns(fee_basis_contracts("params_json").alias("_contracts")).select(
         pl.col("asof_ts"), pl.col("market_ticker"), pl.lit(side).alias("side"),
         pl.col("event_ticker"), pl.col("series_ticker"), pl.col("close_ts"),
         pl.col("spot_usd"), pl.col("sigma_annual"), pl.col("sigma_status"),
         pl.col("spot_age_s"), pl.col("quote_age_s"), pl.col("p_model"),
         pl.coalesce(pl.col("p_market"), market_mid()).alias("p_market"),
         price.alias("price_cents"),
-        pl.col(f"{prefix}_bid_cents").alias("bid_cents"),
-        (price - pl.col(f"{prefix}_bid_cents")).alias("spread_cents"),
+        bid.alias("bid_cents"),
+        (price - bid).alias("spread_cents"),
         fee.alias("fee_dollars"),
         ev_raw.alias("ev_raw_dollars"),
-        ((p_side - cost) / (1.0 - cost)).clip(lower_bound=0.0).alias("_kelly_full"),
+        # The edge engine's Kelly (already fractional and capped per event) when it has one.
+        pl.coalesce(pl.col(f"kelly_{prefix}"), own_kelly).alias("kelly_fraction"),
+        contracts.alias("contracts"),
         pl.col("model_version"), pl.col("params_json").alias("_model_params"),
     )
 
@@ -119,7 +127,7 @@ def decide(
     is its snapshot's as-of time, which makes the ledger's key (eval_ts, market, side) stable on re-runs.
     """
     lazy = snapshots.lazy()
-    sides = pl.concat([_side_rows(lazy, side) for side in SIDES])
+    sides = pl.concat([_side_rows(lazy, side, params.kelly_multiplier) for side in SIDES])
     tau_s = (pl.col("close_ts") - pl.col("asof_ts")) / 1000.0
     min_tau = pl.col("series_ticker").replace_strict(
         params.min_tau_s_by_series, default=params.default_min_tau_s, return_dtype=pl.Float64
@@ -200,8 +208,6 @@ def decide(
             pl.col("asof_ts").alias("snapshot_asof_ts"),
             pl.when(pl.col("reasons").is_null()).then(pl.lit("TAKE")).otherwise(pl.lit("PASS")).alias("decision"),
             pl.lit(params.cost_buffer_dollars).alias("cost_buffer_dollars"),
-            (params.kelly_multiplier * pl.col("_kelly_full")).alias("kelly_fraction"),
-            pl.lit(1.0).alias("contracts"),
             pl.concat_str([pl.lit('{"ledger": ' + ledger_json + ', "model": '),
                            pl.col("_model_params").fill_null("null"), pl.lit("}")]).alias("params_json"),
         )

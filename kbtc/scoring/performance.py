@@ -1,8 +1,8 @@
 """Ledger performance: what the recorded decisions earned once their markets settled.
 
 Input rows are `opportunities` rows with the market's `outcome` (null while unsettled) and `settled_ts`.
-Each row is priced as held to settlement, one contract at its recorded price with its recorded taker fee:
-`pnl_dollars = win − price_cents/100 − fee_dollars`, `win = y` for YES and `1 − y` for NO. With scope
+Each row is priced per contract as held to settlement at its recorded price with its recorded order fee:
+`pnl_dollars = win − price_cents/100 − fee_dollars/contracts`, `win = y` for YES and `1 − y` for NO. With scope
 `policy` the rows are the TAKEs (the shadow positions); with scope `all` PASS rows are priced the same way —
 what passing on them was worth — which is how a reader sees whether the gates help.
 
@@ -26,7 +26,7 @@ def price_ledger(rows: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         rows.lazy()
         .with_columns(
             pl.when(pl.col("side") == "YES").then(y).otherwise(1 - y).alias("win"),
-            pnl_side("side", y, "price_cents", "fee_dollars").alias("pnl_dollars"),
+            pnl_side("side", y, "price_cents", pl.col("fee_dollars") / pl.col("contracts")).alias("pnl_dollars"),
             brier("p_model", y).alias("brier_model"),
             brier("p_market", y).alias("brier_market"),
         )

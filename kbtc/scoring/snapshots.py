@@ -1,12 +1,13 @@
 """Scores of settled edge snapshots, the model and the market mid side by side, and their aggregates.
 
 Input: `edge_snapshots` rows (kbtc/db/schema.py) with the market's `outcome` (1 YES / 0 NO) and `settled_ts`
-joined on. `score_frame` adds, per snapshot:
+joined on, and `contracts`, the order size the snapshot's fees and EVs are totals for
+(`metrics.fee_basis_contracts`). `score_frame` adds, per snapshot:
 
 - `p_mkt`: the snapshot's `p_market`, else the YES (or NO) bid/ask mid — the market's forecast;
 - `brier_model`, `brier_market`; `logloss_*` at ε = 1e-6 and `logloss_*_grid` at ε = 0.01;
-- `pnl_yes_dollars`, `pnl_no_dollars`: buying YES at the yes ask / NO at the no ask and holding to settlement,
-  per contract, with the snapshot's stored taker fee (the fee of a 1-contract order at that price);
+- `pnl_yes_dollars`, `pnl_no_dollars`: buying YES at the yes ask / NO at the no ask (else 100 − yes bid) and
+  holding to settlement, per contract, with the snapshot's stored taker fee per contract (order fee / contracts);
 - `pnl_model_dollars`: the PnL of the side the model's fee-aware EV picks (the higher of `ev_yes_dollars`,
   `ev_no_dollars` when it is > 0), null when the model would not trade — the model's "vote with money";
 - `error`: comma-joined tokens for what could not be scored (`missing_prob`, `missing_market_prob`,
@@ -70,7 +71,7 @@ def _error_tokens() -> pl.Expr:
         (pl.col("p_model").is_null(), "missing_prob"),
         (pl.col("p_mkt").is_null(), "missing_market_prob"),
         (pl.col("yes_ask_cents").is_null(), "missing_yes_ask"),
-        (pl.col("no_ask_cents").is_null(), "missing_no_ask"),
+        (m.no_ask_cents().is_null(), "missing_no_ask"),
         (pl.col("fee_yes_dollars").is_null(), "missing_yes_fee"),
         (pl.col("fee_no_dollars").is_null(), "missing_no_fee"),
     ]
@@ -94,8 +95,8 @@ def score_frame(snapshots: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
             m.log_loss("p_mkt", y, m.LOGLOSS_EPS_STRICT).alias("logloss_market"),
             m.log_loss("p_model", y, m.LOGLOSS_EPS_GRID).alias("logloss_model_grid"),
             m.log_loss("p_mkt", y, m.LOGLOSS_EPS_GRID).alias("logloss_market_grid"),
-            m.pnl_yes(y, "yes_ask_cents", "fee_yes_dollars").alias("pnl_yes_dollars"),
-            m.pnl_no(y, "no_ask_cents", "fee_no_dollars").alias("pnl_no_dollars"),
+            m.pnl_yes(y, "yes_ask_cents", pl.col("fee_yes_dollars") / pl.col("contracts")).alias("pnl_yes_dollars"),
+            m.pnl_no(y, m.no_ask_cents(), pl.col("fee_no_dollars") / pl.col("contracts")).alias("pnl_no_dollars"),
         )
         .with_columns(
             pl.when((pick_yes > 0) & (pick_yes >= pick_no)).then(pl.col("pnl_yes_dollars"))

@@ -141,3 +141,23 @@ def test_settlement_pnl_signs_with_fees() -> None:
     ])
     assert settled.select(pnl_per_contract())["pnl_dollars"][3] == pytest.approx(-0.315)
     assert set(settled["status"]) == {"settled"} and settled["outcome"].to_list() == [1, 1, 0, 0]
+
+
+def test_order_size_fees_and_implied_no_ask() -> None:
+    # The edge engine priced a 10-contract order: fee 18 ¢ for the order, EV 10·(0.65 − 0.55) − 0.18.
+    ten = snapshot("KXBTCD-W-T1", p_model=0.65, yes_bid=53.0, yes_ask=55.0, fee_yes=0.18,
+                   ev_yes_dollars=0.82, kelly_yes=0.04, params_json='{"contracts": 10, "kelly_multiplier": 0.25}')
+    # No NO ask quoted: buying NO costs 100 − yes_bid = 60 ¢; NO bid 100 − yes_ask = 58 ¢.
+    implied = snapshot("KXBTCD-W-T2", p_model=0.20, yes_bid=40.0, yes_ask=42.0, no_ask_cents=None, no_bid_cents=None,
+                       ev_no_dollars=None)
+    decisions = decide(_frame([ten, implied]), NO_POSITIONS, NO_TAKES, LedgerParams(max_takes_per_tick=5))
+    big = decisions.row(0, named=True)
+    assert (big["side"], big["decision"], big["contracts"], big["fee_dollars"]) == ("YES", "TAKE", 10.0, 0.18)
+    assert big["ev_raw_dollars"] == pytest.approx(0.082) and big["kelly_fraction"] == 0.04
+    no_row = decisions.row(1, named=True)
+    assert (no_row["side"], no_row["price_cents"], no_row["bid_cents"]) == ("NO", 60.0, 58.0)
+    assert no_row["ev_raw_dollars"] == pytest.approx(0.80 - 0.60 - 0.02)
+    opened = positions_from_takes(decisions).filter(market_ticker="KXBTCD-W-T1")
+    settled = settle_positions(opened, pl.DataFrame({"market_ticker": ["KXBTCD-W-T1"], "outcome": [1],
+                                                     "settled_ts": [NOW]}))
+    assert settled["pnl_dollars"][0] == pytest.approx(10 * (1 - 0.55) - 0.18)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import polars as pl
 import pytest
 from scoring_factories import HOUR, MINUTE, NOW, market, snapshot
 
@@ -25,11 +26,16 @@ def test_score_snapshots_by_hand_and_idempotent(migrated_url: str) -> None:
         snapshot("KXBTCD-26NOV1917-T96000", NOW - 30 * MINUTE, p_model=0.3, yes_bid=20.0, yes_ask=24.0),
         snapshot("KXBTCD-26NOV1917-T96000", NOW - 20 * MINUTE, p_model=None, yes_bid=None, yes_ask=24.0),
         snapshot("KXBTCD-26NOV1917-T97000", NOW - 30 * MINUTE),
+        # Fees of a 10-contract order, and no NO ask quoted (implied 100 − yes_bid = 40 ¢).
+        snapshot("KXBTCD-26NOV1917-T95000", NOW - 10 * MINUTE, yes_bid=60.0, yes_ask=62.0, fee_yes=0.17,
+                 fee_no=0.17, no_ask_cents=None, params_json='{"contracts": 10}'),
     ])
     run = score_snapshots(engine, now_ts=NOW)
-    assert (run.candidates, run.inserted, run.errors) == (3, 3, 1)
+    assert (run.candidates, run.inserted, run.errors) == (4, 4, 1)
     scores = read_frame(engine, "SELECT * FROM snapshot_scores ORDER BY market_ticker, asof_ts")
-    yes_row, no_row, broken = scores.to_dicts()
+    yes_row, ten_row, no_row, broken = scores.to_dicts()
+    assert ten_row["pnl_yes_dollars"] == pytest.approx(1 - 0.62 - 0.017)
+    assert ten_row["pnl_no_dollars"] == pytest.approx(0 - 0.40 - 0.017) and ten_row["error"] is None
     # YES settled; model 0.8, market mid 0.61; YES bought at 62 ¢ + 2 ¢ fee, NO at 40 ¢ + 2 ¢.
     assert yes_row["outcome"] == 1 and yes_row["settled_ts"] == NOW + HOUR + 5 * MINUTE
     assert yes_row["brier_model"] == pytest.approx(0.04)
@@ -50,7 +56,7 @@ def test_score_snapshots_by_hand_and_idempotent(migrated_url: str) -> None:
     assert (again.candidates, again.inserted) == (0, 0)
     assert read_frame(engine, "SELECT * FROM snapshot_scores ORDER BY market_ticker, asof_ts").equals(scores)
 
-    scored = scored_snapshots(engine, NOW - HOUR, NOW)
+    scored = scored_snapshots(engine, NOW - HOUR, NOW).filter(pl.col("asof_ts") < NOW - 10 * MINUTE)
     assert scored.height == 3
     overall = summary(scored).row(0, named=True)
     assert overall["paired"] == 2 and overall["events"] == 1
