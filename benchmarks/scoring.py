@@ -132,8 +132,8 @@ def main() -> None:
     args = parser.parse_args()
     frame = snapshot_frame(args.rows)
     check(ours(frame), reference(frame), frame)
-    ours_s = min(timed(lambda: ours(frame)) for _ in range(2))
-    ref_s = min(timed(lambda: reference(frame)) for _ in range(2))
+    ours_s = min(timed(lambda: ours(frame)) for _ in range(3))
+    ref_s = min(timed(lambda: reference(frame)) for _ in range(3))
     print(bench_line("scoring_rows_per_s", args.rows / ours_s, "rows/s", args.rows / ref_s))
     print(bench_line("scoring_seconds", ours_s, "s", ref_s, higher_is_better=False))
 
