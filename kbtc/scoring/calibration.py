@@ -42,12 +42,16 @@ def _prepare(frame: pl.DataFrame | pl.LazyFrame, p: str, y: str, by: Sequence[st
     """Drop rows without a forecast or outcome, add the bin (edges within each group) and the group key."""
     groups = list(by) or [_ALL]
     lazy = frame.lazy().filter(pl.col(p).is_not_null() & pl.col(y).is_not_null() & pl.col(p).is_not_nan())
-    if not by:
-        lazy = lazy.with_columns(pl.lit(0).alias(_ALL))
     lazy = lazy.with_columns(pl.col(p).cast(pl.Float64), pl.col(y).cast(pl.Float64)).with_columns(
         equal_mass_bin(p, n_bins, by).alias("bin")
     )
     return lazy, groups
+
+
+def _per_cell(lazy: pl.LazyFrame, by: Sequence[str], aggs: Sequence[pl.Expr]) -> pl.LazyFrame:
+    """Aggregate per (group, bin); without groups, add the constant group key only to the small result."""
+    cells = lazy.group_by([*by, "bin"]).agg(aggs)
+    return cells if by else cells.with_columns(pl.lit(0).alias(_ALL))
 
 
 def _finish(lazy: pl.LazyFrame, by: Sequence[str], order: Sequence[str]) -> pl.DataFrame:
@@ -71,14 +75,14 @@ def murphy_decomposition(
     up to rounding: it is reported so a reader can see the identity hold on the data at hand.
     """
     lazy, groups = _prepare(frame, p, y, by, n_bins)
-    cells = lazy.group_by([*groups, "bin"]).agg(
+    cells = _per_cell(lazy, by, [
         pl.len().cast(pl.Float64).alias("nk"),
         pl.col(p).sum().alias("sp"),
         pl.col(y).sum().alias("sy"),
         pl.col(p).pow(2).sum().alias("spp"),
         (pl.col(p) * pl.col(y)).sum().alias("spy"),
         (pl.col(p) - pl.col(y)).pow(2).sum().alias("sbs"),
-    ).with_columns((pl.col("sp") / pl.col("nk")).alias("fk"), (pl.col("sy") / pl.col("nk")).alias("ok"))
+    ]).with_columns((pl.col("sp") / pl.col("nk")).alias("fk"), (pl.col("sy") / pl.col("nk")).alias("ok"))
     n = pl.col("nk").sum()
     base = pl.col("sy").sum() / n
     out = cells.group_by(groups).agg(
@@ -96,14 +100,14 @@ def murphy_decomposition(
     return _finish(out, by, groups)
 
 
-def _per_bin(lazy: pl.LazyFrame, p: str, y: str, groups: list[str]) -> pl.LazyFrame:
-    return lazy.group_by([*groups, "bin"]).agg(
+def _per_bin(lazy: pl.LazyFrame, p: str, y: str, by: Sequence[str]) -> pl.LazyFrame:
+    return _per_cell(lazy, by, [
         pl.len().alias("n"),
         pl.col(p).mean().alias("p_mean"),
         pl.col(p).min().alias("p_min"),
         pl.col(p).max().alias("p_max"),
         pl.col(y).mean().alias("y_rate"),
-    )
+    ])
 
 
 def calibration_error(
@@ -121,7 +125,7 @@ def calibration_error(
     """
     lazy, groups = _prepare(frame, p, y, by, n_bins)
     gap = (pl.col("y_rate") - pl.col("p_mean")).abs()
-    out = _per_bin(lazy, p, y, groups).group_by(groups).agg(
+    out = _per_bin(lazy, p, y, by).group_by(groups).agg(
         ((pl.col("n") * gap).sum() / pl.col("n").sum()).alias("ece"),
         gap.max().alias("mce"),
         pl.len().alias("bins"),
@@ -145,7 +149,7 @@ def reliability_table(
     n = pl.col("n").cast(pl.Float64)
     centre = (pl.col("y_rate") + z2 / (2 * n)) / (1 + z2 / n)
     half = WILSON_Z / (1 + z2 / n) * (pl.col("y_rate") * (1 - pl.col("y_rate")) / n + z2 / (4 * n * n)).sqrt()
-    out = _per_bin(lazy, p, y, groups).with_columns(
+    out = _per_bin(lazy, p, y, by).with_columns(
         # Renumbered 0, 1, ... over the bins present (coinciding edges leave gaps in the raw index).
         (pl.col("bin").rank("dense").over(groups) - 1).cast(pl.Int32).alias("bin"),
         (centre - half).clip(0.0, 1.0).alias("y_low"),
