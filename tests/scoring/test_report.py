@@ -27,11 +27,8 @@ def _opportunity(ticker: str, side: str, decision: str, price: float, *, reasons
 
 
 @pytest.fixture
-def engine(sqlite_url: str):  # type: ignore[no-untyped-def]
-    from kbtc.db.migrate import upgrade_database
-
-    upgrade_database(sqlite_url)
-    engine = make_engine(sqlite_url)
+def engine(migrated_url: str):  # type: ignore[no-untyped-def]
+    engine = make_engine(migrated_url)
     upsert(engine, "markets", [
         market(A, result="yes", close_ts=NOW - HOUR, settled_ts=NOW - 50 * MINUTE),
         market(B, result="no", close_ts=NOW - HOUR, settled_ts=NOW - 40 * MINUTE),
