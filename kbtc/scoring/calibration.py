@@ -13,6 +13,7 @@ Murphy (1973) with the within-bin terms of Stephenson, Coelho & Jolliffe (2008):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import polars as pl
@@ -120,13 +121,17 @@ def calibration_error(
 ) -> pl.DataFrame:
     """ECE `Σ (n_k/N)|ō_k − f̄_k|` and MCE `max |ō_k − f̄_k|` over equal-mass bins, per group.
 
-    ECE is biased upward in small bins (a calibrated bin still shows |ō − f̄| ≈ √(2f̄(1−f̄)/(π n))), so the
-    bin count and the smallest bin are reported next to it.
+    ECE is biased upward in small bins: a perfectly calibrated bin still shows |ō − f̄| ≈ √(2f̄(1−f̄)/(π n))
+    (the mean absolute deviation of a binomial rate, model_math.md §4). `ece_if_calibrated` is that expected
+    ECE of a calibrated forecaster with the same bins — read ECE against it — and the bin count and the
+    smallest bin are reported too.
     """
     lazy, groups = _prepare(frame, p, y, by, n_bins)
     gap = (pl.col("y_rate") - pl.col("p_mean")).abs()
+    noise = (2 * pl.col("p_mean") * (1 - pl.col("p_mean")) / (math.pi * pl.col("n"))).sqrt()
     out = _per_bin(lazy, p, y, by).group_by(groups).agg(
         ((pl.col("n") * gap).sum() / pl.col("n").sum()).alias("ece"),
+        ((pl.col("n") * noise).sum() / pl.col("n").sum()).alias("ece_if_calibrated"),
         gap.max().alias("mce"),
         pl.len().alias("bins"),
         pl.col("n").min().alias("min_bin_n"),

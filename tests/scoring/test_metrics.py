@@ -106,6 +106,8 @@ def test_ece_and_reliability_table_by_hand() -> None:
     err = calibration_error(frame, "p", "y", n_bins=2).row(0, named=True)
     # Bin 0: |0.5 − 0.1| = 0.4; bin 1: |1.0 − 0.9| = 0.1; equal mass → ECE 0.25, MCE 0.4.
     assert err["ece"] == pytest.approx(0.25) and err["mce"] == pytest.approx(0.4)
+    # A calibrated forecaster with bins of 4 at 0.1 and 0.9 would still show √(2·0.09/(4π)) ≈ 0.1197.
+    assert err["ece_if_calibrated"] == pytest.approx(math.sqrt(2 * 0.09 / (4 * math.pi)))
     table = reliability_table(frame, "p", "y", n_bins=2)
     assert table["n"].to_list() == [4, 4]
     assert table["y_rate"].to_list() == pytest.approx([0.5, 1.0])
