@@ -9,7 +9,8 @@ stored: every number is recomputed from `snapshot_scores`, `edge_snapshots`, `op
 Sections (methods and meaning of every number: docs/SCORING.md):
 1. snapshot scores, model vs market: overall and by series, lead time, moneyness and day;
 2. calibration: Murphy decomposition, ECE/MCE, reliability tables;
-3. model vs market: paired loss differences clustered by event, with standard errors;
+3. model vs market: paired loss differences clustered by event, with standard errors, and the
+   forecast-encompassing regression (does the model add information beyond the market price?);
 4. the ledger (scope `policy`: TAKEs; `all`: every recorded decision): count, hit rate, mean PnL with its
    clustered SE, total, drawdown, by day, decisions by reason;
 5. data health: spot/quote/snapshot ages, feed gaps and rejects recorded in the window.
@@ -29,7 +30,7 @@ from kbtc.db.store import read_frame
 from kbtc.pipeline.health import data_health
 from kbtc.pipeline.score_snapshots import scored_snapshots
 from kbtc.scoring.calibration import DEFAULT_BINS, calibration_error, murphy_decomposition, reliability_table
-from kbtc.scoring.inference import paired_loss_difference
+from kbtc.scoring.inference import encompassing_regression, paired_loss_difference
 from kbtc.scoring.metrics import outcome_from_result
 from kbtc.scoring.performance import cumulative_pnl, decision_counts, ledger_by_day, ledger_summary, price_ledger
 from kbtc.scoring.snapshots import LEAD_LABELS, MONEYNESS_LABELS, summary
@@ -152,6 +153,7 @@ def build_performance_report(
         "by_day": summary(scored, ["day"]),
         **_calibration_tables(scored, n_bins),
         "model_vs_market": _model_vs_market(scored),
+        "encompassing": encompassing_regression(scored, "p_model", "p_mkt", "outcome", "event_ticker"),
     }
     priced = price_ledger(_ledger_rows(engine, since_ts, now_ts, scope))
     curve = cumulative_pnl(priced)
@@ -205,7 +207,7 @@ _SECTIONS = (
     ("Snapshot scores: model vs market", ("snapshot_scores", "by_series", "by_lead_time", "by_moneyness", "by_day")),
     ("Calibration", ("murphy_decomposition", "calibration_error", "reliability_model", "reliability_market")),
     ("Model vs market, paired and clustered by event (d = model − market; negative: model better)",
-     ("model_vs_market",)),
+     ("model_vs_market", "encompassing")),
     ("Ledger", ("ledger", "ledger_by_day", "ledger_decisions")),
     ("Data health", ("freshness", "snapshot_ages", "scoring_coverage", "feed_events", "rejects")),
 )

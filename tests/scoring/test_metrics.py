@@ -136,3 +136,28 @@ def test_paired_loss_difference_uses_rows_with_both_losses() -> None:
     )
     row = paired_loss_difference(frame, "model", "market", "event").row(0, named=True)
     assert row["n"] == 3 and row["mean"] == pytest.approx(-0.1)
+
+
+def test_encompassing_regression_finds_the_informative_forecast() -> None:
+    from kbtc.scoring.inference import encompassing_regression
+
+    rng = np.random.default_rng(11)
+    n = 20_000
+    truth = rng.uniform(0.02, 0.98, n)
+    y = (rng.random(n) < truth).astype(np.int64)
+    noise = rng.uniform(0.02, 0.98, n)  # carries no information about y
+    frame = pl.DataFrame({"truth": truth, "noise": noise, "y": y, "event": rng.integers(0, 400, n)})
+    fit = {row["term"]: row for row in encompassing_regression(frame, "noise", "truth", "y", "event").iter_rows(named=True)}
+    # The market (here the truth) is calibrated: slope 1, intercept 0; the uninformative model gets slope 0.
+    assert abs(fit["market"]["coef"] - 1.0) < 3 * fit["market"]["se"]
+    assert abs(fit["model"]["coef"]) < 3 * fit["model"]["se"]
+    assert abs(fit["intercept"]["coef"]) < 3 * fit["intercept"]["se"]
+    assert fit["market"]["z"] > 20 and fit["model"]["clusters"] == 400
+    swapped = encompassing_regression(frame, "truth", "noise", "y", "event")
+    assert swapped.filter(term="model")["z"][0] > 20
+    # Too few clusters for a clustered SE: no fit.
+    assert encompassing_regression(frame.with_columns(pl.lit("A").alias("event")), "truth", "noise", "y", "event").height == 0
+    # Perfect separation has no finite maximum-likelihood fit: reported as no fit, without warnings.
+    separated = pl.DataFrame({"m": [0.1, 0.2, 0.8, 0.9] * 10, "k": [0.3, 0.3, 0.6, 0.6] * 10,
+                              "y": [0, 0, 1, 1] * 10, "event": list(range(40))})
+    assert encompassing_regression(separated, "m", "k", "y", "event").height == 0
