@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import maintenance, orchestration, research, spot
+from kbtc.commands import maintenance, orchestration, research, sim, spot
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -125,6 +125,7 @@ def demo() -> None:
 maintenance.register(app)
 orchestration.register(app)
 research.register(app)
+sim.register(app)
 spot.register(app)
 
 
