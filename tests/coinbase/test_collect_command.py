@@ -39,13 +39,14 @@ def streaming(total_ticks: int, per_burst: int = 20, pause_s: float = 0.01) -> A
     return handler
 
 
-async def test_sigterm_flushes_and_exits_cleanly(doc_server: StartServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_flushes_and_exits_cleanly(doc_server: StartServer, tmp_path: Path, sig: signal.Signals) -> None:
     server = await doc_server(streaming(400))
     proc = await start_collector(server.url, tmp_path, "--seconds", "0")
     db = tmp_path / "kbtc.sqlite"
     await wait_rows(db, 1)
     await asyncio.sleep(1.0)  # all 400 sent by now
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, stderr.decode()
     assert "coinbase: 400 ticks" in stdout.decode()
