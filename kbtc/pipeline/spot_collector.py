@@ -2,8 +2,8 @@
 
 Ticks are buffered by a `BatchWriter` and written every `batch_rows` rows or `batch_delay_s` seconds in one
 short transaction (`INSERT … ON CONFLICT DO NOTHING` on product, source and venue time, the statement of
-`kbtc.db.store.upsert`): a kill -9 loses at
-most the unflushed batch, and a restart, a replayed tape or an overlapping session never duplicates a row.
+`kbtc.db.store.upsert`): a kill -9 loses at most the unflushed batch, and a restart, a replayed tape or an
+overlapping session never duplicates a row.
 Every received frame goes to the tape (`<DATA_DIR>/tape/coinbase/…`) before it is parsed, so whatever the
 parser made of it can be re-derived. Feed events are written as they happen (they are rare and they are what
 an operator reads after an incident).
@@ -32,6 +32,7 @@ from kbtc.venues.coinbase.ws import FEED_NAME, CoinbaseFeed, FeedConfig, FeedSta
 from kbtc.venues.records import FeedEventRecord, RejectRecord
 
 _log = get_logger(__name__)
+
 
 def write_ticks(engine: Engine, ticks: Sequence[SpotTick]) -> int:
     """Insert ticks in one transaction, ignoring ones already stored (same product, source, venue time).

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -41,13 +39,14 @@ def streaming(total_ticks: int, per_burst: int = 20, pause_s: float = 0.01) -> A
     return handler
 
 
-async def test_sigterm_flushes_and_exits_cleanly(doc_server: StartServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_flushes_and_exits_cleanly(doc_server: StartServer, tmp_path: Path, sig: signal.Signals) -> None:
     server = await doc_server(streaming(400))
     proc = await start_collector(server.url, tmp_path, "--seconds", "0")
     db = tmp_path / "kbtc.sqlite"
     await wait_rows(db, 1)
     await asyncio.sleep(1.0)  # all 400 sent by now
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, stderr.decode()
     assert "coinbase: 400 ticks" in stdout.decode()
@@ -82,15 +81,16 @@ async def test_kill_9_mid_batch_then_restart_without_duplicates(doc_server: Star
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-async def test_kalshi_not_available_yet(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kbtc.cli", "collect", "--kalshi", "--seconds", "1",
-        env={**os.environ, "DB_PATH": str(tmp_path / "k.sqlite"), "LOG_PATH": str(tmp_path / "app.jsonl")},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await proc.communicate()
-    assert proc.returncode == 2
-    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+def test_kalshi_not_available_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from kbtc.cli import app
+
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "k.sqlite"))
+    monkeypatch.setenv("LOG_PATH", str(tmp_path / "app.jsonl"))
+    result = CliRunner().invoke(app, ["collect", "--kalshi", "--seconds", "1"], terminal_width=200)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "Kalshi collector is not available yet" in lines[0]
     assert not (tmp_path / "k.sqlite").exists()
 
