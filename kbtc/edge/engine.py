@@ -182,6 +182,11 @@ def compute_edges(
         .join(quotes.lazy(), on=["asof_ts", "market_ticker"], how="left")
         .join(off_grid.lazy(), on=["asof_ts", "market_ticker"], how="left")
         .with_columns(
+            # One book: a YES bid is a NO ask at 100 − price and vice versa (fills a side the quote lacks).
+            pl.coalesce("yes_bid_cents", 100.0 - pl.col("no_ask_cents")).alias("yes_bid_cents"),
+            pl.coalesce("yes_ask_cents", 100.0 - pl.col("no_bid_cents")).alias("yes_ask_cents"),
+        )
+        .with_columns(
             pl.col("off_grid").fill_null(False),
             (pl.col("spot_usd") + basis).alias("model_spot_usd"),
             ((pl.col("close_ts") - pl.col("asof_ts")) / 1000.0).alias("time_to_close_s"),
