@@ -222,11 +222,14 @@ def compute_edges(
     priced = price(staged, params)
     sigma_ok = pl.col("sigma_annual").is_finite() & (pl.col("sigma_annual") >= 0)
     in_window = pl.col("spot_ts") > pl.col("close_ts") - window_ms
+    prints_missing = (
+        in_window & pl.col("fixed_sum_usd").is_null() if params.settlement == "average" else pl.lit(False)
+    )
     pending = pl.col("skip_reason").is_null()
     after = priced.with_columns(
         pl.when(pending & ~sigma_ok.fill_null(False))
         .then(pl.lit("sigma_not_ready"))
-        .when(pending & (params.settlement == "average") & in_window & pl.col("fixed_sum_usd").is_null())
+        .when(pending & prints_missing)
         .then(pl.lit("window_prints_missing"))
         .when(pending & (pl.col("p_model_raw").is_null() | (pl.col("ev_yes_dollars").is_null()
                                                           & pl.col("ev_no_dollars").is_null())))
