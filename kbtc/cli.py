@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import edges, maintenance, orchestration, research
+from kbtc.commands import edges, kalshi, maintenance, orchestration, research, scoring, sim, spot
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -123,9 +123,13 @@ def demo() -> None:
 
 
 edges.register(app)
+kalshi.register(app)
 maintenance.register(app)
 orchestration.register(app)
 research.register(app)
+scoring.register(app)
+sim.register(app)
+spot.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,166 @@
+"""Kalshi steps as commands: refresh-markets, poll-quotes, refresh-settlements, scan-markets, collect-kalshi."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.table import Table
+
+from kbtc.commands.common import console, fail, setup
+from kbtc.config import Settings
+
+T = TypeVar("T")
+SeriesOption = Annotated[
+    list[str] | None, typer.Option("--series", help="Series ticker (repeatable; default KALSHI_SERIES).")
+]
+
+
+def _run(settings: Settings, step: Callable[..., Awaitable[T]], **kwargs: object) -> T:
+    """Run an async step with a REST client and an engine, turning fatal venue errors into one line."""
+    from kbtc.db.engine import make_engine
+    from kbtc.venues.kalshi.errors import KalshiFatalError
+    from kbtc.venues.kalshi.rest import rest_client_from_settings
+
+    async def go() -> T:
+        async with rest_client_from_settings(settings) as client:
+            return await step(engine, client, **kwargs)
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        return asyncio.run(go())
+    except KalshiFatalError as exc:
+        raise fail(str(exc), code=1) from None
+    finally:
+        engine.dispose()
+
+
+def refresh_markets_command(
+    status: Annotated[str | None, typer.Option(help="open, unopened, paused, closed, settled or all.")] = None,
+    series: SeriesOption = None,
+) -> None:
+    """Refresh series → events → markets (strikes, times, fees, status); demote markets that vanished."""
+    from kbtc.pipeline.kalshi_catalog import refresh_markets
+
+    settings = setup()
+    chosen = settings.kalshi_market_status if status is None else status
+    summary = _run(settings, refresh_markets, series=series or list(settings.kalshi_series),
+                   status=None if chosen == "all" else chosen)
+    table = Table("series", "events", "markets", "rejects", "demoted", "unpriced", "error", title="refresh-markets")
+    for s in summary.series:
+        unpriced = ", ".join(f"{k}={v}" for k, v in sorted(s.skip_reasons.items()))
+        table.add_row(s.series_ticker, str(s.events), str(s.markets), str(s.rejects), str(s.demoted),
+                      unpriced, s.error or "")
+    console.print(table)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def poll_quotes_command(
+    seconds: Annotated[float, typer.Option(help="How long to poll.")] = 60.0,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 5.0,
+    status: Annotated[str | None, typer.Option(help="Venue status of the tracked markets (e.g. active).")] = None,
+    max_horizon_seconds: Annotated[float | None, typer.Option(help="Only markets closing within this.")] = None,
+    series: SeriesOption = None,
+) -> None:
+    """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets."""
+    from kbtc.pipeline.poll_quotes import poll_quotes
+
+    settings = setup()
+    summary = _run(settings, poll_quotes, series=series or list(settings.kalshi_series), seconds=seconds,
+                   interval_s=interval, status=status, max_horizon_s=max_horizon_seconds)
+    console.print(f"markets={summary.markets} polls={summary.polls} quotes={summary.quotes} "
+                  f"rejects={summary.rejects} failures={summary.failures}")
+    if summary.markets == 0:
+        console.print("no tracked markets match (run refresh-markets first?)")
+        raise typer.Exit(1)
+
+
+def refresh_settlements_command(
+    status: Annotated[str, typer.Option(help="resolved, settled or all.")] = "resolved",
+    since_seconds: Annotated[float, typer.Option(help="Window of settlement times.")] = 604_800,
+    force: Annotated[bool, typer.Option(help="Overwrite a stored result that disagrees.")] = False,
+    series: SeriesOption = None,
+) -> None:
+    """Store results, expiration values and settlement values of settled markets (REST + lifecycle events)."""
+    from kbtc.pipeline.settlements import STATUS_CHOICES, refresh_settlements
+
+    if status not in STATUS_CHOICES:
+        raise fail(f"--status must be one of {', '.join(STATUS_CHOICES)}")
+    settings = setup()
+    summary = _run(settings, refresh_settlements, series=series or list(settings.kalshi_series), status=status,
+                   since_seconds=since_seconds, force=force)
+    console.print(f"fetched={summary.fetched} with_result={summary.with_result} created={summary.created} "
+                  f"conflicts={summary.conflicts} rejects={summary.rejects} "
+                  f"lifecycle_applied={summary.lifecycle_applied} failed_series={summary.failed_series}")
+    if summary.failed_series:
+        raise typer.Exit(1)
+
+
+def scan_markets_command(
+    status: Annotated[str | None, typer.Option(help="Market status filter (default: any).")] = None,
+    series: SeriesOption = None,
+) -> None:
+    """Print what each configured series lists now (no database writes)."""
+    from kbtc.pipeline.kalshi_catalog import SeriesScan, scan_markets
+    from kbtc.venues.kalshi.errors import KalshiFatalError
+    from kbtc.venues.kalshi.rest import rest_client_from_settings
+
+    settings = setup()
+
+    async def go() -> list[SeriesScan]:
+        async with rest_client_from_settings(settings) as client:
+            return await scan_markets(client, series or list(settings.kalshi_series), status=status)
+
+    try:
+        scans = asyncio.run(go())
+    except KalshiFatalError as exc:
+        raise fail(str(exc), code=1) from None
+    table = Table("series", "markets", "by status", "samples", "error", title="scan-markets")
+    empty = False
+    for scan in scans:
+        by_status = ", ".join(f"{k}={v}" for k, v in sorted(scan.by_status.items()))
+        table.add_row(scan.series_ticker, str(scan.markets), by_status, " ".join(scan.samples), scan.error or "")
+        empty = empty or scan.markets == 0
+    console.print(table)
+    if empty:
+        raise typer.Exit(1)
+
+
+def collect_kalshi_command(
+    seconds: Annotated[float | None, typer.Option(help="Session length (default COLLECTOR_SECONDS).")] = None,
+    market: Annotated[list[str] | None, typer.Option("--market", help="Market ticker (repeatable).")] = None,
+    cfbenchmarks: Annotated[bool, typer.Option(help="Also store BRTI from cfbenchmarks_value (entitled key).")] = False,
+) -> None:
+    """Stream ticker, order books, trades and lifecycle events over the WebSocket into the database."""
+    from kbtc.db.engine import make_engine
+    from kbtc.pipeline.kalshi_collector import collect_kalshi
+    from kbtc.venues.kalshi.errors import KalshiFatalError
+    from kbtc.venues.kalshi.ws import StreamSettings
+
+    settings = setup()
+    engine = make_engine(settings.sqlalchemy_url)
+    stream = StreamSettings(index_ids=("BRTI",) if cfbenchmarks else ())
+    try:
+        summary = asyncio.run(collect_kalshi(
+            settings, engine, settings.collector_seconds if seconds is None else seconds,
+            markets=market or None, stream_settings=stream,
+        ))
+    except KalshiFatalError as exc:
+        raise fail(str(exc), code=1) from None
+    finally:
+        engine.dispose()
+    console.print(f"markets={summary.markets} frames={summary.frames} quotes={summary.quotes} books={summary.books} "
+                  f"trades={summary.trades} lifecycle={summary.lifecycle} index={summary.index_prices} "
+                  f"feed_events={summary.feed_events} rejects={summary.rejects} connects={summary.connects}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the Kalshi commands to the `kbtc` app."""
+    app.command("refresh-markets")(refresh_markets_command)
+    app.command("poll-quotes")(poll_quotes_command)
+    app.command("refresh-settlements")(refresh_settlements_command)
+    app.command("scan-markets")(scan_markets_command)
+    app.command("collect-kalshi")(collect_kalshi_command)
