@@ -93,29 +93,35 @@ def reference_tick(url: str, path: Path, asof: int, settings: EdgeSettings) -> N
     conn.close()
 
 
-def _median_time(run: Callable[[int], object], asofs: list[int]) -> float:
+def _times(run: Callable[[int], object], asofs: list[int]) -> list[float]:
     run(asofs[0])  # warm-up
     times = []
     for asof in asofs[1:]:
         start = time.perf_counter()
         run(asof)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def bench_ticks(tmp: Path) -> None:
-    """(b) a live tick of 500 markets; (c) 10k markets per tick — ours vs the reference, same databases."""
-    for markets, repeats, name in ((500, 15, "live_tick_500_markets_ms"), (10_000, 5, "tick_10k_markets_per_s")):
+    """(b) a live tick of 500 markets; (c) 10k markets per tick — ours vs the reference, same databases.
+
+    Prints the median (the target's statistic) and the best tick (less sensitive to a shared machine's load).
+    """
+    for markets, repeats in ((500, 15), (10_000, 5)):
         path = tmp / f"edges_{markets}.sqlite"
         url = seed(path, markets)
         engine = make_engine(url)
         settings = EdgeSettings()
         asofs = [ASOF + 1_000 * i for i in range(repeats + 1)]
-        ours = _median_time(lambda t, e=engine, s=settings: compute_edge_tick(e, t, s), asofs)
+        ours = _times(lambda t, e=engine, s=settings: compute_edge_tick(e, t, s), asofs)
         engine.dispose()
         ref_asofs = [ASOF + 500 + 1_000 * i for i in range(repeats + 1)]
-        reference = _median_time(lambda t, u=url, p=path, s=settings: reference_tick(u, p, t, s), ref_asofs)
-        if markets == 500:
-            print(bench_line(name, ours * 1000, "ms", reference * 1000, higher_is_better=False))
-        else:
-            print(bench_line(name, markets / ours, "markets/s", markets / reference))
+        reference = _times(lambda t, u=url, p=path, s=settings: reference_tick(u, p, t, s), ref_asofs)
+        for stat, pick in (("", statistics.median), ("_best", min)):
+            if markets == 500:
+                print(bench_line(f"live_tick_500_markets{stat}_ms", pick(ours) * 1000, "ms", pick(reference) * 1000,
+                                 higher_is_better=False))
+            else:
+                print(bench_line(f"tick_10k_markets{stat}_per_s", markets / pick(ours), "markets/s",
+                                 markets / pick(reference)))

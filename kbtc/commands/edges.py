@@ -97,6 +97,7 @@ def price_command(
     output: Annotated[Path, typer.Option(help="Output file (.csv or .parquet).")],
     settlement: Annotated[str, typer.Option(help="average or point.")] = "average",
     contracts: Annotated[float, typer.Option(help="Default order size for rows without `contracts`.")] = 1.0,
+    fee_rounding: Annotated[str, typer.Option(help="cent (per order) or ten_thousandth ($0.0001).")] = "cent",
 ) -> None:
     """Price rows of (spot, sigma, strike_type, floor_strike, cap_strike, seconds_to_close, yes_bid, yes_ask).
 
@@ -109,9 +110,11 @@ def price_command(
 
     if settlement not in ("average", "point"):
         raise fail(f"--settlement must be average or point, got {settlement!r}")
+    if fee_rounding not in ("cent", "ten_thousandth"):
+        raise fail(f"--fee-rounding must be cent or ten_thousandth, got {fee_rounding!r}")
     suffix = input_path.suffix.lower()
     rows = pl.read_parquet(input_path) if suffix == ".parquet" else pl.read_csv(input_path, infer_schema_length=None)
-    params = EdgeParams(settlement=settlement, contracts=contracts)  # type: ignore[arg-type]
+    params = EdgeParams(settlement=settlement, contracts=contracts, fee_rounding=fee_rounding)  # type: ignore[arg-type]
     try:
         priced = price_rows(rows, params)
     except BatchInputError as exc:

@@ -182,6 +182,11 @@ def compute_edges(
         .join(quotes.lazy(), on=["asof_ts", "market_ticker"], how="left")
         .join(off_grid.lazy(), on=["asof_ts", "market_ticker"], how="left")
         .with_columns(
+            # One book: a YES bid is a NO ask at 100 − price and vice versa (fills a side the quote lacks).
+            pl.coalesce("yes_bid_cents", 100.0 - pl.col("no_ask_cents")).alias("yes_bid_cents"),
+            pl.coalesce("yes_ask_cents", 100.0 - pl.col("no_bid_cents")).alias("yes_ask_cents"),
+        )
+        .with_columns(
             pl.col("off_grid").fill_null(False),
             (pl.col("spot_usd") + basis).alias("model_spot_usd"),
             ((pl.col("close_ts") - pl.col("asof_ts")) / 1000.0).alias("time_to_close_s"),
@@ -217,11 +222,14 @@ def compute_edges(
     priced = price(staged, params)
     sigma_ok = pl.col("sigma_annual").is_finite() & (pl.col("sigma_annual") >= 0)
     in_window = pl.col("spot_ts") > pl.col("close_ts") - window_ms
+    prints_missing = (
+        in_window & pl.col("fixed_sum_usd").is_null() if params.settlement == "average" else pl.lit(False)
+    )
     pending = pl.col("skip_reason").is_null()
     after = priced.with_columns(
         pl.when(pending & ~sigma_ok.fill_null(False))
         .then(pl.lit("sigma_not_ready"))
-        .when(pending & (params.settlement == "average") & in_window & pl.col("fixed_sum_usd").is_null())
+        .when(pending & prints_missing)
         .then(pl.lit("window_prints_missing"))
         .when(pending & (pl.col("p_model_raw").is_null() | (pl.col("ev_yes_dollars").is_null()
                                                           & pl.col("ev_no_dollars").is_null())))

@@ -30,7 +30,6 @@ from kbtc.edge.params import FeeRounding
 
 FeeRole = Literal["taker", "maker"]
 QUADRATIC_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees")
-FEE_TYPES = (*QUADRATIC_TYPES, "flat")
 # a·c ≤ 7·μ·max p(10⁴ − p)·c = 7·2.5·10⁷·μ·c must stay below 2⁶⁴ − 1 ≈ 1.845e19 (with margin for the guard).
 _MAX_MU_C = 1.8e19 / (7 * 25_000_000)
 

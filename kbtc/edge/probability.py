@@ -66,8 +66,8 @@ def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: floa
 
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
 _GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
-_TEMPS = ("_gt", "_lt", "_bt", "_incl", "_x", "_k_lo", "_k_hi", "_d_hi", "_sgn", "_a", "_b", "_scale", "_shift",
-          "_vdiff")
+_TEMPS = ("_gt", "_lt", "_bt", "_incl", "_x", "_k_lo", "_k_hi", "_w", "_z_hi", "_sgn", "_a", "_b", "_scale",
+          "_shift", "_vdiff")
 
 
 def with_probability(
@@ -115,13 +115,10 @@ def with_probability(
             .alias("_shift"),
             diffusion.fill_null(0.0).alias("_vdiff"),
         )
+        # A strike the type does not use is computed but never read (less ignores `_a`, greater `_b`).
         staged = staged.with_columns(
-            pl.when(less).then(None).otherwise(pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias(
-                "_k_lo"
-            ),
-            pl.when(greater).then(None).otherwise(pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias(
-                "_k_hi"
-            ),
+            (pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
+            (pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
             (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
         )
         in_window_without_prints = (pl.col("prints_left") < n) & pl.col("fixed_sum_usd").is_null()
@@ -129,8 +126,8 @@ def with_probability(
         staged = staged.with_columns(
             pl.lit(None, pl.Float64).alias("prints_left"),
             pl.col("model_spot_usd").alias("_x"),
-            pl.when(less).then(None).otherwise(pl.col("floor_strike")).alias("_k_lo"),
-            pl.when(greater).then(None).otherwise(pl.col("cap_strike")).alias("_k_hi"),
+            pl.col("floor_strike").alias("_k_lo"),
+            pl.col("cap_strike").alias("_k_hi"),
             (var_per_s * pl.max_horizontal(t, 0.0) + (basis_std / pl.col("model_spot_usd")) ** 2).alias(
                 "model_var"
             ),
@@ -139,17 +136,19 @@ def with_probability(
 
     x, v = pl.col("_x"), pl.col("model_var")
     k_lo, k_hi = pl.col("_k_lo"), pl.col("_k_hi")
-    sqrt_v = v.sqrt()
-    d_lo = ((x / k_lo).log() - 0.5 * v) / sqrt_v
-    d_hi = ((x / k_hi).log() - 0.5 * v) / sqrt_v
+    # z = d/√2 = (ln(x/K) − v/2)·w with w = 1/√(2v), so Φ(±d) = ½·erfc(∓z).
+    staged = staged.with_columns((_INV_SQRT2 / v.sqrt()).alias("_w"))
+    w = pl.col("_w")
+    z_lo = ((x / k_lo).log() - 0.5 * v) * w
+    z_hi = ((x / k_hi).log() - 0.5 * v) * w
     # Φ(y) = ½·erfc(−y/√2) keeps full relative precision in both tails. A bucket whose strikes both lie below
     # the centre (d_hi > 0) is computed from the lower tails, Φ(−d_hi) − Φ(−d_lo), both small: no cancellation.
-    staged = staged.with_columns(d_hi.alias("_d_hi")).with_columns(
-        # fill_nan: Polars orders NaN above every number; a tie at the cap (d = NaN) is not "below the centre".
-        pl.when(less | (_BT & (pl.col("_d_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
+    staged = staged.with_columns(z_hi.alias("_z_hi")).with_columns(
+        # fill_nan: Polars orders NaN above every number; a tie at the cap (z = NaN) is not "below the centre".
+        pl.when(less | (_BT & (pl.col("_z_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
     )
     sgn = pl.col("_sgn")
-    # With v = 0 (outcome decided) d = ±∞ and Φ gives the indicator; at a tie x = K, d = 0/0 = NaN and the
+    # With v = 0 (outcome decided) z = ±∞ and Φ gives the indicator; at a tie x = K, z = 0·∞ = NaN and the
     # strike type's own inequality decides. `a` is P(above floor) (or below, when sgn = +1), `b` P(above cap)
     # (or below): a tie counts for `a` when the floor is inclusive, for `b` when "below cap" is inclusive.
     if mode == "average":
@@ -157,12 +156,14 @@ def with_probability(
         tie_b = _INCL.cast(pl.Float64)  # ≤ cap: less_or_equal (a between's "above cap" is strict)
     else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
         tie_a = tie_b = pl.lit(1.0)
+    # K ≤ 0 is always exceeded (ln(S/K) undefined) — model_math.md §1.1: Φ(d) = 1, Φ(−d) = 0.
+    exceeded = (sgn < 0).cast(pl.Float64)
     staged = staged.with_columns(
-        # K ≤ 0 is always exceeded (ln(S/K) undefined) — model_math.md §1.1: Φ(d) = 1, Φ(−d) = 0.
-        pl.when(k_lo <= 0).then(pl.when(sgn < 0).then(1.0).otherwise(0.0))
-        .otherwise((0.5 * (sgn * d_lo * _INV_SQRT2).erfc()).fill_nan(tie_a)).alias("_a"),
-        pl.when(k_hi <= 0).then(pl.when(sgn < 0).then(1.0).otherwise(0.0))
-        .otherwise((0.5 * (sgn * pl.col("_d_hi") * _INV_SQRT2).erfc()).fill_nan(tie_b)).alias("_b"),
+        pl.when(k_lo <= 0).then(exceeded).otherwise((0.5 * (sgn * z_lo).erfc()).fill_nan(tie_a)).alias("_a"),
+        pl.when(k_hi <= 0)
+        .then(exceeded)
+        .otherwise((0.5 * (sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b))
+        .alias("_b"),
     )
     a, b = pl.col("_a"), pl.col("_b")
     smooth = pl.when(greater).then(a).when(less).then(b).otherwise(sgn * (b - a)).clip(0.0, 1.0)

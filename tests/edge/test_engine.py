@@ -248,3 +248,12 @@ def test_replay_inputs_never_look_ahead() -> None:
     state = market_state(spot, [A - 1, A, A - 5_000], vol([A - 1, A, A - 5_000]))
     assert state.sort("asof_ts").select("asof_ts", "spot_usd", "spot_ts").rows() == [
         (A - 5_000, None, None), (A - 1, 1.0, A - 2_000), (A, 2.0, A)]
+
+
+def test_a_quote_with_only_no_prices_is_mirrored_to_yes() -> None:
+    quotes = pl.DataFrame({"asof_ts": [A], "market_ticker": ["OK-1"], "quote_ts": [A - 1_000],
+                           "no_bid_cents": [52.0], "no_ask_cents": [55.0]})
+    state = market_state(spot_ticks(), [A], vol([A]))
+    row = compute_edges(pl.DataFrame([market("OK-1")]), quotes, state).row(0, named=True)
+    assert (row["yes_bid_cents"], row["yes_ask_cents"]) == (45.0, 48.0)
+    assert row["skip_reason"] is None and row["yes_ask_used_cents"] == 48.0 and row["no_ask_used_cents"] == 55.0

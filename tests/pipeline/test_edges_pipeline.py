@@ -116,6 +116,10 @@ def test_commands(engine: Engine, migrated_url: str, monkeypatch: pytest.MonkeyP
     priced = pl.read_parquet(out)
     assert priced.height == 2 and priced["skip_reason"].to_list() == [None, None]
     assert priced["fee_yes_dollars"][0] == 0.18  # ⌈0.07·10·0.47·0.53⌉ = 18 ¢
+    fine = tmp_path / "fine.csv"
+    result = runner.invoke(app, ["price", "--input", str(rows), "--output", str(fine), "--fee-rounding", "ten_thousandth"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(fine)["fee_yes_dollars"][0] == 0.1744  # 0.07·10·0.47·0.53 = 0.17437 → up to $0.0001
     bad = tmp_path / "bad.csv"
     pl.DataFrame({"spot": [1.0]}).write_csv(bad)
     result = runner.invoke(app, ["price", "--input", str(bad), "--output", str(tmp_path / "x.csv")])
