@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, cast
 
-import httpx
 from prefect import Task
 from prefect.client.schemas.objects import State, TaskRun
 from pydantic import SecretStr
 
 from kbtc.config import Settings, load_settings
 from kbtc.log import redactor
+from kbtc.transient import is_transient
 
-TRANSIENT_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Task retries: 3 attempts after the first, 2 s → 8 s → 30 s, each ±50 % jitter.
 RETRY_DELAYS_S = [2, 8, 30]
 RETRY_JITTER = 0.5
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: timeouts, dropped connections, 429/5xx, a locked database.
-
-    Venue errors say so themselves with a boolean `transient` attribute; bad input never retries.
-    """
-    flagged = getattr(exc, "transient", None)
-    if isinstance(flagged, bool):
-        return flagged
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code in TRANSIENT_HTTP_STATUS
-    if isinstance(exc, (httpx.TimeoutException, httpx.TransportError, TimeoutError, ConnectionError)):
-        return True
-    if isinstance(exc, sqlite3.OperationalError) or type(exc).__name__ == "OperationalError":
-        return "locked" in str(exc) or "busy" in str(exc)
-    return False
 
 
 def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

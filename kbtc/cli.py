@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import kalshi, maintenance, research
+from kbtc.commands import edges, kalshi, maintenance, orchestration, research, scoring, sim, spot
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -122,9 +122,14 @@ def demo() -> None:
     console.print(database_status(settings))
 
 
-maintenance.register(app)
+edges.register(app)
 kalshi.register(app)
+maintenance.register(app)
+orchestration.register(app)
 research.register(app)
+scoring.register(app)
+sim.register(app)
+spot.register(app)
 
 
 def main() -> None:

@@ -29,6 +29,9 @@ KALSHI_URLS: dict[str, tuple[str, str]] = {
     ),
 }
 COINBASE_REST_URL_DEFAULT = "https://api.coinbase.com"
+# The legacy Exchange feed and REST root (reference/coinbase_api.md §2, §3.2), selected by COINBASE_SOURCE=exchange.
+COINBASE_EXCHANGE_WS_URL_DEFAULT = "wss://ws-feed.exchange.coinbase.com"
+COINBASE_EXCHANGE_REST_URL_DEFAULT = "https://api.exchange.coinbase.com"
 DEFAULT_SERIES = ("KXBTC", "KXBTCD", "KXBTC15M")
 
 CsvList = Annotated[tuple[str, ...], NoDecode]
@@ -83,6 +86,14 @@ class Settings(BaseSettings):
     coinbase_rest_url: str = COINBASE_REST_URL_DEFAULT
     coinbase_product_id: str = "BTC-USD"
     coinbase_stale_seconds: float = Field(default=10.0, gt=0)
+    # advanced: Advanced Trade WS + public candles (COINBASE_WS_URL, COINBASE_REST_URL);
+    # exchange: the legacy Exchange feed + Exchange candles (COINBASE_EXCHANGE_WS_URL, COINBASE_EXCHANGE_REST_URL).
+    coinbase_source: Literal["advanced", "exchange"] = "advanced"
+    coinbase_exchange_ws_url: str = COINBASE_EXCHANGE_WS_URL_DEFAULT
+    coinbase_exchange_rest_url: str = COINBASE_EXCHANGE_REST_URL_DEFAULT
+    # Heartbeats arrive every second (§1.5): this long without one means the socket is dead.
+    coinbase_heartbeat_timeout_seconds: float = Field(default=5.0, gt=0)
+    coinbase_market_trades: bool = False
 
     # Collectors
     collector_seconds: float = Field(default=60.0, ge=0)
@@ -97,6 +108,11 @@ class Settings(BaseSettings):
     @field_validator("kalshi_env", mode="before")
     @classmethod
     def _lower_env(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("coinbase_source", mode="before")
+    @classmethod
+    def _lower_source(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
@@ -118,6 +134,11 @@ class Settings(BaseSettings):
     def kalshi_ws_url(self) -> str:
         """WebSocket URL: the override, else the default for `KALSHI_ENV`."""
         return self.kalshi_ws_url_override or KALSHI_URLS[self.kalshi_env][1]
+
+    @property
+    def coinbase_feed_ws_url(self) -> str:
+        """The WebSocket URL of the selected `COINBASE_SOURCE`."""
+        return self.coinbase_exchange_ws_url if self.coinbase_source == "exchange" else self.coinbase_ws_url
 
     @cached_property
     def sqlalchemy_url(self) -> str:

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
-from kbtc.db.store import latest_quotes, read_frame
+from kbtc.db.store import read_frame
 
 MARKET_COLUMNS = """
     market_ticker, event_ticker, series_ticker, status, strike_type, floor_strike, cap_strike,
@@ -71,6 +71,26 @@ class EdgeInputs:
     settled_references: pl.DataFrame
 
 
+def _read_typed(
+    conn: Connection | Engine, sql: str, params: dict[str, object], schema: dict[str, pl.DataType | type[pl.DataType]]
+) -> pl.DataFrame:
+    """Run `sql` (selecting exactly `schema`'s columns, in order) into a typed frame, column-wise.
+
+    Building the frame from columns with a known schema skips per-row type inference: this is the edge tick's
+    hot read (10k markets and their quotes per tick).
+    """
+    if isinstance(conn, Engine):
+        with conn.connect() as connection:
+            return _read_typed(connection, sql, params, schema)
+    rows = conn.execute(text(sql), params).fetchall()
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    return pl.DataFrame(
+        {name: pl.Series(name, list(values), dtype=dtype, strict=False) for (name, dtype), values in
+         zip(schema.items(), columns, strict=True)},
+        schema=schema,
+    )
+
+
 def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
     columns = [
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
@@ -79,23 +99,106 @@ def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType
     return frame.select(columns)
 
 
+def _market_filter(series: Sequence[str], asof_ts: int, expired_tolerance_ms: int) -> tuple[str, dict[str, object]]:
+    names = [f"s{i}" for i in range(len(series))]
+    params: dict[str, object] = dict(zip(names, series, strict=True))
+    params["earliest_close"] = asof_ts - expired_tolerance_ms
+    where = f"""
+        m.series_ticker IN ({", ".join(":" + n for n in names)})
+        AND m.catalog_status = 'listed'
+        AND (m.close_ts IS NULL OR m.close_ts >= :earliest_close)
+    """
+    return where, params
+
+
 def load_markets(
     conn: Connection | Engine, asof_ts: int, series: Sequence[str], *, expired_tolerance_ms: int = 5_000
 ) -> pl.DataFrame:
     """Listed markets of the tracked series that have not closed before `asof − tolerance` (or lack a close)."""
     if not series:
         return _typed(pl.DataFrame(), _MARKET_SCHEMA)
-    names = [f"s{i}" for i in range(len(series))]
-    params: dict[str, object] = dict(zip(names, series, strict=True))
-    params["earliest_close"] = asof_ts - expired_tolerance_ms
+    where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
+    columns = ", ".join("m." + c.strip() for c in MARKET_COLUMNS.split(","))
+    sql = f"SELECT {columns} FROM markets m WHERE {where} ORDER BY m.market_ticker"  # noqa: S608 — placeholders only
+    return _read_typed(conn, sql, params, _MARKET_SCHEMA)
+
+
+def load_latest_quotes(
+    conn: Connection | Engine,
+    asof_ts: int,
+    series: Sequence[str],
+    *,
+    max_age_ms: int,
+    expired_tolerance_ms: int = 5_000,
+) -> pl.DataFrame:
+    """The newest quote in [asof − max_age, asof] of every market `load_markets` returns (no look-ahead).
+
+    Driven from the market list: one index seek per market on the quotes' (market_ticker, quote_ts) key, so
+    the cost follows the number of markets, not the number of quotes in the window. Ties on `quote_ts` go to
+    the latest received, then the source name (as kbtc.db.store.latest_quotes).
+    """
+    if not series:
+        return _typed(pl.DataFrame(), _QUOTE_SCHEMA)
+    where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
+    params.update({"asof": asof_ts, "start": asof_ts - max_age_ms})
+    columns = ", ".join(f"q.{name}" for name in _QUOTE_SCHEMA)
     sql = f"""
-        SELECT {MARKET_COLUMNS} FROM markets
-        WHERE series_ticker IN ({", ".join(":" + n for n in names)})
-          AND catalog_status = 'listed'
-          AND (close_ts IS NULL OR close_ts >= :earliest_close)
-        ORDER BY market_ticker
+        SELECT {columns} FROM markets m
+        JOIN quotes q ON q.id = (
+            SELECT q2.id FROM quotes q2
+            WHERE q2.market_ticker = m.market_ticker AND q2.quote_ts <= :asof AND q2.quote_ts >= :start
+            ORDER BY q2.quote_ts DESC, q2.received_ts DESC, q2.source DESC
+            LIMIT 1
+        )
+        WHERE {where}
+        ORDER BY m.market_ticker
     """  # noqa: S608 — generated placeholder names only; values are bound
-    return _typed(read_frame(conn, sql, params), _MARKET_SCHEMA)
+    return _read_typed(conn, sql, params, _QUOTE_SCHEMA)
+
+
+def load_latest_books(
+    conn: Connection | Engine,
+    asof_ts: int,
+    series: Sequence[str],
+    *,
+    max_age_ms: int,
+    expired_tolerance_ms: int = 5_000,
+) -> pl.DataFrame:
+    """The newest order book in [asof − max_age, asof] of each market `load_markets` returns, as bid levels.
+
+    Returns market_ticker, side (`yes`/`no`: whose bids), price_cents, size — one row per level, from the
+    stored ladders (`[[price_cents, size], ...]`).
+    """
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "market_ticker": pl.String, "side": pl.String, "price_cents": pl.Float64, "size": pl.Float64,
+    }
+    if not series:
+        return pl.DataFrame(schema=schema)
+    where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
+    params.update({"asof": asof_ts, "start": asof_ts - max_age_ms})
+    sql = f"""
+        SELECT b.market_ticker, b.yes_bids_json, b.no_bids_json FROM markets m
+        JOIN orderbook_snapshots b ON b.id = (
+            SELECT b2.id FROM orderbook_snapshots b2
+            WHERE b2.market_ticker = m.market_ticker AND b2.book_ts <= :asof AND b2.book_ts >= :start
+            ORDER BY b2.book_ts DESC, b2.received_ts DESC, b2.source DESC
+            LIMIT 1
+        )
+        WHERE {where}
+    """  # noqa: S608 — generated placeholder names only; values are bound
+    raw = _read_typed(conn, sql, params, {"market_ticker": pl.String, "yes_bids_json": pl.String,
+                                          "no_bids_json": pl.String})
+    ladder = pl.List(pl.List(pl.Float64))
+    levels = [
+        raw.select("market_ticker", pl.lit(side).alias("side"), pl.col(f"{side}_bids_json").str.json_decode(ladder)
+                   .alias("level"))
+        .explode("level")
+        .filter(pl.col("level").is_not_null())
+        .select("market_ticker", "side", pl.col("level").list.get(0).alias("price_cents"),
+                pl.col("level").list.get(1).alias("size"))
+        for side in ("yes", "no")
+    ]
+    return pl.concat(levels).cast(schema)  # type: ignore[arg-type]
 
 
 def load_spot(conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
@@ -105,8 +208,8 @@ def load_spot(conn: Connection | Engine, product_id: str, asof_ts: int, lookback
         WHERE product_id = :product AND tick_ts >= :start AND tick_ts <= :asof
         ORDER BY tick_ts, venue_time_ns
     """
-    params = {"product": product_id, "start": asof_ts - int(lookback_s * 1000), "asof": asof_ts}
-    return _typed(read_frame(conn, sql, params), _SPOT_SCHEMA)
+    params: dict[str, object] = {"product": product_id, "start": asof_ts - int(lookback_s * 1000), "asof": asof_ts}
+    return _read_typed(conn, sql, params, _SPOT_SCHEMA)
 
 
 def load_index_prints(conn: Connection | Engine, index_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
@@ -166,19 +269,14 @@ def load_edge_inputs(
     """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL)."""
     with engine.connect() as conn, conn.begin():
         markets = load_markets(conn, asof_ts, series)
-        quotes = latest_quotes(
-            conn,
-            asof_ts,
-            max_age_ms=int(quote_max_age_s * 1000),
-            market_tickers=markets["market_ticker"].to_list(),
-        )
+        quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=int(quote_max_age_s * 1000))
         spot = load_spot(conn, product_id, asof_ts, spot_lookback_s)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)
         references = load_settled_references(conn, "KXBTC15M", asof_ts, basis_lookback_s)
     return EdgeInputs(
         asof_ts=asof_ts,
         markets=markets,
-        quotes=_typed(quotes, _QUOTE_SCHEMA),
+        quotes=quotes,
         spot=spot,
         index_prints=index_prints,
         settled_references=references,

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+_CHUNK_LINES = 256
+_json_str = json.encoder.encode_basestring  # JSON string literal, non-ASCII kept (ensure_ascii=False)
+
 
 @dataclass(frozen=True, slots=True)
 class TapeRecord:
@@ -51,6 +54,12 @@ class TapeWriter:
         self._path: Path | None = None
         self._file: gzip.GzipFile | None = None
         self._last_flush = time.monotonic()
+        # The UTC hour [start, end) in ms the open file covers: most frames skip the path computation.
+        self._hour_start_ts = 0
+        self._hour_end_ts = 0
+        # Lines are compressed in chunks (one gzip write per chunk, not per frame); `flush` drains them, so the
+        # crash guarantee is unchanged: what was flushed is readable.
+        self._pending: list[str] = []
 
     @property
     def path(self) -> Path | None:
@@ -60,12 +69,20 @@ class TapeWriter:
     def write(self, raw: str | bytes, received_ts: int, connection_id: str = "") -> None:
         """Append one frame (text or bytes, kept exactly) received at `received_ts` (ms)."""
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        path = tape_path(self.root, self.feed, received_ts, self.writer_id)
-        if path != self._path:
-            self._open(path)
-        assert self._file is not None
-        line = {"received_ts": received_ts, "feed": self.feed, "connection_id": connection_id, "raw": text}
-        self._file.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+        if not self._hour_start_ts <= received_ts < self._hour_end_ts or self._file is None:
+            path = tape_path(self.root, self.feed, received_ts, self.writer_id)
+            if path != self._path or self._file is None:
+                self._open(path)
+            self._hour_start_ts = received_ts - received_ts % 3_600_000
+            self._hour_end_ts = self._hour_start_ts + 3_600_000
+        # The same JSON as json.dumps(..., ensure_ascii=False, separators=(",", ":")), built without the
+        # generic encoder: this runs once per received frame.
+        self._pending.append(
+            f'{{"received_ts":{int(received_ts)},"feed":{_json_str(self.feed)},'
+            f'"connection_id":{_json_str(connection_id)},"raw":{_json_str(text)}}}\n'
+        )
+        if len(self._pending) >= _CHUNK_LINES:
+            self._drain()
         self.frames_written += 1
         now = time.monotonic()
         if now - self._last_flush >= self.flush_interval_s:
@@ -76,14 +93,21 @@ class TapeWriter:
         for raw, received_ts, connection_id in frames:
             self.write(raw, received_ts, connection_id)
 
+    def _drain(self) -> None:
+        if self._pending and self._file is not None:
+            self._file.write("".join(self._pending).encode("utf-8"))
+        self._pending.clear()
+
     def flush(self) -> None:
         """Make everything written so far readable after a crash."""
+        self._drain()
         if self._file is not None:
             self._file.flush()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
         """Flush and close the current file."""
+        self._drain()
         if self._file is not None:
             self._file.close()
         self._file = None

@@ -7,7 +7,8 @@ import sqlite3
 import httpx
 import pytest
 
-from flows.common import is_transient, resolve_settings
+from flows.common import resolve_settings
+from kbtc.transient import is_transient
 from kbtc.log import redactor
 
 

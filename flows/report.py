@@ -1,0 +1,121 @@
+"""Scoring and reporting flows: close the ledger, score settled snapshots, publish the performance report.
+
+Thin wrappers over kbtc.pipeline: every step is also a `kbtc` command (`settle-ledger`, `score-snapshots`,
+`report-model-performance`). Artifacts use fixed keys, so each run adds a version to the same artifact:
+
+- `kbtc-model-performance`                         the whole report as markdown
+- `kbtc-report-<table>` (e.g. `kbtc-report-ledger`) one table artifact per report table
+- `kbtc-plot-reliability`, `kbtc-plot-cumulative-pnl`, `kbtc-plot-brier-by-lead-time`
+                                                   the PNG plots, as `data:` URLs (image artifacts take a URL)
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+
+from flows.common import RETRY_DELAYS_S, RETRY_JITTER, retry_if_transient
+from kbtc.config import load_settings
+from kbtc.db.engine import make_engine
+from kbtc.pipeline.report import PerformanceReport, Scope, build_performance_report
+from kbtc.pipeline.score_snapshots import score_snapshots
+from kbtc.pipeline.settle_ledger import settle_ledger
+
+_RETRY: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS_S),
+    "retry_delay_seconds": RETRY_DELAYS_S,
+    "retry_jitter_factor": RETRY_JITTER,
+    "retry_condition_fn": retry_if_transient,
+}
+
+
+def artifact_key(name: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for a report part."""
+    return name.lower().replace("_", "-")
+
+
+def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows for a table artifact: non-finite floats (NaN, ±inf) become null, which JSON can carry."""
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    cleaned = frame.with_columns(pl.when(pl.col(name).is_finite()).then(pl.col(name)).alias(name) for name in floats)
+    return cleaned.to_dicts()
+
+
+@task(name="settle-ledger", **_RETRY)
+def settle_ledger_task(url: str) -> dict[str, float]:
+    """Close open shadow positions whose market has a result."""
+    engine = make_engine(url)
+    try:
+        run = settle_ledger(engine)
+    finally:
+        engine.dispose()
+    return {"open_before": run.open_before, "settled": run.settled, "pnl_dollars": run.pnl_dollars}
+
+
+@task(name="score-snapshots", **_RETRY)
+def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
+    """Score every settled, unscored snapshot."""
+    engine = make_engine(url)
+    try:
+        run = score_snapshots(engine, now_ts)
+    finally:
+        engine.dispose()
+    return {"candidates": run.candidates, "inserted": run.inserted, "errors": run.errors}
+
+
+@task(name="build-performance-report", **_RETRY)
+def build_report_task(url: str, now_ts: int, since_s: float, scope: Scope, output_dir: Path) -> PerformanceReport:
+    """Build the report and write its markdown and plots."""
+    engine = make_engine(url)
+    try:
+        return build_performance_report(engine, now_ts, since_s=since_s, scope=scope, output_dir=output_dir)
+    finally:
+        engine.dispose()
+
+
+def publish_report(report: PerformanceReport) -> list[str]:
+    """Publish the report's markdown, tables and plots as artifacts; return the keys used."""
+    keys = ["kbtc-model-performance"]
+    create_markdown_artifact(markdown=report.markdown, key=keys[0],
+                             description=f"Model vs market and ledger performance, scope {report.scope}")
+    for name, frame in report.tables.items():
+        key = artifact_key(f"kbtc-report-{name}")
+        create_table_artifact(table=json_rows(frame), key=key, description=name.replace("_", " "))
+        keys.append(key)
+    for name, path in report.plot_paths.items():
+        key = artifact_key(f"kbtc-plot-{name}")
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        create_image_artifact(image_url=f"data:image/png;base64,{encoded}", key=key, description=path.name)
+        keys.append(key)
+    return keys
+
+
+@flow(name="score-and-settle")
+def score_and_settle() -> dict[str, dict[str, Any]]:
+    """Close the ledger for settled markets, then score every settled snapshot (both idempotent)."""
+    settings = load_settings()
+    settled = settle_ledger_task(settings.sqlalchemy_url)
+    scored = score_snapshots_task(settings.sqlalchemy_url, int(time.time() * 1000))
+    get_run_logger().info("settled %s positions; scored %s snapshots", settled["settled"], scored["inserted"])
+    return {"settlement": settled, "scoring": scored}
+
+
+@flow(name="model-performance-report")
+def model_performance_report(since_seconds: float = 604_800.0, scope: Scope = "policy") -> dict[str, Any]:
+    """Settle, score, build the performance report and publish it as artifacts with stable keys."""
+    settings = load_settings()
+    now_ts = int(time.time() * 1000)
+    settled = settle_ledger_task(settings.sqlalchemy_url)
+    scored = score_snapshots_task(settings.sqlalchemy_url, now_ts)
+    report = build_report_task(settings.sqlalchemy_url, now_ts, since_seconds, scope,
+                               settings.data_dir / "reports")
+    keys = publish_report(report)
+    get_run_logger().info("report %s published as %d artifacts", report.markdown_path, len(keys))
+    return {"settlement": settled, "scoring": scored, "markdown_path": str(report.markdown_path),
+            "artifact_keys": keys}

@@ -1,0 +1,14 @@
+"""Pure edge computations: volatility, settlement-index basis, probability, fees, EV — frames in, frames out.
+
+No I/O and no clock anywhere in this package:
+- `volatility`, `basis`: σ and the Coinbase → settlement-index basis at as-of times.
+- `probability`: P(YES) under zero-drift GBM for the 60-second settlement average (or a point).
+- `fees`: exact integer Kalshi fees; `ev`: EV, break-even, Kelly, depth-aware EV.
+- `selection`, `quality`: which markets are priced, and a reason code for every one that is not.
+- `engine.compute_edges`: the whole tick (or replay) in one call; `batch.price_rows`: the what-if API.
+"""
+
+from kbtc.edge.engine import EDGE_COLUMNS, compute_edges, market_state, quotes_asof
+from kbtc.edge.params import MODEL_VERSION, EdgeParams
+
+__all__ = ["EDGE_COLUMNS", "MODEL_VERSION", "EdgeParams", "compute_edges", "market_state", "quotes_asof"]

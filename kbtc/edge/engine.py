@@ -1,0 +1,260 @@
+"""The edge engine: frames in, one edges frame out, for one or many as-of times.
+
+`compute_edges(markets, quotes, state, prints=…)` evaluates every (as-of time, market) pair: it gates the pair
+(`selection`), prices the survivors (`pricing`: probability, fees, EV, Kelly), caps Kelly per event and
+returns every input and output column, with `skip_reason` null exactly for priced rows. The same call serves a
+live tick (one as-of time, ~200 markets) and a replay (many as-of times); nothing here reads a clock or a
+database.
+
+Inputs:
+- `markets`: the catalog (kbtc.pipeline.edge_inputs schema: market_ticker, event_ticker, series_ticker, status,
+  strike_type, floor_strike, cap_strike, open_ts, close_ts, fee_type, fee_multiplier, price_level_structure,
+  price_ranges, …).
+- `quotes`: one row per (asof_ts, market_ticker): the latest quote at or before the as-of time
+  (quote_ts, yes/no bid/ask cents, sizes) — `quotes_asof` builds it from a quote history.
+- `state`: one row per asof_ts: spot_usd, spot_ts, sigma_annual, sigma_status and optionally basis_usd,
+  basis_std_usd, basis_status (`market_state` builds it from spot ticks and the volatility/basis frames).
+- `prints`: spot ticks (ts, price[, best_bid, best_ask]) covering open settlement windows, for the fixed prints.
+- `books` (optional): bid ladders (asof_ts, market_ticker, side, price_cents, size); when given, the EV of the
+  full order size walking the book is added (`depth_*` columns; null without a book).
+
+Time: the probability's horizon runs from the spot's own time (`spot_ts`) to the close — the information is as
+old as the spot — while selection uses the as-of time. Stale spots are gated (`spot_stale`).
+Basis (`basis_usd`, index − spot) is added to spot and to the fixed prints; its standard deviation enters the
+variance (`probability`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import polars as pl
+
+from kbtc.edge.ev import BOOK_KEY, book_asks, cap_event_exposure, depth_ev
+from kbtc.edge.params import MODEL_VERSION, EdgeParams
+from kbtc.edge.pricing import PRICING_OUTPUTS, price
+from kbtc.edge.quality import off_grid_rows, price_grids
+from kbtc.edge.selection import gate, select_band
+from kbtc.edge.window import fixed_window_prints, spot_price
+
+MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "market_ticker": pl.String,
+    "event_ticker": pl.String,
+    "series_ticker": pl.String,
+    "status": pl.String,
+    "strike_type": pl.String,
+    "floor_strike": pl.Float64,
+    "cap_strike": pl.Float64,
+    "open_ts": pl.Int64,
+    "close_ts": pl.Int64,
+    "settlement_ts": pl.Int64,
+    "fee_type": pl.String,
+    "fee_multiplier": pl.Float64,
+    "price_level_structure": pl.String,
+    "price_ranges": pl.String,
+}
+QUOTE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "asof_ts": pl.Int64,
+    "market_ticker": pl.String,
+    "quote_ts": pl.Int64,
+    "yes_bid_cents": pl.Float64,
+    "yes_ask_cents": pl.Float64,
+    "no_bid_cents": pl.Float64,
+    "no_ask_cents": pl.Float64,
+    "yes_bid_size": pl.Float64,
+    "yes_ask_size": pl.Float64,
+}
+STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "asof_ts": pl.Int64,
+    "spot_usd": pl.Float64,
+    "spot_ts": pl.Int64,
+    "sigma_annual": pl.Float64,
+    "sigma_status": pl.String,
+    "basis_usd": pl.Float64,
+    "basis_std_usd": pl.Float64,
+    "basis_status": pl.String,
+}
+EDGE_COLUMNS = (
+    "asof_ts", "market_ticker", "event_ticker", "series_ticker", "status", "strike_type", "floor_strike",
+    "cap_strike", "close_ts", "settlement_ts", "time_to_close_s", "horizon_s", "spot_usd", "spot_ts", "spot_age_s",
+    "basis_usd", "basis_std_usd", "basis_status", "model_spot_usd", "sigma_annual", "sigma_status",
+    "fixed_sum_usd", "distance_pct", "quote_ts", "quote_age_s", "yes_bid_cents", "yes_ask_cents", "no_bid_cents",
+    "no_ask_cents", "yes_bid_size", "yes_ask_size", "p_market", "yes_ask_used_cents", "no_ask_used_cents",
+    "yes_side_reason", "no_side_reason", "fee_type", "fee_multiplier", "contracts", *PRICING_OUTPUTS,
+    "depth_filled_yes", "depth_ev_yes_dollars", "depth_filled_no", "depth_ev_no_dollars", "skip_reason",
+    "model_version",
+)  # fmt: skip
+_PRICED_ONLY = PRICING_OUTPUTS
+# Below this many (as-of, market) pairs the in-memory engine wins (a live tick: its planning is cheaper);
+# above it the streaming engine's morsel-parallel, cache-sized batches do (a replay).
+_STREAMING_FROM_ROWS = 200_000
+
+
+def typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    """`frame` with exactly the columns of `schema`, cast, missing ones null (extra columns dropped)."""
+    return frame.select(
+        (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in schema.items()
+    )
+
+
+def quotes_asof(history: pl.DataFrame, asof_ts: Sequence[int]) -> pl.DataFrame:
+    """The latest quote per market at or before each as-of time (no look-ahead), one row per (asof, market)."""
+    quotes = typed(history, {k: v for k, v in QUOTE_SCHEMA.items() if k != "asof_ts"}).sort("quote_ts")
+    grid = pl.DataFrame({"asof_ts": list(asof_ts)}, schema={"asof_ts": pl.Int64}).join(
+        quotes.select("market_ticker").unique(), how="cross"
+    )
+    joined = grid.sort("asof_ts").join_asof(
+        quotes, left_on="asof_ts", right_on="quote_ts", by="market_ticker", strategy="backward",
+        check_sortedness=False,  # sorted by time within each market above; polars cannot verify with `by`
+    )
+    return typed(joined.filter(pl.col("quote_ts").is_not_null()), QUOTE_SCHEMA)
+
+
+def market_state(
+    spot: pl.DataFrame,
+    asof_ts: Sequence[int],
+    vol: pl.DataFrame | None = None,
+    basis: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per as-of time: the latest spot at or before it, joined with the vol and basis estimates.
+
+    `vol` has asof_ts, sigma_annual, sigma_status (kbtc.edge.volatility); `basis` has asof_ts, basis_usd,
+    basis_std_usd, basis_status (kbtc.edge.basis).
+    """
+    ticks = (
+        spot.select(pl.col("ts").cast(pl.Int64).alias("spot_ts"), spot_price(spot).alias("spot_usd"))
+        .filter(pl.col("spot_usd").is_finite() & (pl.col("spot_usd") > 0))
+        .sort("spot_ts")
+    )
+    frame = (
+        pl.DataFrame({"asof_ts": list(asof_ts)}, schema={"asof_ts": pl.Int64})
+        .sort("asof_ts")
+        .join_asof(ticks, left_on="asof_ts", right_on="spot_ts", strategy="backward")
+    )
+    for extra in (vol, basis):
+        if extra is not None:
+            frame = frame.join(extra.with_columns(pl.col("asof_ts").cast(pl.Int64)), on="asof_ts", how="left")
+    return typed(frame, STATE_SCHEMA)
+
+
+def _universe(markets: pl.DataFrame, quotes: pl.DataFrame, asofs: pl.DataFrame, params: EdgeParams) -> pl.LazyFrame:
+    """(asof, market) pairs: markets open by then and not long expired, plus quotes of unknown markets."""
+    report_expired_ms = round((params.expired_tolerance_s + params.report_expired_s) * 1000)
+    asof = pl.col("asof_ts")
+    pairs = (
+        asofs.lazy()
+        .join(markets.lazy().with_columns(pl.lit(True).alias("known_market")), how="cross")
+        .filter(
+            (pl.col("open_ts").is_null() | (pl.col("open_ts") <= asof))
+            & (pl.col("close_ts").is_null() | (pl.col("close_ts") >= asof - report_expired_ms))
+        )
+    )
+    orphans = (
+        quotes.lazy()
+        .select("asof_ts", "market_ticker")
+        .join(markets.lazy().select("market_ticker"), on="market_ticker", how="anti")
+        .with_columns(pl.lit(False).alias("known_market"))
+    )
+    return pl.concat([pairs, orphans], how="diagonal")
+
+
+def compute_edges(
+    markets: pl.DataFrame,
+    quotes: pl.DataFrame,
+    state: pl.DataFrame,
+    *,
+    prints: pl.DataFrame | None = None,
+    books: pl.DataFrame | None = None,
+    params: EdgeParams | None = None,
+) -> pl.DataFrame:
+    """Evaluate every (as-of time, market) pair; return the edges frame (`EDGE_COLUMNS`), one row per pair."""
+    params = params or EdgeParams()
+    markets = typed(markets, MARKET_SCHEMA).unique("market_ticker", keep="last")
+    quotes = typed(quotes, QUOTE_SCHEMA)
+    state = typed(state, STATE_SCHEMA).unique("asof_ts", keep="last")
+    off_grid = off_grid_rows(quotes, price_grids(markets)).with_columns(pl.lit(True).alias("off_grid"))
+    basis = pl.col("basis_usd").fill_null(0.0)
+    joined = (
+        _universe(markets, quotes, state.select("asof_ts"), params)
+        .join(state.lazy(), on="asof_ts", how="left")
+        .join(quotes.lazy(), on=["asof_ts", "market_ticker"], how="left")
+        .join(off_grid.lazy(), on=["asof_ts", "market_ticker"], how="left")
+        .with_columns(
+            # One book: a YES bid is a NO ask at 100 − price and vice versa (fills a side the quote lacks).
+            pl.coalesce("yes_bid_cents", 100.0 - pl.col("no_ask_cents")).alias("yes_bid_cents"),
+            pl.coalesce("yes_ask_cents", 100.0 - pl.col("no_bid_cents")).alias("yes_ask_cents"),
+        )
+        .with_columns(
+            pl.col("off_grid").fill_null(False),
+            (pl.col("spot_usd") + basis).alias("model_spot_usd"),
+            ((pl.col("close_ts") - pl.col("asof_ts")) / 1000.0).alias("time_to_close_s"),
+            ((pl.col("close_ts") - pl.col("spot_ts")) / 1000.0).alias("horizon_s"),
+            pl.coalesce(pl.col("fee_type"), pl.lit(params.default_fee_type)).alias("fee_type"),
+            pl.coalesce(pl.col("fee_multiplier"), pl.lit(params.default_fee_multiplier)).alias("fee_multiplier"),
+            pl.lit(float(params.contracts)).alias("contracts"),
+            ((pl.col("yes_bid_cents") + pl.col("yes_ask_cents")) / 200.0).alias("p_market"),
+        )
+        .sort("asof_ts", "market_ticker")
+    )
+    pairs = markets.height * state.height
+    engine: Literal["in-memory", "streaming"] = "streaming" if pairs >= _STREAMING_FROM_ROWS else "in-memory"
+    gated = select_band(gate(joined, params), params).collect(engine=engine)
+
+    window_ms = round(params.window_prints * params.print_interval_s * 1000)
+    needs_prints = gated.filter(
+        pl.col("skip_reason").is_null() & (pl.col("spot_ts") > pl.col("close_ts") - window_ms)
+    ).select(pl.col("spot_ts").alias("info_ts"), "close_ts")
+    if params.settlement == "average" and needs_prints.height and prints is not None:
+        fixed = fixed_window_prints(
+            prints, needs_prints, window_prints=params.window_prints, print_interval_s=params.print_interval_s
+        ).rename({"info_ts": "spot_ts"})
+        gated = gated.join(fixed, on=["spot_ts", "close_ts"], how="left")
+    else:
+        gated = gated.with_columns(
+            pl.lit(None, pl.Float64).alias("fixed_sum_usd"), pl.lit(None, pl.Int64).alias("fixed_count")
+        )
+    staged = gated.lazy().with_columns(
+        # Fixed prints are spot proxies: move them to index units like the spot.
+        (pl.col("fixed_sum_usd") + pl.col("fixed_count") * basis).alias("fixed_sum_usd"),
+    )
+    priced = price(staged, params)
+    sigma_ok = pl.col("sigma_annual").is_finite() & (pl.col("sigma_annual") >= 0)
+    in_window = pl.col("spot_ts") > pl.col("close_ts") - window_ms
+    prints_missing = (
+        in_window & pl.col("fixed_sum_usd").is_null() if params.settlement == "average" else pl.lit(False)
+    )
+    pending = pl.col("skip_reason").is_null()
+    after = priced.with_columns(
+        pl.when(pending & ~sigma_ok.fill_null(False))
+        .then(pl.lit("sigma_not_ready"))
+        .when(pending & prints_missing)
+        .then(pl.lit("window_prints_missing"))
+        .when(pending & (pl.col("p_model_raw").is_null() | (pl.col("ev_yes_dollars").is_null()
+                                                          & pl.col("ev_no_dollars").is_null())))
+        .then(pl.lit("invalid_edge"))
+        .otherwise(pl.col("skip_reason"))
+        .alias("skip_reason")
+    )
+    skipped = pl.col("skip_reason").is_not_null()
+    after = after.with_columns([pl.when(~skipped).then(pl.col(c)).alias(c) for c in _PRICED_ONLY])
+    after = cap_event_exposure(after, params.event_exposure_cap, group=("asof_ts", "event_ticker"))
+    result = after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).collect(engine=engine)
+    return _with_depth(result, books, params).select(EDGE_COLUMNS).sort("asof_ts", "market_ticker")
+
+
+def _with_depth(edges: pl.DataFrame, books: pl.DataFrame | None, params: EdgeParams) -> pl.DataFrame:
+    """Add the depth-aware EV of the order size for priced markets with a known book (null otherwise)."""
+    columns = {"depth_filled_yes": pl.Float64, "depth_ev_yes_dollars": pl.Float64, "depth_filled_no": pl.Float64,
+               "depth_ev_no_dollars": pl.Float64}
+    priced = edges.filter(pl.col("skip_reason").is_null())
+    if books is None or books.height == 0 or priced.height == 0:
+        return edges.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in columns.items())
+    depth = depth_ev(book_asks(books), priced, params.contracts, rounding=params.fee_rounding)
+    wide = depth.pivot(on="side", index=list(BOOK_KEY), values=["filled_contracts", "ev_dollars"])
+    renamed = {f"filled_contracts_{s}": f"depth_filled_{s}" for s in ("yes", "no")}
+    renamed |= {f"ev_dollars_{s}": f"depth_ev_{s}_dollars" for s in ("yes", "no")}
+    wide = wide.rename({k: v for k, v in renamed.items() if k in wide.columns})
+    wide = wide.with_columns(pl.lit(None, dtype).alias(n) for n, dtype in columns.items() if n not in wide.columns)
+    return edges.join(wide.select(*BOOK_KEY, *columns), on=list(BOOK_KEY), how="left")

@@ -1,0 +1,197 @@
+"""P(YES) of a Kalshi BTC market under zero-drift GBM, for the 60-second settlement average or a point.
+
+The model (reference/model_math.md §1): the price is a martingale, `ln S_T ~ N(ln S − v/2, v)` with
+`v = σ²·T/Y` (Y = 365·86 400 s), so `P(S_T > K) = N(d2)`, `d2 = (ln(S/K) − v/2)/√v` — the undiscounted
+cash-or-nothing call. Kalshi's BTC series settle on the simple average of 60 one-second BRTI prints ending
+at the close (kalshi_api.md §8), which model_math.md §1.3 prices as follows, all with the same `N(d2)`:
+
+- **before the window** (no print fixed yet): an effective horizon. With `m` = `n` future prints spaced `Δ`,
+  the first one `δ` from now, `v = σ_s²·(δ + Δ(m−1)(2m−1)/(6m))` — for T ≥ w this is `T − w + Δ(n+1)(2n+1)/(6n)`,
+  i.e. `T − 39.497 s` for 60 one-second prints.
+- **inside the window** (`k = n − m` prints fixed, their sum `Σ`): `A > K ⇔ F > K* = (n·K − Σ)/m` where `F`
+  is the mean of the `m` future prints, priced with the same variance formula (K* ≤ 0 ⇒ P = 1).
+- **after the window** (`m = 0`): the realised average `A = Σ/n` decides.
+
+The basis uncertainty to the settlement index (`basis_std_usd`) is added to the log-variance; inside the
+window it is scaled by `n/m`, because a level error in the average is an `n/m` times larger error in `F`.
+
+`point` mode is the original system's formula (seed_system.md §3.3): `N(d2)` over `max(T, 0)` with the
+deterministic step `≥ lower`, `≤ upper`, `lower ≤ S < upper` at T ≤ 0.
+
+Conventions (documented in docs/EDGE_VALIDATION.md):
+- When the total variance is 0 (T ≤ 0 after the window, or σ = 0) the outcome is the strict indicator of the
+  strike type's own inequality (`greater` is `>`, `greater_or_equal` is `≥`, `between` is `floor ≤ A ≤ cap`),
+  not the `v → 0` limit 0.5 at the strike.
+- `K ≤ 0`: `P(A > K) = 1`; a `between` with `floor ≤ 0` is "below cap".
+- Invalid inputs (spot ≤ 0, σ < 0, NaN, a missing bound, cap ≤ floor, an unknown strike type) give null,
+  never a fake probability.
+- Tails are computed from the smaller tail: `e = ½·erfc(|d|/√2)`, so `P(above)` and `P(below)` keep full
+  relative precision far out (never `1 − N(d)` for a small result). A range bucket whose strikes both lie
+  far *below* the centre is `L(cap) − L(floor)` (both near 0), otherwise `U(floor) − U(cap)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from kbtc.edge.params import SECONDS_PER_YEAR, SettlementMode
+
+GREATER_TYPES = ("greater", "greater_or_equal")
+LESS_TYPES = ("less", "less_or_equal")
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+# Columns the probability step reads.
+PROBABILITY_INPUTS = (
+    "model_spot_usd",  # spot in settlement-index units (spot + basis)
+    "sigma_annual",
+    "horizon_s",  # seconds from the spot's time to the close (≤ 0: the window has ended)
+    "strike_type",
+    "floor_strike",
+    "cap_strike",
+    "fixed_sum_usd",  # sum of the window's prints already fixed (index units); ignored before the window
+    "basis_std_usd",  # null = no basis uncertainty
+)
+
+
+def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: float) -> pl.Expr:
+    """Number of settlement prints still to come: `min(n, ⌈T/Δ⌉)`, 0 once the window has ended.
+
+    Prints sit at `close − jΔ`, j = 0…n−1; the one exactly at "now" counts as fixed.
+    """
+    ceil = (horizon_s / print_interval_s).ceil()
+    return pl.when(horizon_s <= 0).then(0.0).otherwise(pl.min_horizontal(ceil, float(window_prints)))
+
+
+# Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
+_GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
+_TEMPS = ("_gt", "_lt", "_bt", "_incl", "_x", "_k_lo", "_k_hi", "_w", "_z_hi", "_sgn", "_a", "_b", "_scale",
+          "_shift", "_vdiff")
+
+
+def with_probability(
+    frame: pl.LazyFrame,
+    *,
+    mode: SettlementMode = "average",
+    window_prints: int = 60,
+    print_interval_s: float = 1.0,
+    prob_clip: float = 1e-12,
+) -> pl.LazyFrame:
+    """Add `p_model_raw`, `p_model` (clipped to [ε, 1 − ε]), `model_var` and `prints_left` to `frame`.
+
+    `frame` must carry the columns of `PROBABILITY_INPUTS`. Vectorised: a few passes of Polars expressions,
+    each stage materialised once so that no branch recomputes a transcendental function.
+    """
+    n = float(window_prints)
+    dt = float(print_interval_s)
+    t = pl.col("horizon_s")
+    sigma = pl.col("sigma_annual")
+    var_per_s = sigma * sigma / SECONDS_PER_YEAR
+    basis_std = pl.col("basis_std_usd").fill_null(0.0)
+    greater, less = _GT, _LT
+    strike_type = pl.col("strike_type")
+    staged = frame.with_columns(
+        ((strike_type == "greater") | (strike_type == "greater_or_equal")).alias("_gt"),
+        ((strike_type == "less") | (strike_type == "less_or_equal")).alias("_lt"),
+        (strike_type == "between").alias("_bt"),
+        ((strike_type == "greater_or_equal") | (strike_type == "less_or_equal")).alias("_incl"),
+    )
+    if mode == "average":
+        m = pl.col("prints_left")
+        first = t - (m - 1.0) * dt  # time to the first future print, in (0, Δ]
+        diffusion = pl.when(m > 0).then(var_per_s * (first + dt * (m - 1.0) * (2.0 * m - 1.0) / (6.0 * m)))
+        staged = staged.with_columns(future_prints(t, window_prints, print_interval_s).alias("prints_left"))
+        staged = staged.with_columns(
+            pl.when(pl.col("prints_left") == 0)
+            .then(pl.col("fixed_sum_usd") / n)
+            .otherwise(pl.col("model_spot_usd"))
+            .alias("_x"),
+            pl.when(pl.col("prints_left") == 0).then(1.0).otherwise(n / pl.col("prints_left")).alias("_scale"),
+            # Before the window nothing is fixed (Σ = 0 even when no prints were supplied).
+            pl.when((pl.col("prints_left") > 0) & (pl.col("prints_left") < n))
+            .then(pl.col("fixed_sum_usd") / pl.col("prints_left"))
+            .otherwise(0.0)
+            .alias("_shift"),
+            diffusion.fill_null(0.0).alias("_vdiff"),
+        )
+        # A strike the type does not use is computed but never read (less ignores `_a`, greater `_b`).
+        staged = staged.with_columns(
+            (pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
+            (pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
+            (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
+        )
+        in_window_without_prints = (pl.col("prints_left") < n) & pl.col("fixed_sum_usd").is_null()
+    else:
+        staged = staged.with_columns(
+            pl.lit(None, pl.Float64).alias("prints_left"),
+            pl.col("model_spot_usd").alias("_x"),
+            pl.col("floor_strike").alias("_k_lo"),
+            pl.col("cap_strike").alias("_k_hi"),
+            (var_per_s * pl.max_horizontal(t, 0.0) + (basis_std / pl.col("model_spot_usd")) ** 2).alias(
+                "model_var"
+            ),
+        )
+        in_window_without_prints = pl.lit(False)
+
+    x, v = pl.col("_x"), pl.col("model_var")
+    k_lo, k_hi = pl.col("_k_lo"), pl.col("_k_hi")
+    # z = d/√2 = (ln(x/K) − v/2)·w with w = 1/√(2v), so Φ(±d) = ½·erfc(∓z).
+    staged = staged.with_columns((_INV_SQRT2 / v.sqrt()).alias("_w"))
+    w = pl.col("_w")
+    z_lo = ((x / k_lo).log() - 0.5 * v) * w
+    z_hi = ((x / k_hi).log() - 0.5 * v) * w
+    # Φ(y) = ½·erfc(−y/√2) keeps full relative precision in both tails. A bucket whose strikes both lie below
+    # the centre (d_hi > 0) is computed from the lower tails, Φ(−d_hi) − Φ(−d_lo), both small: no cancellation.
+    staged = staged.with_columns(z_hi.alias("_z_hi")).with_columns(
+        # fill_nan: Polars orders NaN above every number; a tie at the cap (z = NaN) is not "below the centre".
+        pl.when(less | (_BT & (pl.col("_z_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
+    )
+    sgn = pl.col("_sgn")
+    # With v = 0 (outcome decided) z = ±∞ and Φ gives the indicator; at a tie x = K, z = 0·∞ = NaN and the
+    # strike type's own inequality decides. `a` is P(above floor) (or below, when sgn = +1), `b` P(above cap)
+    # (or below): a tie counts for `a` when the floor is inclusive, for `b` when "below cap" is inclusive.
+    if mode == "average":
+        tie_a = (_INCL | _BT).cast(pl.Float64)  # ≥ floor: greater_or_equal and between
+        tie_b = _INCL.cast(pl.Float64)  # ≤ cap: less_or_equal (a between's "above cap" is strict)
+    else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
+        tie_a = tie_b = pl.lit(1.0)
+    # K ≤ 0 is always exceeded (ln(S/K) undefined) — model_math.md §1.1: Φ(d) = 1, Φ(−d) = 0.
+    exceeded = (sgn < 0).cast(pl.Float64)
+    staged = staged.with_columns(
+        pl.when(k_lo <= 0).then(exceeded).otherwise((0.5 * (sgn * z_lo).erfc()).fill_nan(tie_a)).alias("_a"),
+        pl.when(k_hi <= 0)
+        .then(exceeded)
+        .otherwise((0.5 * (sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b))
+        .alias("_b"),
+    )
+    a, b = pl.col("_a"), pl.col("_b")
+    smooth = pl.when(greater).then(a).when(less).then(b).otherwise(sgn * (b - a)).clip(0.0, 1.0)
+    floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
+    bounds_ok = (
+        pl.when(greater)
+        .then(floor.is_finite())
+        .when(less)
+        .then(cap.is_finite())
+        .when(_BT)
+        .then(floor.is_finite() & cap.is_finite() & (cap > floor))
+        .otherwise(False)
+    )
+    # Polars orders NaN above every number: `< ∞` rejects NaN; a NaN or infinite σ or horizon makes v non-finite.
+    valid = (
+        bounds_ok
+        & (x > 0)
+        & (x < math.inf)
+        & (pl.col("model_spot_usd") > 0)
+        & (pl.col("model_spot_usd") < math.inf)
+        & (sigma >= 0)
+        & (t > -math.inf)
+        & (v < math.inf)
+        & ~in_window_without_prints
+    )
+    raw = pl.when(valid).then(smooth)
+    return (
+        staged.with_columns(raw.alias("p_model_raw"))
+        .with_columns(pl.col("p_model_raw").clip(prob_clip, 1.0 - prob_clip).alias("p_model"))
+        .drop(*_TEMPS, strict=False)
+    )

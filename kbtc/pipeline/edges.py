@@ -1,0 +1,161 @@
+"""The edges step: one tick reads the inputs as of a time, estimates σ and the basis, runs the engine and writes
+`edges` (every evaluated market, with its skip reason) and `edge_snapshots` (every selected market).
+
+Both writes are upserts on (as-of time, market): re-running a tick replaces its rows, never duplicates them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+from sqlalchemy import Engine
+
+from kbtc.db.schema import Edge, EdgeSnapshot
+from kbtc.db.store import upsert
+from kbtc.edge import EdgeParams, compute_edges, market_state
+from kbtc.edge.basis import BasisParams, estimate_basis
+from kbtc.edge.volatility import VolParams, estimate_volatility
+from kbtc.pipeline.edge_inputs import load_edge_inputs, load_latest_books
+from kbtc.pipeline.volatility import persist_vol_estimates
+
+# Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
+POST_SELECTION_SKIPS = ("sigma_not_ready", "window_prints_missing", "invalid_edge")
+_EDGE_TABLE_COLUMNS = tuple(c.name for c in Edge.__table__.columns)
+_SNAPSHOT_COLUMNS = tuple(c.name for c in EdgeSnapshot.__table__.columns)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """Everything one edge tick needs besides the database and the clock."""
+
+    params: EdgeParams = field(default_factory=EdgeParams)
+    vol: VolParams = field(default_factory=VolParams)
+    basis: BasisParams = field(default_factory=BasisParams)
+    product_id: str = "BTC-USD"
+    index_id: str = "BRTI"
+    persist_vol: bool = True
+    book_max_age_s: float | None = 30.0  # books older than this are ignored; None: no depth-aware EV
+
+    def params_json(self) -> str:
+        """The model version and every parameter (edge, volatility, basis), as stored with each snapshot."""
+        payload = json.loads(self.params.to_json())
+        payload["vol"] = asdict(self.vol)
+        payload["basis"] = asdict(self.basis)
+        payload["product_id"] = self.product_id
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeTick:
+    """What one tick computed and wrote."""
+
+    asof_ts: int
+    edges: pl.DataFrame
+    edges_written: int
+    snapshots_written: int
+
+    def skip_counts(self) -> dict[str, int]:
+        """Markets per skip reason (`priced` for none)."""
+        counts = self.edges.group_by(pl.col("skip_reason").fill_null("priced")).len()
+        return dict(counts.sort("skip_reason").iter_rows())
+
+
+def snapshot_rows(edges: pl.DataFrame, params_json: str) -> pl.DataFrame:
+    """`edge_snapshots` rows of the selected markets: priced ones and those skipped after selection."""
+    selected = edges.filter(pl.col("skip_reason").is_null() | pl.col("skip_reason").is_in(POST_SELECTION_SKIPS))
+    return selected.with_columns(
+        # Both sides' book: Kalshi quotes YES; a missing NO price is the complement of the YES one.
+        pl.coalesce("no_bid_cents", 100.0 - pl.col("yes_ask_cents")).alias("no_bid_cents"),
+        pl.coalesce("no_ask_cents", 100.0 - pl.col("yes_bid_cents")).alias("no_ask_cents"),
+        pl.lit(params_json).alias("params_json"),
+    ).select(_SNAPSHOT_COLUMNS)
+
+
+def edge_rows(edges: pl.DataFrame) -> pl.DataFrame:
+    """`edges` rows: every evaluated market, the asks used (null for an untradable side)."""
+    return edges.with_columns(
+        pl.col("yes_ask_used_cents").alias("yes_ask_cents"), pl.col("no_ask_used_cents").alias("no_ask_cents")
+    ).select(_EDGE_TABLE_COLUMNS)
+
+
+def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[int, int]:
+    """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written)."""
+    written_edges = upsert(engine, Edge, edge_rows(edges))
+    written_snapshots = upsert(engine, EdgeSnapshot, snapshot_rows(edges, params_json))
+    return written_edges, written_snapshots
+
+
+def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | None = None) -> EdgeTick:
+    """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read."""
+    settings = settings or EdgeSettings()
+    params = settings.params
+    inputs = load_edge_inputs(
+        engine,
+        asof_ts,
+        series=params.series,
+        product_id=settings.product_id,
+        spot_lookback_s=max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0),
+        quote_max_age_s=params.quote_max_age_s,
+        index_id=settings.index_id,
+        basis_lookback_s=settings.basis.lookback_s,
+    )
+    vol = estimate_volatility(inputs.spot, [asof_ts], settings.vol)
+    basis = estimate_basis(
+        inputs.spot,
+        [asof_ts],
+        references=inputs.settled_references,
+        index_prints=inputs.index_prints,
+        params=settings.basis,
+    )
+    state = market_state(inputs.spot, [asof_ts], vol, basis)
+    quotes = inputs.quotes.with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
+    books = None
+    if settings.book_max_age_s is not None:
+        books = load_latest_books(
+            engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000)
+        ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
+    edges = compute_edges(inputs.markets, quotes, state, prints=inputs.spot, books=books, params=params)
+    edges_written, snapshots_written = write_edges(engine, edges, settings.params_json())
+    if settings.persist_vol:
+        persist_vol_estimates(engine, vol, settings.product_id, settings.vol)
+    return EdgeTick(asof_ts, edges, edges_written, snapshots_written)
+
+
+def sanity_lines(tick: EdgeTick, top: int = 5) -> list[str]:
+    """The original's sanity printout: quote freshness, model vs implied mid, top EV YES and NO."""
+    edges = tick.edges
+    quoted = edges.filter(pl.col("quote_ts").is_not_null())
+    lines = [f"as of {tick.asof_ts}: {edges.height} markets evaluated, {tick.snapshots_written} snapshots written"]
+    if quoted.height:
+        age = pl.col("quote_age_s")
+        stats = quoted.select(age.min().alias("newest"), age.median().alias("median"), age.max().alias("oldest"))
+        newest, median, oldest = stats.row(0)
+        lines.append(
+            f"quote freshness: {quoted.height} markets quoted; newest {newest:.1f} s, "
+            f"median {median:.1f} s, oldest {oldest:.1f} s old"
+        )
+    else:
+        lines.append("quote freshness: no quotes")
+    priced = edges.filter(pl.col("skip_reason").is_null())
+    if priced.height:
+        gap = (pl.col("p_model") - pl.col("p_market")).abs()
+        mean_gap, max_gap = priced.select(gap.mean().alias("a"), gap.max().alias("b")).row(0)
+        lines.append(
+            f"model vs implied mid: {priced.height} priced, mean |p_model − mid| {mean_gap or 0:.4f}, "
+            f"max {max_gap or 0:.4f}"
+        )
+        for side in ("yes", "no"):
+            best = priced.filter(pl.col(f"ev_{side}_dollars").is_not_null()).sort(
+                f"ev_{side}_per_contract", descending=True
+            )
+            for row in best.head(top).iter_rows(named=True):
+                lines.append(
+                    f"top EV {side.upper()}: {row['market_ticker']} p_model={row['p_model']:.4f} "
+                    f"mid={row['p_market'] if row['p_market'] is None else round(row['p_market'], 4)} "
+                    f"ask={row[f'{side}_ask_used_cents']}¢ ev/contract=${row[f'ev_{side}_per_contract']:+.4f}"
+                )
+    skips = ", ".join(f"{reason}={n}" for reason, n in tick.skip_counts().items())
+    lines.append(f"outcomes: {skips}")
+    return lines

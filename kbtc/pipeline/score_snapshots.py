@@ -1,0 +1,132 @@
+"""The scoring step: score every edge snapshot whose market has settled, once.
+
+Candidates are snapshots with no `snapshot_scores` row whose market has a `yes`/`no` result. Rows are
+written with ON CONFLICT DO NOTHING on (asof_ts, market_ticker), so re-running the step — or two runs
+overlapping — never changes a stored score (`reference/seed_system.md` §4.5). The ε = 0.01 log loss and the
+model-pick PnL are not stored: `scored_snapshots` recomputes them from the same stored inputs with the same
+expressions, so every number in the report is reproducible from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+from sqlalchemy import Engine
+
+from kbtc.db.store import read_frame, upsert
+from kbtc.scoring.metrics import outcome_from_result
+from kbtc.scoring.snapshots import score_frame, with_buckets
+
+DEFAULT_BATCH_ROWS = 50_000
+
+# The snapshot columns scoring reads, with their types (a batch where a column is all NULL stays typed).
+SNAPSHOT_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
+    "asof_ts": pl.Int64,
+    "market_ticker": pl.String,
+    "event_ticker": pl.String,
+    "series_ticker": pl.String,
+    "strike_type": pl.String,
+    "floor_strike": pl.Float64,
+    "cap_strike": pl.Float64,
+    "close_ts": pl.Int64,
+    "settlement_ts": pl.Int64,
+    "horizon_s": pl.Float64,
+    "spot_usd": pl.Float64,
+    "spot_age_s": pl.Float64,
+    "quote_age_s": pl.Float64,
+    "p_model": pl.Float64,
+    "p_market": pl.Float64,
+    "yes_bid_cents": pl.Float64,
+    "yes_ask_cents": pl.Float64,
+    "no_bid_cents": pl.Float64,
+    "no_ask_cents": pl.Float64,
+    "fee_yes_dollars": pl.Float64,
+    "fee_no_dollars": pl.Float64,
+    "ev_yes_dollars": pl.Float64,
+    "ev_no_dollars": pl.Float64,
+    "model_version": pl.String,
+}
+_SELECT = ", ".join(f"s.{name}" for name in SNAPSHOT_COLUMNS)
+# When the venue has not stamped a settlement time yet, the determination time stands in.
+_SETTLED_TS = "COALESCE(mk.settled_ts, mk.determined_ts, mk.settlement_ts)"
+
+
+
+def contracts_sql(engine: Engine, column: str = "s.params_json") -> str:
+    """SQL for the order size a snapshot's fees are totals for: `contracts` in its params_json, else 1.
+
+    Extracted in the database (not per row in Python) because params_json is large beside the numbers.
+    Same rule as `kbtc.scoring.metrics.fee_basis_contracts`.
+    """
+    if engine.dialect.name == "postgresql":
+        value = f"CAST(CAST({column} AS json) ->> 'contracts' AS DOUBLE PRECISION)"
+    else:
+        value = f"CAST(json_extract({column}, '$.contracts') AS REAL)"
+    return f"COALESCE({value}, 1.0)"
+
+
+SCORE_COLUMNS = [
+    "asof_ts", "market_ticker", "outcome", "settled_ts", "brier_model", "brier_market", "logloss_model",
+    "logloss_market", "pnl_yes_dollars", "pnl_no_dollars", "error", "scored_ts",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRun:
+    """What one scoring run did."""
+
+    candidates: int
+    inserted: int
+    errors: int
+
+
+def _candidates(engine: Engine, limit: int) -> pl.DataFrame:
+    sql = f"""
+        SELECT {_SELECT}, {contracts_sql(engine)} AS contracts, mk.result AS result, {_SETTLED_TS} AS settled_ts
+        FROM edge_snapshots s
+        JOIN markets mk ON mk.market_ticker = s.market_ticker
+        LEFT JOIN snapshot_scores sc ON sc.asof_ts = s.asof_ts AND sc.market_ticker = s.market_ticker
+        WHERE sc.asof_ts IS NULL AND LOWER(mk.result) IN ('yes', 'no')
+        ORDER BY s.asof_ts, s.market_ticker
+        LIMIT :limit
+    """  # noqa: S608 — the column list is a constant
+    schema = {**SNAPSHOT_COLUMNS, "contracts": pl.Float64, "result": pl.String, "settled_ts": pl.Int64}
+    frame = read_frame(engine, sql, {"limit": limit}, schema=schema)
+    return frame.cast(schema)  # type: ignore[arg-type]
+
+
+def score_snapshots(engine: Engine, now_ts: int, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> ScoreRun:
+    """Score all settled, unscored snapshots in batches; return counts. Idempotent."""
+    candidates = inserted = errors = 0
+    while True:
+        batch = _candidates(engine, batch_rows)
+        if batch.height == 0:
+            break
+        scored = (
+            score_frame(batch.with_columns(outcome_from_result("result").alias("outcome")))
+            .with_columns(pl.lit(now_ts, pl.Int64).alias("scored_ts"))
+            .select(SCORE_COLUMNS)
+            .collect()
+        )
+        upsert(engine, "snapshot_scores", scored, on_conflict="ignore")
+        candidates += batch.height
+        inserted += scored.height
+        errors += int(scored["error"].is_not_null().sum())
+        if batch.height < batch_rows:
+            break
+    return ScoreRun(candidates=candidates, inserted=inserted, errors=errors)
+
+
+def scored_snapshots(engine: Engine, since_ts: int, until_ts: int) -> pl.DataFrame:
+    """Scored snapshots with as-of time in [since_ts, until_ts], all per-snapshot scores and buckets added."""
+    sql = f"""
+        SELECT {_SELECT}, {contracts_sql(engine)} AS contracts, sc.outcome AS outcome, sc.settled_ts AS settled_ts
+        FROM snapshot_scores sc
+        JOIN edge_snapshots s ON s.asof_ts = sc.asof_ts AND s.market_ticker = sc.market_ticker
+        WHERE sc.asof_ts >= :since AND sc.asof_ts <= :until AND sc.outcome IS NOT NULL
+        ORDER BY s.asof_ts, s.market_ticker
+    """  # noqa: S608 — the column list is a constant
+    schema = {**SNAPSHOT_COLUMNS, "contracts": pl.Float64, "outcome": pl.Int32, "settled_ts": pl.Int64}
+    frame = read_frame(engine, sql, {"since": since_ts, "until": until_ts}, schema=schema).cast(schema)  # type: ignore[arg-type]
+    return with_buckets(score_frame(frame)).collect()

@@ -1,0 +1,56 @@
+"""prefect.yaml: every entrypoint imports as a flow, every schedule parses, and `kbtc serve` builds the same
+deployments (names, schedules, parameters, concurrency limits) without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prefect import Flow
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+from flows.deployments import (
+    build_concurrency,
+    build_schedule,
+    load_deployment_specs,
+    load_flow,
+    runner_deployments,
+)
+
+
+def test_every_deployment_entrypoint_is_a_flow_with_parsed_schedules() -> None:
+    specs = load_deployment_specs()
+    assert specs
+    assert len({spec.name for spec in specs}) == len(specs)
+    for spec in specs:
+        assert isinstance(load_flow(spec.entrypoint), Flow)
+        assert spec.schedules, f"{spec.name} has no schedule"
+        for entry in spec.schedules:
+            build_schedule(entry)
+        limit = build_concurrency(spec.concurrency_limit)
+        assert limit is not None and not isinstance(limit, int)
+        assert limit.collision_strategy is ConcurrencyLimitStrategy.CANCEL_NEW
+
+
+def test_runner_deployments_match_the_yaml() -> None:
+    specs = load_deployment_specs()
+    deployments = runner_deployments(specs)
+    for spec, deployment in zip(specs, deployments, strict=True):
+        assert deployment.name == spec.name
+        assert deployment.parameters == spec.parameters
+        assert len(deployment.schedules) == len(spec.schedules)
+        assert deployment.concurrency_limit == (spec.concurrency_limit or {}).get("limit")
+
+
+def test_schedule_and_limit_shapes(tmp_path: Path) -> None:
+    assert build_concurrency(None) is None
+    assert build_concurrency(2) == 2
+    interval = build_schedule({"interval": 300, "slug": "five-minutes"})
+    assert interval.interval.total_seconds() == 300  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="cron, interval or rrule"):
+        build_schedule({"timezone": "UTC"})
+    path = tmp_path / "prefect.yaml"
+    path.write_text("deployments:\n  - name: x\n    entrypoint: flows/common.py:resolve_settings\n")
+    (spec,) = load_deployment_specs(path)
+    with pytest.raises(TypeError, match="not a Prefect flow"):
+        load_flow(spec.entrypoint)

@@ -1,0 +1,77 @@
+"""The report flow settles, scores, and publishes the report as artifacts with stable keys."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
+from scoring_factories import HOUR, MINUTE, market, snapshot
+
+from flows.report import artifact_key, json_rows
+from kbtc.db.engine import make_engine
+from kbtc.db.migrate import upgrade_database
+from kbtc.db.store import read_frame, upsert
+
+
+def test_artifact_keys_and_json_rows() -> None:
+    assert artifact_key("kbtc-report-by_lead_time") == "kbtc-report-by-lead-time"
+    frame = pl.DataFrame({"x": [1.0, float("nan"), float("inf")], "n": [1, 2, 3]})
+    assert json_rows(frame) == [{"x": 1.0, "n": 1}, {"x": None, "n": 2}, {"x": None, "n": 3}]
+
+
+@pytest.mark.slow
+def test_report_flow_publishes_artifacts(prefect_server: None, sqlite_url: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.report import model_performance_report
+
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    now = int(time.time() * 1000)
+    ticker = "KXBTCD-26NOV2517-T95000"
+    upsert(engine, "markets", [market(ticker, result="yes", close_ts=now - HOUR, settled_ts=now - 50 * MINUTE)])
+    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 2 * HOUR, p_model=0.8, close_ts=now - HOUR)])
+    upsert(engine, "positions", [{"market_ticker": ticker, "side": "YES", "opened_ts": now - 2 * HOUR,
+                                  "contracts": 1.0, "entry_price_cents": 52.0, "entry_fee_dollars": 0.02,
+                                  "status": "open"}])
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    result = model_performance_report(since_seconds=86_400, scope="policy")
+    assert result["settlement"]["settled"] == 1 and result["scoring"]["inserted"] == 1
+    assert Path(result["markdown_path"]).exists()
+    keys = set(result["artifact_keys"])
+    assert {"kbtc-model-performance", "kbtc-report-ledger", "kbtc-report-model-vs-market",
+            "kbtc-plot-reliability", "kbtc-plot-cumulative-pnl", "kbtc-plot-brier-by-lead-time"} <= keys
+    assert read_frame(engine, "SELECT status FROM positions")["status"][0] == "settled"
+    engine.dispose()
+
+    # Read back through the REST API (this Prefect client sends nulls the pinned server rejects).
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": {"key": {"any_": sorted(keys)}}, "limit": 200, "offset": 0, "sort": "KEY_ASC"}
+    stored = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
+    assert {artifact["key"] for artifact in stored} == keys
+    scores = next(artifact for artifact in stored if artifact["key"] == "kbtc-report-snapshot-scores")
+    assert '"snapshots": 1' in scores["data"]
+
+
+@pytest.mark.slow
+def test_opportunity_loop_flow(prefect_server: None, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.ledger import opportunity_loop
+
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    now = int(time.time() * 1000)
+    ticker = "KXBTCD-26NOV2517-T95000"
+    upsert(engine, "markets", [market(ticker, close_ts=now + HOUR)])
+    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
+                                               close_ts=now + HOUR)])
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1}
+    assert read_frame(engine, "SELECT decision FROM opportunities")["decision"].to_list() == ["TAKE"]
+    engine.dispose()

@@ -1,0 +1,143 @@
+"""The edges step end to end on a database: one tick writes edges and snapshots once per (market, as-of time),
+re-running replaces them, and the commands (`compute-edges`, `run-live-edges --once`, `price`) work."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from kbtc.cli import app
+from kbtc.db.engine import make_engine
+from kbtc.db.store import count_rows, read_frame, upsert
+from kbtc.edge import EdgeParams
+from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, sanity_lines
+
+HOUR = 3_600_000
+
+
+def seed_database(engine: Engine, asof: int) -> None:
+    """Markets of the three series, their quotes, and an hour of 1 Hz Coinbase ticks ending at `asof`."""
+    base = {"event_ticker": "KXBTCD-E", "series_ticker": "KXBTCD", "status": "active", "strike_type": "greater",
+            "open_ts": asof - HOUR, "close_ts": asof + HOUR, "first_seen_ts": 0, "updated_ts": 0,
+            "fee_type": "quadratic", "fee_multiplier": 1.0, "price_level_structure": "linear_cent"}
+    markets = [{**base, "market_ticker": f"KXBTCD-E-T{k}", "floor_strike": float(k)} for k in (99_749.99, 99_999.99,
+                                                                                               100_249.99, 120_000)]
+    markets.append({**base, "market_ticker": "KXBTC15M-Q-00", "event_ticker": "KXBTC15M-Q",
+                    "series_ticker": "KXBTC15M", "strike_type": "greater_or_equal", "floor_strike": None,
+                    "close_ts": asof + 600_000})
+    upsert(engine, "markets", markets)
+    tickers = [m["market_ticker"] for m in markets]
+    upsert(engine, "quotes", pl.DataFrame({
+        "market_ticker": tickers, "quote_ts": [asof - 3_000] * len(tickers), "received_ts": [asof - 2_900] * len(tickers),
+        "source": "ws", "yes_bid_cents": [60.0, 45.0, 30.0, 1.0, 50.0], "yes_ask_cents": [62.0, 47.0, 32.0, 2.0, 52.0],
+    }))
+    rng = np.random.default_rng(1)
+    ts = np.arange(asof - HOUR, asof + 1, 1000)
+    price = 100_000 * np.exp(np.cumsum(rng.normal(0, 0.5 / 5615.7, ts.size)))
+    price *= 100_000 / price[-1]
+    upsert(engine, "spot_ticks", pl.DataFrame({
+        "product_id": "BTC-USD", "source": "coinbase_advanced", "tick_ts": ts, "venue_time_ns": ts * 1_000_000,
+        "received_ts": ts, "price": price, "best_bid": price - 0.005, "best_ask": price + 0.005,
+    }))
+
+
+@pytest.fixture
+def engine(migrated_url: str) -> Engine:
+    eng = make_engine(migrated_url)
+    yield eng  # type: ignore[misc]
+    eng.dispose()
+
+
+def test_tick_writes_edges_and_snapshots_idempotently(engine: Engine) -> None:
+    asof = 1_795_000_000_000
+    seed_database(engine, asof)
+    tick = compute_edge_tick(engine, asof)
+    assert tick.skip_counts() == {"priced": 4, "strike_pending": 1}
+    assert count_rows(engine, "edges") == 5 and count_rows(engine, "edge_snapshots") == 4
+    snaps = read_frame(engine, "SELECT * FROM edge_snapshots WHERE market_ticker = 'KXBTCD-E-T99999.99'")
+    row = snaps.row(0, named=True)  # the at-the-money strike
+    assert row["spot_usd"] == pytest.approx(100_000.0) and row["spot_age_s"] == 0.0 and row["quote_age_s"] == 3.0
+    assert row["sigma_status"] is not None and 0.1 < row["sigma_annual"] < 3.0
+    assert row["basis_std_usd"] > 0 and row["fee_type"] == "quadratic" and row["fee_yes_dollars"] == 0.02
+    assert row["no_ask_cents"] == 55.0 and row["no_bid_cents"] == 53.0 and row["p_market"] == pytest.approx(0.46)
+    assert 0.3 < row["p_model"] < 0.7 and row["ev_yes_dollars"] == pytest.approx(row["p_model"] - 0.47 - 0.02)
+    params = json.loads(row["params_json"])
+    assert params["model_version"] == row["model_version"] and params["settlement"] == "average"
+    assert count_rows(engine, "vol_estimates") == 1
+    # Same as-of time again: rows are replaced, not duplicated.
+    compute_edge_tick(engine, asof)
+    assert count_rows(engine, "edges") == 5 and count_rows(engine, "edge_snapshots") == 4
+    assert tick.edges["depth_ev_yes_dollars"].null_count() == 5  # no book stored: no depth-aware EV
+    lines = sanity_lines(tick)
+    assert any(line.startswith("quote freshness: 5 markets quoted") for line in lines)
+    assert sum(line.startswith("top EV YES") for line in lines) == 4
+    assert lines[-1] == "outcomes: priced=4, strike_pending=1"
+
+
+def test_point_settlement_setting_is_recorded(engine: Engine) -> None:
+    asof = 1_795_000_000_000
+    seed_database(engine, asof)
+    tick = compute_edge_tick(engine, asof, EdgeSettings(params=EdgeParams(settlement="point"), persist_vol=False))
+    assert tick.snapshots_written == 4
+    stored = read_frame(engine, "SELECT params_json FROM edge_snapshots")["params_json"].to_list()
+    assert {json.loads(p)["settlement"] for p in stored} == {"point"}
+
+
+@pytest.mark.parametrize("any_db_url", ["sqlite"], indirect=True)
+def test_commands(engine: Engine, migrated_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    now = int(time.time() * 1000)
+    seed_database(engine, now)
+    runner = CliRunner()
+    result = runner.invoke(app, ["compute-edges"])
+    assert result.exit_code == 0, result.output
+    assert "top EV YES" in result.output and "quote freshness" in result.output
+    result = runner.invoke(app, ["run-live-edges", "--once", "--interval-seconds", "10"])
+    assert result.exit_code == 0, result.output
+    assert "1 ticks, 0 failed" in result.output
+    assert count_rows(engine, "edge_snapshots") >= 4
+
+    rows = tmp_path / "rows.csv"
+    pl.DataFrame({
+        "spot": [100_000.0, 100_000.0], "sigma": [0.5, 0.5], "strike_type": ["greater", "between"],
+        "floor_strike": [100_000.0, 99_000.0], "cap_strike": [None, 99_500.0], "seconds_to_close": [3600.0, 30.0],
+        "yes_bid": [45.0, 1.0], "yes_ask": [47.0, 2.0], "contracts": [10.0, 1.0],
+    }).write_csv(rows)
+    out = tmp_path / "priced.parquet"
+    result = runner.invoke(app, ["price", "--input", str(rows), "--output", str(out), "--settlement", "point"])
+    assert result.exit_code == 0, result.output
+    priced = pl.read_parquet(out)
+    assert priced.height == 2 and priced["skip_reason"].to_list() == [None, None]
+    assert priced["fee_yes_dollars"][0] == 0.18  # ⌈0.07·10·0.47·0.53⌉ = 18 ¢
+    fine = tmp_path / "fine.csv"
+    result = runner.invoke(app, ["price", "--input", str(rows), "--output", str(fine), "--fee-rounding", "ten_thousandth"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(fine)["fee_yes_dollars"][0] == 0.1744  # 0.07·10·0.47·0.53 = 0.17437 → up to $0.0001
+    bad = tmp_path / "bad.csv"
+    pl.DataFrame({"spot": [1.0]}).write_csv(bad)
+    result = runner.invoke(app, ["price", "--input", str(bad), "--output", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2 and "required column" in result.output
+
+
+def test_tick_uses_the_latest_book_for_depth_aware_ev(engine: Engine) -> None:
+    asof = 1_795_000_000_000
+    seed_database(engine, asof)
+    ticker = "KXBTCD-E-T99999.99"
+    upsert(engine, "orderbook_snapshots", [
+        {"market_ticker": ticker, "book_ts": asof - 60_000, "received_ts": asof - 60_000, "source": "ws",
+         "yes_bids_json": "[[10.0, 1.0]]", "no_bids_json": "[[10.0, 1.0]]"},  # too old: ignored
+        {"market_ticker": ticker, "book_ts": asof - 2_000, "received_ts": asof - 2_000, "source": "ws",
+         "yes_bids_json": "[[45.0, 2.0]]", "no_bids_json": "[[53.0, 1.0], [52.0, 5.0]]"},
+    ])
+    tick = compute_edge_tick(engine, asof, EdgeSettings(params=EdgeParams(contracts=3.0), persist_vol=False))
+    row = tick.edges.filter(pl.col("market_ticker") == ticker).row(0, named=True)
+    assert row["depth_filled_yes"] == 3.0 and row["depth_filled_no"] == 2.0
+    fees = 0.02 + 0.04  # 1 × 47 ¢ (⌈1.74⌉ = 2 ¢) then 2 × 48 ¢ (⌈3.49⌉ = 4 ¢)
+    assert row["depth_ev_yes_dollars"] == pytest.approx(3 * row["p_model"] - 0.47 - 2 * 0.48 - fees)
