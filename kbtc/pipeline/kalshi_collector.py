@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,9 @@ class _Writers:
 async def collect_kalshi(
     settings: Settings,
     engine: Engine,
-    seconds: float,
+    stop: asyncio.Event | float,
     *,
+    debug: bool = False,
     markets: Sequence[str] | None = None,
     signer: KalshiSigner | None = None,
     stream_settings: StreamSettings | None = None,
@@ -95,7 +96,11 @@ async def collect_kalshi(
     book_interval_s: float = 1.0,
     catalog_refresh_s: float = 60.0,
 ) -> CollectSummary:
-    """Stream Kalshi for `seconds` into the database and the tape; return what was stored."""
+    """Stream Kalshi into the database and the tape until `stop` is set (or for `stop` seconds); return counts.
+
+    The `(settings, engine, stop)` form is the `kbtc collect --kalshi` collector (kbtc.pipeline.collect).
+    `debug` logs every frame (truncated to 1500 characters) at DEBUG level.
+    """
     series = list(settings.kalshi_series)
     fixed = markets if markets is not None else (settings.kalshi_market_tickers or None)
 
@@ -114,7 +119,7 @@ async def collect_kalshi(
         desired(),
         signer=signer if signer is not None else KalshiSigner.from_settings(settings),
         settings=stream_settings,
-        on_frame=tape.write,
+        on_frame=_debug_tap(tape.write) if debug else tape.write,
     )
     writers = _Writers(engine)
     books = _BookThrottle(book_interval_s)
@@ -135,9 +140,7 @@ async def collect_kalshi(
                     await stream.remove_markets(stream.markets - want)
 
     try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await consume()
+        await _run_until(consume(), stop)
     finally:
         await books.flush(writers, summary)
         for writer in writers.all():
@@ -177,6 +180,32 @@ class _BookThrottle:
     async def _store(update: BookUpdate, writers: _Writers, summary: CollectSummary) -> None:
         summary.books += 1
         await writers.books.add(update.book.snapshot_row(update.book_ts, update.received_ts, "ws"))
+
+
+async def _run_until(work: Coroutine[Any, Any, None], stop: asyncio.Event | float) -> None:
+    """Run `work` until `stop` is set (or for `stop` seconds); its own failure is raised."""
+    if not isinstance(stop, asyncio.Event):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(stop):
+                await work
+        return
+    worker = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (worker, waiter):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _debug_tap(write: Callable[[str, int, str], None]) -> Callable[[str, int, str], None]:
+    def tap(raw: str, received_ts: int, connection_id: str) -> None:
+        _log.debug("kalshi_frame", raw=raw[:1500], connection_id=connection_id)
+        write(raw, received_ts, connection_id)
+
+    return tap
 
 
 async def _route(item: object, writers: _Writers, summary: CollectSummary, books: _BookThrottle) -> None:
