@@ -301,3 +301,35 @@ def test_commands_against_the_simulator(sqlite_url: str, tmp_path: Path, monkeyp
     counts = {t: read_frame(engine, f"SELECT count(*) AS n FROM {t}")["n"][0]
               for t in ("markets", "quotes", "orderbook_snapshots", "feed_events")}
     assert all(n > 0 for n in counts.values()), counts
+
+
+@pytest.mark.slow
+async def test_books_survive_a_fault_drill() -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        tickers = await _open_tickers(sim, "KXBTCD")
+        stream = KalshiStream(sim.kalshi_ws_url, tickers, settings=FAST_STREAM)
+        async with contextlib.aclosing(stream.items()) as items:
+            await _until(items, lambda g: sum(isinstance(i, BookUpdate) and i.is_snapshot for i in g) == len(tickers),
+                         10.0)
+            for kind in ("duplicate", "reorder", "malformed_json", "unknown_fields", "missing_fields",
+                         "disconnect_clean"):
+                sim.faults.inject("kalshi_ws", kind)
+            async with _ticking(clock):
+                got = await _until(items, lambda g: sum(isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.CONNECT
+                                                        for i in g) >= 1, 10.0)
+                got += await _until(items, lambda g: sum(isinstance(i, BookUpdate) and i.is_snapshot for i in g)
+                                    >= len(tickers), 10.0)
+                await asyncio.sleep(0.3)
+            with contextlib.suppress(TimeoutError):
+                got += await _until(items, lambda g: False, 0.5)
+            async with _client(sim) as client:
+                books = await client.get_orderbooks(tickers)
+        applied = sim.faults.summary()
+    assert all(counts["applied"] == counts["injected"] for counts in applied.values()), applied
+    assert stream.connects == 2 and not [b for b in stream.books.values() if b.stale]
+    for payload in books:
+        venue = OrderBook(payload["ticker"])
+        venue.apply_snapshot(payload)
+        ours = stream.books[payload["ticker"]]
+        assert (ours.yes_bids, ours.no_bids) == (venue.yes_bids, venue.no_bids), payload["ticker"]
