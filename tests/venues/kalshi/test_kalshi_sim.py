@@ -333,3 +333,21 @@ async def test_books_survive_a_fault_drill() -> None:
         venue.apply_snapshot(payload)
         ours = stream.books[payload["ticker"]]
         assert (ours.yes_bids, ours.no_bids) == (venue.yes_bids, venue.no_bids), payload["ticker"]
+
+
+@pytest.mark.slow
+async def test_collector_follows_the_catalog_as_windows_open(sqlite_url: str, tmp_path: Path) -> None:
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        async with _client(sim) as client:
+            await refresh_markets(engine, client, ["KXBTC15M"], status=None, now_ms=clock())
+        first = read_frame(engine, "SELECT min(open_ts) AS t FROM markets WHERE status = 'active'")["t"][0]
+        settings = load_settings(KALSHI_WS_URL=sim.kalshi_ws_url, KALSHI_SERIES="KXBTC15M", data_dir=tmp_path)
+        async with _ticking(clock):  # ~150 simulated seconds: the next 2-minute window opens
+            await collect_kalshi(settings, engine, 3.0, stream_settings=FAST_STREAM, tape_root=tmp_path / "tape",
+                                 catalog_refresh_s=0.2, clock_ms=clock)
+    opened_later = read_frame(engine, "SELECT market_ticker FROM markets WHERE open_ts > :t", {"t": first})
+    streamed = set(read_frame(engine, "SELECT DISTINCT market_ticker FROM orderbook_snapshots")["market_ticker"])
+    assert set(opened_later["market_ticker"].to_list()) & streamed  # subscribed once it opened
