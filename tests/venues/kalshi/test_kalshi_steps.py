@@ -141,6 +141,8 @@ async def test_refresh_settlements_with_conflicts_and_lifecycle(engine: Engine) 
             "determination_ts": 1787000500, "settlement_value": "1.0000"}}, NOW + 10_000)
         write_lifecycle(engine, [determined])
         now = NOW + 3_600_000
+        dry = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now, dry_run=True)
+        assert dry.with_result == 2 and _markets(engine)[venue.markets[1]["ticker"]]["result"] is None
         summary = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now)
         again = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now)
     assert (summary.fetched, summary.with_result, summary.conflicts, summary.created) == (2, 2, 1, 0)
