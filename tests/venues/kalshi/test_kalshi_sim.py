@@ -28,6 +28,7 @@ from kbtc.sim.simulator import ManualClock, SimConfig, Simulator
 from kbtc.venues.backoff import Backoff
 from kbtc.venues.kalshi.auth import KalshiSigner
 from kbtc.venues.kalshi.errors import KalshiAuthError
+from kbtc.venues.kalshi.marketdata import IndexPriceRecord
 from kbtc.venues.kalshi.orderbook import OrderBook
 from kbtc.venues.kalshi.ratelimit import TokenBucket
 from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy
@@ -351,3 +352,16 @@ async def test_collector_follows_the_catalog_as_windows_open(sqlite_url: str, tm
     opened_later = read_frame(engine, "SELECT market_ticker FROM markets WHERE open_ts > :t", {"t": first})
     streamed = set(read_frame(engine, "SELECT DISTINCT market_ticker FROM orderbook_snapshots")["market_ticker"])
     assert set(opened_later["market_ticker"].to_list()) & streamed  # subscribed once it opened
+
+
+async def test_cfbenchmarks_index_prints() -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        settings = StreamSettings(backoff=Backoff(0.01, 0.05), lifecycle=False, index_ids=("BRTI",))
+        stream = KalshiStream(sim.kalshi_ws_url, [], settings=settings)
+        async with contextlib.aclosing(stream.items()) as items, _ticking(clock):
+            got = await _until(items, lambda g: sum(isinstance(i, IndexPriceRecord) for i in g) >= 3, 10.0)
+    prints = [i for i in got if isinstance(i, IndexPriceRecord)]
+    assert all(p.index_id == "BRTI" and p.value_usd > 0 and p.avg_60s_usd is not None for p in prints)
+    assert [p.value_ts for p in prints] == sorted(p.value_ts for p in prints)
+    assert not [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP]
