@@ -23,9 +23,9 @@ _log = get_logger(__name__)
 
 
 def _kalshi_collector(settings: Settings, engine: Engine, debug: bool) -> Collector:
-    # The Kalshi stream collector arrives with the Kalshi client; wiring it is this one call:
-    # `return partial(collect_kalshi, settings, engine, debug=debug)`.
-    raise fail("the Kalshi collector is not available yet (it lands with the Kalshi client); use --coinbase")
+    from kbtc.pipeline.kalshi_collector import collect_kalshi
+
+    return partial(collect_kalshi, settings, engine, debug=debug)
 
 
 def collect(
@@ -43,6 +43,7 @@ def collect(
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.collect import run_collectors
     from kbtc.pipeline.spot_collector import SpotCollectResult, collect_spot
+    from kbtc.venues.kalshi.errors import KalshiFatalError
 
     if seconds is not None and seconds < 0:
         raise fail("--seconds must be >= 0")
@@ -68,6 +69,8 @@ def collect(
         results = asyncio.run(run_collectors(collectors, run_s))
     except InvalidURI as exc:
         raise fail(f"not a WebSocket URL: {exc}") from None
+    except KalshiFatalError as exc:  # a rejected key or a malformed command: say why, no traceback
+        raise fail(str(exc), code=1) from None
     finally:
         engine.dispose()
     spot = results.get("coinbase")

@@ -1,4 +1,4 @@
-"""Step `collect --kalshi` (command `collect-kalshi` until the merge): the WebSocket stream into the database.
+"""Step `kbtc collect --kalshi` (and `kbtc collect-kalshi`): the Kalshi WebSocket stream into the database.
 
 Quotes (`ticker`); books (every snapshot, then at most one row per market per `book_interval_s` while deltas
 change it, and the last state when the session ends); trades; lifecycle events (which also update `markets`:
@@ -6,11 +6,11 @@ results, settlement values, strikes); index prints (`cfbenchmarks_value`, option
 each through its own batch writer, so a slow commit never stalls the socket. Every raw frame is appended to
 the tape (feed `kalshi`).
 
-The tracked set is the catalog's listed markets of the configured series (venue status `active`, not closed);
-it is re-read every `catalog_refresh_s` and the subscription follows (markets added/removed), and a lifecycle
-`determined`/`settled` drops the market at once. Lifecycle events of other series are kept on the tape only.
-All writes are idempotent: a re-delivered ticker after a reconnect (same market, `ts_ms`) or trade (same
-`trade_id`) does not add a row.
+The tracked set is the catalog's listed markets of the configured series that are active (or created and about
+to open: the open sends no lifecycle event) and not closed; it is re-read every `catalog_refresh_s` and the
+subscription follows (markets added/removed), and a lifecycle `determined`/`settled` drops the market at once.
+Lifecycle events of other series are kept on the tape only. All writes are idempotent: a re-delivered ticker
+after a reconnect (same market, `ts_ms`) or trade (same `trade_id`) does not add a row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from kbtc.config import Settings
+from kbtc.db.store import read_frame
 from kbtc.log import get_logger
 from kbtc.pipeline.batching import BatchWriter
 from kbtc.pipeline.kalshi_store import (
@@ -35,7 +36,6 @@ from kbtc.pipeline.kalshi_store import (
     write_quotes,
     write_trades,
 )
-from kbtc.pipeline.poll_quotes import tracked_markets
 from kbtc.pipeline.recording import record_feed_events, record_rejects
 from kbtc.pipeline.tape import TapeWriter
 from kbtc.venues.kalshi.auth import KalshiSigner
@@ -86,23 +86,30 @@ class _Writers:
 async def collect_kalshi(
     settings: Settings,
     engine: Engine,
-    seconds: float,
+    stop: asyncio.Event | float,
     *,
+    debug: bool = False,
     markets: Sequence[str] | None = None,
     signer: KalshiSigner | None = None,
     stream_settings: StreamSettings | None = None,
     tape_root: Path | None = None,
     book_interval_s: float = 1.0,
     catalog_refresh_s: float = 60.0,
+    clock_ms: Callable[[], int] | None = None,
 ) -> CollectSummary:
-    """Stream Kalshi for `seconds` into the database and the tape; return what was stored."""
+    """Stream Kalshi into the database and the tape until `stop` is set (or for `stop` seconds); return counts.
+
+    The `(settings, engine, stop)` form is the `kbtc collect --kalshi` collector (kbtc.pipeline.collect).
+    `debug` logs every frame (truncated to 1500 characters) at DEBUG level.
+    """
     series = list(settings.kalshi_series)
     fixed = markets if markets is not None else (settings.kalshi_market_tickers or None)
 
     def desired() -> set[str]:
         if fixed is not None:
             return set(fixed)
-        return set(tracked_markets(engine, series, "active", int(time.time() * 1000)))
+        now_ms = clock_ms() if clock_ms is not None else int(time.time() * 1000)
+        return streamable_markets(engine, series, now_ms, int(catalog_refresh_s * 1000))
 
     # market_lifecycle_v2 cannot be filtered by ticker and carries every market on the exchange: only the
     # tracked series reach the database (all frames are on the tape).
@@ -114,7 +121,7 @@ async def collect_kalshi(
         desired(),
         signer=signer if signer is not None else KalshiSigner.from_settings(settings),
         settings=stream_settings,
-        on_frame=tape.write,
+        on_frame=_debug_tap(tape.write) if debug else tape.write,
     )
     writers = _Writers(engine)
     books = _BookThrottle(book_interval_s)
@@ -135,9 +142,7 @@ async def collect_kalshi(
                     await stream.remove_markets(stream.markets - want)
 
     try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await consume()
+        await _run_until(consume(), stop)
     finally:
         await books.flush(writers, summary)
         for writer in writers.all():
@@ -177,6 +182,52 @@ class _BookThrottle:
     async def _store(update: BookUpdate, writers: _Writers, summary: CollectSummary) -> None:
         summary.books += 1
         await writers.books.add(update.book.snapshot_row(update.book_ts, update.received_ts, "ws"))
+
+
+def streamable_markets(engine: Engine, series: Sequence[str], now_ms: int, lead_ms: int) -> set[str]:
+    """Listed, not yet closed markets of the series that are active, or created and opening within `lead_ms`.
+
+    The open itself sends no lifecycle event (kalshi_api.md §5), so a market the collector learnt about from
+    `created` (status NULL) or a refresh (`initialized`) is streamed from just before its `open_ts`.
+    """
+    if not series:
+        return set()
+    names = [f"s{i}" for i in range(len(series))]
+    params: dict[str, object] = dict(zip(names, series, strict=True))
+    params.update(now=now_ms, opens_by=now_ms + lead_ms)
+    sql = f"""
+        SELECT market_ticker FROM markets
+        WHERE series_ticker IN ({", ".join(":" + n for n in names)}) AND catalog_status = 'listed'
+          AND (close_ts IS NULL OR close_ts >= :now)
+          AND (status = 'active' OR (COALESCE(status, 'initialized') = 'initialized' AND open_ts <= :opens_by))
+    """  # noqa: S608 — generated placeholder names only; values are bound
+    return {str(t) for t in read_frame(engine, sql, params)["market_ticker"].to_list()}
+
+
+async def _run_until(work: Coroutine[Any, Any, None], stop: asyncio.Event | float) -> None:
+    """Run `work` until `stop` is set (or for `stop` seconds); its own failure is raised."""
+    if not isinstance(stop, asyncio.Event):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(stop):
+                await work
+        return
+    worker = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (worker, waiter):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _debug_tap(write: Callable[[str, int, str], None]) -> Callable[[str, int, str], None]:
+    def tap(raw: str, received_ts: int, connection_id: str) -> None:
+        _log.debug("kalshi_frame", raw=raw[:1500], connection_id=connection_id)
+        write(raw, received_ts, connection_id)
+
+    return tap
 
 
 async def _route(item: object, writers: _Writers, summary: CollectSummary, books: _BookThrottle) -> None:

@@ -99,9 +99,10 @@ async def refresh_settlements(
     status: str = "resolved",
     since_seconds: float = 604_800,
     force: bool = False,
+    dry_run: bool = False,
     now_ms: int | None = None,
 ) -> SettlementSummary:
-    """Store the outcomes of markets settled in the last `since_seconds` (idempotent)."""
+    """Store the outcomes of markets settled in the last `since_seconds` (idempotent; `dry_run` only counts)."""
     if status not in STATUS_CHOICES:
         raise ValueError(f"status must be one of {', '.join(STATUS_CHOICES)}")
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -125,10 +126,12 @@ async def refresh_settlements(
         summary.fetched += len(records)
         summary.rejects += len(rejects)
         summary.with_result += sum(1 for r in records if r.result is not None)
-        record_rejects(engine, rejects)
-        write_markets(engine, _resolve_conflicts(engine, records, force, summary), catalog_status=None)
+        resolved = _resolve_conflicts(engine, records, force, summary)
+        if not dry_run:
+            record_rejects(engine, rejects)
+            write_markets(engine, resolved, catalog_status=None)
     lifecycle = _lifecycle_since(engine, since_ms)
-    if lifecycle:
+    if lifecycle and not dry_run:
         write_lifecycle(engine, lifecycle)
     summary.lifecycle_applied = len(lifecycle)
     return summary

@@ -81,18 +81,18 @@ async def test_kill_9_mid_batch_then_restart_without_duplicates(doc_server: Star
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_kalshi_not_available_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kalshi_collector_is_wired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
     from kbtc.cli import app
 
     monkeypatch.setenv("DB_PATH", str(tmp_path / "k.sqlite"))
     monkeypatch.setenv("LOG_PATH", str(tmp_path / "app.jsonl"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KALSHI_WS_URL", "ws://127.0.0.1:1/trade-api/ws/v2")  # refused: reconnects until stop
     result = CliRunner().invoke(app, ["collect", "--kalshi", "--seconds", "1"], terminal_width=200)
-    assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Kalshi collector is not available yet" in lines[0]
-    assert not (tmp_path / "k.sqlite").exists()
+    assert result.exit_code == 0, result.output
+    assert "kalshi: CollectSummary(" in result.output and "connects=0" in result.output
 
 
 def test_collect_without_a_stream_only_prepares_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -264,7 +264,10 @@ class KalshiStream:
     async def _read(self, ws: ClientConnection) -> AsyncIterator[StreamItem]:
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=self.settings.silence_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow an outer cancellation when
+                # recv() completes at the same moment, and a collector's session deadline would be lost.
+                async with asyncio.timeout(self.settings.silence_timeout_s):
+                    raw = await ws.recv()
             except TimeoutError:
                 yield self._event(FeedEventKind.STALE, detail=f"no frame for {self.settings.silence_timeout_s:g} s")
                 await ws.close()

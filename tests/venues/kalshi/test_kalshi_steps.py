@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 from fake_venue import FakeKalshi, market
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from kbtc.db.engine import make_engine
-from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
 from kbtc.pipeline.kalshi_catalog import refresh_markets, scan_markets
 from kbtc.pipeline.kalshi_store import write_lifecycle
@@ -25,9 +25,11 @@ NOW = 1_787_000_000_000  # 2026-08-17T20:53:20Z, before the sample markets close
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Engine:
-    upgrade_database(sqlite_url)
-    return make_engine(sqlite_url)
+def engine(migrated_url: str) -> Iterator[Engine]:
+    """A migrated database: SQLite, and PostgreSQL when a server is available."""
+    engine = make_engine(migrated_url)
+    yield engine
+    engine.dispose()
 
 
 def _client(venue: FakeKalshi) -> KalshiRestClient:
@@ -133,12 +135,14 @@ async def test_refresh_settlements_with_conflicts_and_lifecycle(engine: Engine) 
         stored = _markets(engine)
         first_ticker = venue.markets[0]["ticker"]
         with engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE markets SET result = 'yes' WHERE market_ticker = ?", (first_ticker,))
+            conn.execute(text("UPDATE markets SET result = 'yes' WHERE market_ticker = :t"), {"t": first_ticker})
         determined = parse_lifecycle({"type": "market_lifecycle_v2", "sid": 1, "msg": {
             "market_ticker": venue.markets[4]["ticker"], "event_type": "determined", "result": "yes",
             "determination_ts": 1787000500, "settlement_value": "1.0000"}}, NOW + 10_000)
         write_lifecycle(engine, [determined])
         now = NOW + 3_600_000
+        dry = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now, dry_run=True)
+        assert dry.with_result == 2 and _markets(engine)[venue.markets[1]["ticker"]]["result"] is None
         summary = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now)
         again = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now)
     assert (summary.fetched, summary.with_result, summary.conflicts, summary.created) == (2, 2, 1, 0)
