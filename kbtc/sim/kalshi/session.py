@@ -166,7 +166,9 @@ class Session:
             if await self._connection_faults():
                 return
             try:
-                message = await asyncio.wait_for(self._queue.get(), timeout=tick_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the get.
+                async with asyncio.timeout(tick_s):
+                    message = await self._queue.get()
             except TimeoutError:
                 if held is not None:
                     await self._send(held)
