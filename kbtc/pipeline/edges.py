@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import polars as pl
 from sqlalchemy import Engine
 
+from kbtc.db.engine import write_transaction
 from kbtc.db.schema import Edge, EdgeSnapshot
-from kbtc.db.store import upsert
+from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis
 from kbtc.edge.volatility import VolParams, estimate_volatility
@@ -80,11 +82,29 @@ def edge_rows(edges: pl.DataFrame) -> pl.DataFrame:
     ).select(_EDGE_TABLE_COLUMNS)
 
 
+@lru_cache(maxsize=16)
+def _upsert_statement(engine: Engine, table: str) -> tuple[str, tuple[str, ...] | None]:
+    """The compiled upsert of all of `table`'s columns: compiled once per engine, not once per tick (~0.6 ms)."""
+    model = Edge if table == Edge.__tablename__ else EdgeSnapshot
+    columns = _EDGE_TABLE_COLUMNS if model is Edge else _SNAPSHOT_COLUMNS
+    return upsert_sql(engine, table_of(model), columns)
+
+
 def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[int, int]:
-    """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written)."""
-    written_edges = upsert(engine, Edge, edge_rows(edges))
-    written_snapshots = upsert(engine, EdgeSnapshot, snapshot_rows(edges, params_json))
-    return written_edges, written_snapshots
+    """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written).
+
+    The same upserts as kbtc.db.store.upsert (update on the natural key), in one write transaction: one commit
+    per tick instead of one per table, and the tick's two tables change together.
+    """
+    frames = {Edge.__tablename__: edge_rows(edges), EdgeSnapshot.__tablename__: snapshot_rows(edges, params_json)}
+    statements = {table: _upsert_statement(engine, table) for table, frame in frames.items() if frame.height}
+    if statements:
+        with write_transaction(engine) as conn:
+            for table, (sql, order) in statements.items():
+                frame = frames[table]
+                params = list(frame.select(order).iter_rows()) if order is not None else frame.to_dicts()
+                conn.exec_driver_sql(sql, params)
+    return frames[Edge.__tablename__].height, frames[EdgeSnapshot.__tablename__].height
 
 
 def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | None = None) -> EdgeTick:
