@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import polars as pl
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Dialect, Engine, text
 
 from kbtc.db.store import read_frame
 
@@ -82,13 +83,28 @@ def _read_typed(
     if isinstance(conn, Engine):
         with conn.connect() as connection:
             return _read_typed(connection, sql, params, schema)
-    rows = conn.execute(text(sql), params).fetchall()
+    statement, order = _compiled(conn.dialect, sql)
+    # The driver's cursor on the connection's (transaction's) DBAPI connection: plain tuples, without building a
+    # SQLAlchemy Row per result row (~0.3 µs a row: a quarter of reading 10k markets or an hour of ticks).
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement, tuple(params[name] for name in order) if order is not None else params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     return pl.DataFrame(
         {name: pl.Series(name, list(values), dtype=dtype, strict=False) for (name, dtype), values in
          zip(schema.items(), columns, strict=True)},
         schema=schema,
     )
+
+
+@lru_cache(maxsize=64)
+def _compiled(dialect: Dialect, sql: str) -> tuple[str, tuple[str, ...] | None]:
+    """`sql` (with `:name` placeholders) in the driver's paramstyle, and the parameter order when positional."""
+    compiled = text(sql).compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None
 
 
 def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
