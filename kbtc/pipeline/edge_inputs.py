@@ -139,6 +139,52 @@ def load_markets(
     return _read_typed(conn, sql, params, _MARKET_SCHEMA)
 
 
+@dataclass(slots=True)
+class MarketCatalogCache:
+    """The `load_markets` result kept between live ticks: the catalog changes every few minutes, ticks every 10 s.
+
+    Valid while a fingerprint of the markets it was read from — the count, sum and max of `updated_ts` of the
+    rows the read selected — is unchanged (every catalog writer stamps `updated_ts`; a new, vanished or edited
+    market changes it) and time does not go backwards; a later tick then only drops the markets that have
+    since expired, as the SQL filter would. Anything else re-reads.
+    """
+
+    series: tuple[str, ...] = ()
+    asof_ts: int | None = None
+    fingerprint: tuple[object, ...] | None = None
+    markets: pl.DataFrame | None = None
+    hits: int = 0
+
+    def load(
+        self, conn: Connection, asof_ts: int, series: Sequence[str], *, expired_tolerance_ms: int = 5_000
+    ) -> pl.DataFrame:
+        """`load_markets(conn, asof_ts, series)`, from the cache when the catalog has not changed."""
+        if (
+            self.markets is not None
+            and self.asof_ts is not None
+            and self.series == tuple(series)
+            and asof_ts >= self.asof_ts
+            and _catalog_fingerprint(conn, self.asof_ts, series, expired_tolerance_ms) == self.fingerprint
+        ):
+            self.hits += 1
+            close = pl.col("close_ts")
+            return self.markets.filter(close.is_null() | (close >= asof_ts - expired_tolerance_ms))
+        self.fingerprint = _catalog_fingerprint(conn, asof_ts, series, expired_tolerance_ms)
+        self.markets = load_markets(conn, asof_ts, series, expired_tolerance_ms=expired_tolerance_ms)
+        self.series, self.asof_ts = tuple(series), asof_ts
+        return self.markets
+
+
+def _catalog_fingerprint(
+    conn: Connection, asof_ts: int, series: Sequence[str], expired_tolerance_ms: int
+) -> tuple[object, ...]:
+    if not series:
+        return ()
+    where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
+    sql = f"SELECT COUNT(*), SUM(m.updated_ts), MAX(m.updated_ts) FROM markets m WHERE {where}"  # noqa: S608
+    return tuple(conn.execute(text(sql), params).one())
+
+
 def load_latest_quotes(
     conn: Connection | Engine,
     asof_ts: int,
@@ -281,10 +327,14 @@ def load_edge_inputs(
     quote_max_age_s: float = 300.0,
     index_id: str = "BRTI",
     basis_lookback_s: float = 6 * 3_600.0,
+    catalog: MarketCatalogCache | None = None,
 ) -> EdgeInputs:
-    """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL)."""
+    """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL).
+
+    `catalog` (a live loop's): reuse the markets read by an earlier tick while the catalog is unchanged.
+    """
     with engine.connect() as conn, conn.begin():
-        markets = load_markets(conn, asof_ts, series)
+        markets = catalog.load(conn, asof_ts, series) if catalog is not None else load_markets(conn, asof_ts, series)
         quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=int(quote_max_age_s * 1000))
         spot = load_spot(conn, product_id, asof_ts, spot_lookback_s)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)

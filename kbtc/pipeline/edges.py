@@ -19,7 +19,7 @@ from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis
 from kbtc.edge.volatility import VolParams, estimate_volatility
-from kbtc.pipeline.edge_inputs import load_edge_inputs, load_latest_books
+from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.volatility import persist_vol_estimates
 
 # Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
@@ -107,8 +107,13 @@ def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[
     return frames[Edge.__tablename__].height, frames[EdgeSnapshot.__tablename__].height
 
 
-def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | None = None) -> EdgeTick:
-    """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read."""
+def compute_edge_tick(
+    engine: Engine, asof_ts: int, settings: EdgeSettings | None = None, catalog: MarketCatalogCache | None = None
+) -> EdgeTick:
+    """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read.
+
+    A live loop passes one `catalog` to every tick: the market list is re-read only when the catalog changed.
+    """
     settings = settings or EdgeSettings()
     params = settings.params
     inputs = load_edge_inputs(
@@ -120,6 +125,7 @@ def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | Non
         quote_max_age_s=params.quote_max_age_s,
         index_id=settings.index_id,
         basis_lookback_s=settings.basis.lookback_s,
+        catalog=catalog,
     )
     vol = estimate_volatility(inputs.spot, [asof_ts], settings.vol)
     basis = estimate_basis(

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from kbtc.cli import app
@@ -19,6 +19,7 @@ from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import count_rows, read_frame, upsert
 from kbtc.edge import EdgeParams
+from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_markets
 from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, edge_rows, sanity_lines, snapshot_rows, write_edges
 
 HOUR = 3_600_000
@@ -189,3 +190,38 @@ def test_write_edges_replaces_and_handles_no_snapshots(migrated_url: str) -> Non
     assert read_frame(engine, "SELECT COUNT(*) AS n FROM edge_snapshots")["n"][0] == 4  # earlier rows kept
     assert write_edges(engine, edges.clear(), "{}") == (0, 0)
     engine.dispose()
+
+
+def test_catalog_cache_matches_fresh_reads_and_reloads_on_change(engine: Engine) -> None:
+    seed_database(engine, ASOF)
+    catalog = MarketCatalogCache()
+
+    def both(asof: int) -> pl.DataFrame:
+        with engine.connect() as conn:
+            cached, fresh = catalog.load(conn, asof, ["KXBTCD", "KXBTC15M"]), load_markets(conn, asof, ["KXBTCD", "KXBTC15M"])
+        assert_frame_equal(cached, fresh)
+        return cached
+
+    def change(assignments: str) -> None:  # as the catalog writers do: every change stamps updated_ts
+        with engine.begin() as conn:
+            conn.execute(text(f"UPDATE markets SET {assignments} WHERE market_ticker = 'KXBTCD-E-T99999.99'"))
+
+    assert both(ASOF).height == 5 and catalog.hits == 0
+    assert both(ASOF + 10_000).height == 5 and catalog.hits == 1
+    assert both(ASOF + 610_000).height == 4 and catalog.hits == 2  # KXBTC15M-Q-00 closed: dropped as SQL would
+    change("cap_strike = 5.0, updated_ts = 7")
+    assert both(ASOF + 620_000)["cap_strike"].drop_nulls().to_list() == [5.0] and catalog.hits == 2  # re-read
+    change("catalog_status = 'vanished', updated_ts = 8")
+    assert both(ASOF + 630_000).height == 3 and catalog.hits == 2
+    assert both(ASOF + 640_000).height == 3 and catalog.hits == 3
+    assert both(ASOF).height == 4 and catalog.hits == 3  # back in time (a replay): re-read
+
+
+def test_tick_with_catalog_cache_equals_tick_without(engine: Engine) -> None:
+    seed_database(engine, ASOF)
+    settings = EdgeSettings(persist_vol=False)
+    catalog = MarketCatalogCache()
+    compute_edge_tick(engine, ASOF - 1_000, settings, catalog)
+    cached = compute_edge_tick(engine, ASOF, settings, catalog).edges
+    assert catalog.hits == 1
+    assert_frame_equal(cached, compute_edge_tick(engine, ASOF, settings).edges)
