@@ -3,11 +3,16 @@
 (a) `pricing`: probability (60 s average) + exact fees + EV + Kelly on 1M and 10M rows (kbtc.edge.pricing.price,
     vectorised Polars) vs the same math as a per-row pure-Python loop (math.erfc, integer fees, pre-extracted
     lists — the fastest loop form) on a 200k-row subset. Targets: ≥ 20M rows/s and ≥ 50× the loop.
+    `pricing_*_cpu_ns_per_row` is the CPU time of all threads per row (ratio: the loop's / ours): on the shared
+    2-core machine it moves far less with other processes' load than the wall-clock rate does.
 (b) `live_tick_500_markets_ms`: one live tick of 500 markets including the DB read (load_edge_inputs), σ and
     basis, and the edges + edge_snapshots write, on SQLite; median over 15 ticks. Target: ≤ 50 ms.
 (c) `tick_10k_markets_per_s`: 10k markets per tick including DB I/O. Target: ≥ 100k markets/s.
-    Reference for (b) and (c), same run and databases: the original's shape — the same read, then a per-market
-    Python loop and one INSERT per snapshot (benchmarks/edges_db.py).
+    Ours in (b) and (c) runs as `run-live-edges` does, with a MarketCatalogCache across ticks. Reference for
+    (b) and (c), same run and databases: the original's shape — the same read (markets every tick), then a
+    per-market Python loop and one INSERT per snapshot (benchmarks/edges_db.py).
+
+Measured numbers and where the time goes: docs/EDGE_VALIDATION.md §8.
 
 Run: python -m benchmarks.edges [--rows 1000000 10000000] [--skip-db]
 """
@@ -18,6 +23,7 @@ import argparse
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -102,12 +108,20 @@ def python_loop(frame: pl.DataFrame, params: EdgeParams) -> list[tuple[float, fl
     return out
 
 
+def _cpu_s(fn: Callable[[], object]) -> float:
+    """CPU seconds of one call, all threads: less sensitive than wall time to other processes' load."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
 def bench_pricing(rows: list[int]) -> None:
     params = EdgeParams()
     subset = pricing_rows(200_000)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     reference_out = python_loop(subset, params)
     loop_rate = subset.height / (time.perf_counter() - start)
+    loop_cpu_ns = (time.process_time() - start_cpu) / subset.height * 1e9
     check = ours(subset, params)
     diffs = [abs(a - b) for (a, _, _), b in zip(reference_out, check["p_model"], strict=True)]
     ev_diffs = [abs(a - b) for (_, a, _), b in zip(reference_out, check["ev_yes_dollars"], strict=True)]
@@ -117,6 +131,9 @@ def bench_pricing(rows: list[int]) -> None:
         ours(frame, params)  # warm-up
         best = min(timed(lambda f=frame: ours(f, params)) for _ in range(3))
         print(bench_line(f"pricing_{n // 1_000_000}M_rows_per_s", n / best, "rows/s", loop_rate))
+        cpu = min(_cpu_s(lambda f=frame: ours(f, params)) for _ in range(3))
+        print(bench_line(f"pricing_{n // 1_000_000}M_cpu_ns_per_row", cpu / n * 1e9, "ns", loop_cpu_ns,
+                         higher_is_better=False))
 
 
 def main() -> None:

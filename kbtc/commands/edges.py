@@ -71,15 +71,17 @@ def run_live_edges(  # noqa: PLR0917 — typer maps each option to a parameter
 ) -> None:
     """Compute edges every INTERVAL seconds for DURATION seconds (a tick's failure is logged; the loop goes on)."""
     from kbtc.db.engine import make_engine
+    from kbtc.pipeline.edge_inputs import MarketCatalogCache
     from kbtc.pipeline.edges import EdgeTick, compute_edge_tick
     from kbtc.pipeline.loop import run_bounded_loop
 
     settings = setup(debug)
     edge_settings = _edge_settings(settings, contracts, settlement)
     engine = make_engine(settings.sqlalchemy_url)
+    catalog = MarketCatalogCache()  # the market list, re-read only when the catalog changes
 
     def step(now_ts: int) -> EdgeTick:
-        tick = compute_edge_tick(engine, now_ts, edge_settings)
+        tick = compute_edge_tick(engine, now_ts, edge_settings, catalog)
         console.print(f"{now_ts}: {tick.snapshots_written} snapshots; {tick.skip_counts()}", highlight=False)
         return tick
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import polars as pl
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Dialect, Engine, text
 
 from kbtc.db.store import read_frame
 
@@ -82,13 +83,28 @@ def _read_typed(
     if isinstance(conn, Engine):
         with conn.connect() as connection:
             return _read_typed(connection, sql, params, schema)
-    rows = conn.execute(text(sql), params).fetchall()
+    statement, order = _compiled(conn.dialect, sql)
+    # The driver's cursor on the connection's (transaction's) DBAPI connection: plain tuples, without building a
+    # SQLAlchemy Row per result row (~0.3 µs a row: a quarter of reading 10k markets or an hour of ticks).
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement, tuple(params[name] for name in order) if order is not None else params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     return pl.DataFrame(
         {name: pl.Series(name, list(values), dtype=dtype, strict=False) for (name, dtype), values in
          zip(schema.items(), columns, strict=True)},
         schema=schema,
     )
+
+
+@lru_cache(maxsize=64)
+def _compiled(dialect: Dialect, sql: str) -> tuple[str, tuple[str, ...] | None]:
+    """`sql` (with `:name` placeholders) in the driver's paramstyle, and the parameter order when positional."""
+    compiled = text(sql).compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None
 
 
 def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
@@ -121,6 +137,52 @@ def load_markets(
     columns = ", ".join("m." + c.strip() for c in MARKET_COLUMNS.split(","))
     sql = f"SELECT {columns} FROM markets m WHERE {where} ORDER BY m.market_ticker"  # noqa: S608 — placeholders only
     return _read_typed(conn, sql, params, _MARKET_SCHEMA)
+
+
+@dataclass(slots=True)
+class MarketCatalogCache:
+    """The `load_markets` result kept between live ticks: the catalog changes every few minutes, ticks every 10 s.
+
+    Valid while a fingerprint of the markets it was read from — the count, sum and max of `updated_ts` of the
+    rows the read selected — is unchanged (every catalog writer stamps `updated_ts`; a new, vanished or edited
+    market changes it) and time does not go backwards; a later tick then only drops the markets that have
+    since expired, as the SQL filter would. Anything else re-reads.
+    """
+
+    series: tuple[str, ...] = ()
+    asof_ts: int | None = None
+    fingerprint: tuple[object, ...] | None = None
+    markets: pl.DataFrame | None = None
+    hits: int = 0
+
+    def load(
+        self, conn: Connection, asof_ts: int, series: Sequence[str], *, expired_tolerance_ms: int = 5_000
+    ) -> pl.DataFrame:
+        """`load_markets(conn, asof_ts, series)`, from the cache when the catalog has not changed."""
+        if (
+            self.markets is not None
+            and self.asof_ts is not None
+            and self.series == tuple(series)
+            and asof_ts >= self.asof_ts
+            and _catalog_fingerprint(conn, self.asof_ts, series, expired_tolerance_ms) == self.fingerprint
+        ):
+            self.hits += 1
+            close = pl.col("close_ts")
+            return self.markets.filter(close.is_null() | (close >= asof_ts - expired_tolerance_ms))
+        self.fingerprint = _catalog_fingerprint(conn, asof_ts, series, expired_tolerance_ms)
+        self.markets = load_markets(conn, asof_ts, series, expired_tolerance_ms=expired_tolerance_ms)
+        self.series, self.asof_ts = tuple(series), asof_ts
+        return self.markets
+
+
+def _catalog_fingerprint(
+    conn: Connection, asof_ts: int, series: Sequence[str], expired_tolerance_ms: int
+) -> tuple[object, ...]:
+    if not series:
+        return ()
+    where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
+    sql = f"SELECT COUNT(*), SUM(m.updated_ts), MAX(m.updated_ts) FROM markets m WHERE {where}"  # noqa: S608
+    return tuple(conn.execute(text(sql), params).one())
 
 
 def load_latest_quotes(
@@ -265,10 +327,14 @@ def load_edge_inputs(
     quote_max_age_s: float = 300.0,
     index_id: str = "BRTI",
     basis_lookback_s: float = 6 * 3_600.0,
+    catalog: MarketCatalogCache | None = None,
 ) -> EdgeInputs:
-    """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL)."""
+    """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL).
+
+    `catalog` (a live loop's): reuse the markets read by an earlier tick while the catalog is unchanged.
+    """
     with engine.connect() as conn, conn.begin():
-        markets = load_markets(conn, asof_ts, series)
+        markets = catalog.load(conn, asof_ts, series) if catalog is not None else load_markets(conn, asof_ts, series)
         quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=int(quote_max_age_s * 1000))
         spot = load_spot(conn, product_id, asof_ts, spot_lookback_s)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)

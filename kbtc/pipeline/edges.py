@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 from sqlalchemy import Engine
 
+from kbtc.db.engine import write_transaction
 from kbtc.db.schema import Edge, EdgeSnapshot
-from kbtc.db.store import upsert
+from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis
 from kbtc.edge.volatility import VolParams, estimate_volatility
-from kbtc.pipeline.edge_inputs import load_edge_inputs, load_latest_books
+from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.volatility import persist_vol_estimates
 
 # Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
@@ -80,15 +81,43 @@ def edge_rows(edges: pl.DataFrame) -> pl.DataFrame:
     ).select(_EDGE_TABLE_COLUMNS)
 
 
+_STATEMENTS: dict[tuple[str, str, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _upsert_statement(engine: Engine, table: str) -> tuple[str, tuple[str, ...] | None]:
+    """The compiled upsert of all of `table`'s columns, compiled once per database driver, not per tick (~0.6 ms)."""
+    key = (engine.dialect.name, engine.dialect.driver, table)
+    if key not in _STATEMENTS:
+        model = Edge if table == Edge.__tablename__ else EdgeSnapshot
+        columns = _EDGE_TABLE_COLUMNS if model is Edge else _SNAPSHOT_COLUMNS
+        _STATEMENTS[key] = upsert_sql(engine, table_of(model), columns)
+    return _STATEMENTS[key]
+
+
 def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[int, int]:
-    """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written)."""
-    written_edges = upsert(engine, Edge, edge_rows(edges))
-    written_snapshots = upsert(engine, EdgeSnapshot, snapshot_rows(edges, params_json))
-    return written_edges, written_snapshots
+    """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written).
+
+    The same upserts as kbtc.db.store.upsert (update on the natural key), in one write transaction: one commit
+    per tick instead of one per table, and the tick's two tables change together.
+    """
+    frames = {Edge.__tablename__: edge_rows(edges), EdgeSnapshot.__tablename__: snapshot_rows(edges, params_json)}
+    statements = {table: _upsert_statement(engine, table) for table, frame in frames.items() if frame.height}
+    if statements:
+        with write_transaction(engine) as conn:
+            for table, (sql, order) in statements.items():
+                frame = frames[table]
+                params = list(frame.select(order).iter_rows()) if order is not None else frame.to_dicts()
+                conn.exec_driver_sql(sql, params)
+    return frames[Edge.__tablename__].height, frames[EdgeSnapshot.__tablename__].height
 
 
-def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | None = None) -> EdgeTick:
-    """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read."""
+def compute_edge_tick(
+    engine: Engine, asof_ts: int, settings: EdgeSettings | None = None, catalog: MarketCatalogCache | None = None
+) -> EdgeTick:
+    """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read.
+
+    A live loop passes one `catalog` to every tick: the market list is re-read only when the catalog changed.
+    """
     settings = settings or EdgeSettings()
     params = settings.params
     inputs = load_edge_inputs(
@@ -100,6 +129,7 @@ def compute_edge_tick(engine: Engine, asof_ts: int, settings: EdgeSettings | Non
         quote_max_age_s=params.quote_max_age_s,
         index_id=settings.index_id,
         basis_lookback_s=settings.basis.lookback_s,
+        catalog=catalog,
     )
     vol = estimate_volatility(inputs.spot, [asof_ts], settings.vol)
     basis = estimate_basis(

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from sqlalchemy import Engine
+from polars.testing import assert_frame_equal
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from kbtc.cli import app
 from kbtc.db.engine import make_engine
+from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import count_rows, read_frame, upsert
 from kbtc.edge import EdgeParams
-from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, sanity_lines
+from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_markets
+from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, edge_rows, sanity_lines, snapshot_rows, write_edges
 
 HOUR = 3_600_000
 
@@ -141,3 +144,84 @@ def test_tick_uses_the_latest_book_for_depth_aware_ev(engine: Engine) -> None:
     assert row["depth_filled_yes"] == 3.0 and row["depth_filled_no"] == 2.0
     fees = 0.02 + 0.04  # 1 × 47 ¢ (⌈1.74⌉ = 2 ¢) then 2 × 48 ¢ (⌈3.49⌉ = 4 ¢)
     assert row["depth_ev_yes_dollars"] == pytest.approx(3 * row["p_model"] - 0.47 - 2 * 0.48 - fees)
+
+
+ASOF = 1_795_000_000_000
+
+
+def _tables(url: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    engine = make_engine(url)
+    try:
+        return tuple(  # type: ignore[return-value]
+            read_frame(engine, f"SELECT * FROM {table} ORDER BY asof_ts, market_ticker").drop("id", strict=False)
+            for table in ("edges", "edge_snapshots")
+        )
+    finally:
+        engine.dispose()
+
+
+def test_write_edges_matches_per_table_upserts(migrated_url: str, tmp_path: Path) -> None:
+    engine = make_engine(migrated_url)
+    seed_database(engine, ASOF)
+    settings = EdgeSettings(persist_vol=False)
+    edges = compute_edge_tick(engine, ASOF, settings).edges
+    engine.dispose()
+    other_url = f"sqlite:///{tmp_path / 'reference.sqlite'}"
+    upgrade_database(other_url)
+    other = make_engine(other_url)
+    upsert(other, "edges", edge_rows(edges))
+    upsert(other, "edge_snapshots", snapshot_rows(edges, settings.params_json()))
+    other.dispose()
+    ours, reference = _tables(migrated_url), _tables(other_url)
+    assert ours[0].height == 5 and ours[1].height == 4
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert_frame_equal(mine, theirs, check_dtypes=False)
+
+
+def test_write_edges_replaces_and_handles_no_snapshots(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    seed_database(engine, ASOF)
+    edges = compute_edge_tick(engine, ASOF, EdgeSettings(persist_vol=False)).edges
+    changed = edges.with_columns(pl.lit("missing_both_sides").alias("skip_reason"), pl.col("p_model") * 0.5)
+    assert write_edges(engine, changed, "{}") == (5, 0)  # nothing selected: no snapshot statement at all
+    stored = read_frame(engine, "SELECT market_ticker, skip_reason, p_model FROM edges ORDER BY market_ticker")
+    expected = changed.sort("market_ticker").select("market_ticker", "skip_reason", "p_model")
+    assert_frame_equal(stored, expected, check_dtypes=False)
+    assert read_frame(engine, "SELECT COUNT(*) AS n FROM edge_snapshots")["n"][0] == 4  # earlier rows kept
+    assert write_edges(engine, edges.clear(), "{}") == (0, 0)
+    engine.dispose()
+
+
+def test_catalog_cache_matches_fresh_reads_and_reloads_on_change(engine: Engine) -> None:
+    seed_database(engine, ASOF)
+    catalog = MarketCatalogCache()
+
+    def both(asof: int) -> pl.DataFrame:
+        with engine.connect() as conn:
+            cached, fresh = catalog.load(conn, asof, ["KXBTCD", "KXBTC15M"]), load_markets(conn, asof, ["KXBTCD", "KXBTC15M"])
+        assert_frame_equal(cached, fresh)
+        return cached
+
+    def change(assignments: str) -> None:  # as the catalog writers do: every change stamps updated_ts
+        with engine.begin() as conn:
+            conn.execute(text(f"UPDATE markets SET {assignments} WHERE market_ticker = 'KXBTCD-E-T99999.99'"))
+
+    assert both(ASOF).height == 5 and catalog.hits == 0
+    assert both(ASOF + 10_000).height == 5 and catalog.hits == 1
+    assert both(ASOF + 610_000).height == 4 and catalog.hits == 2  # KXBTC15M-Q-00 closed: dropped as SQL would
+    change("cap_strike = 5.0, updated_ts = 7")
+    assert both(ASOF + 620_000)["cap_strike"].drop_nulls().to_list() == [5.0] and catalog.hits == 2  # re-read
+    change("catalog_status = 'vanished', updated_ts = 8")
+    assert both(ASOF + 630_000).height == 3 and catalog.hits == 2
+    assert both(ASOF + 640_000).height == 3 and catalog.hits == 3
+    assert both(ASOF).height == 4 and catalog.hits == 3  # back in time (a replay): re-read
+
+
+def test_tick_with_catalog_cache_equals_tick_without(engine: Engine) -> None:
+    seed_database(engine, ASOF)
+    settings = EdgeSettings(persist_vol=False)
+    catalog = MarketCatalogCache()
+    compute_edge_tick(engine, ASOF - 1_000, settings, catalog)
+    cached = compute_edge_tick(engine, ASOF, settings, catalog).edges
+    assert catalog.hits == 1
+    assert_frame_equal(cached, compute_edge_tick(engine, ASOF, settings).edges)
