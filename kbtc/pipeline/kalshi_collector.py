@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,9 @@ class _Writers:
 async def collect_kalshi(
     settings: Settings,
     engine: Engine,
-    seconds: float,
+    seconds: float | None,
     *,
+    stop: asyncio.Event | None = None,
     markets: Sequence[str] | None = None,
     signer: KalshiSigner | None = None,
     stream_settings: StreamSettings | None = None,
@@ -95,7 +96,8 @@ async def collect_kalshi(
     book_interval_s: float = 1.0,
     catalog_refresh_s: float = 60.0,
 ) -> CollectSummary:
-    """Stream Kalshi for `seconds` into the database and the tape; return what was stored."""
+    """Stream Kalshi for `seconds` (None: no limit) or until `stop` is set into the database and the tape;
+    return what was stored."""
     series = list(settings.kalshi_series)
     fixed = markets if markets is not None else (settings.kalshi_market_tickers or None)
 
@@ -137,7 +139,7 @@ async def collect_kalshi(
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await consume()
+                await _until_stopped(consume(), stop)
     finally:
         await books.flush(writers, summary)
         for writer in writers.all():
@@ -148,6 +150,22 @@ async def collect_kalshi(
               trades=summary.trades, lifecycle=summary.lifecycle, feed_events=summary.feed_events,
               rejects=summary.rejects, connects=summary.connects)
     return summary
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event | None) -> None:
+    """Await `work` until it ends or `stop` is set (then cancel it); cancelled from outside, cancel it too."""
+    if stop is None:
+        await work
+        return
+    worker, waiter = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({worker, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if worker.done():
+            worker.result()
+    finally:
+        for future in (worker, waiter):
+            future.cancel()
+        await asyncio.gather(worker, waiter, return_exceptions=True)
 
 
 class _BookThrottle:
