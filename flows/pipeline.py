@@ -9,6 +9,7 @@ per-step deployments give each step its own cadence.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,6 +30,18 @@ from kbtc.pipeline.health import data_health
 from kbtc.scoring.ledger import LedgerParams
 
 
+def ledger_params(*, min_ev: float, cost_buffer: float, expiry_scale: float = 1.0,
+                  sigma_ready_statuses: list[str] | None = None) -> LedgerParams:
+    """The ledger's rules with the thresholds the flow parameters change."""
+    base = LedgerParams(min_ev_dollars=min_ev, cost_buffer_dollars=cost_buffer)
+    return replace(
+        base,
+        min_tau_s_by_series={k: v * expiry_scale for k, v in base.min_tau_s_by_series.items()},
+        default_min_tau_s=base.default_min_tau_s * expiry_scale,
+        sigma_ready_statuses=tuple(sigma_ready_statuses or base.sigma_ready_statuses),
+    )
+
+
 @flow(name="pipeline", flow_run_name=run_name("pipeline"))
 def pipeline(
     *,
@@ -37,9 +50,15 @@ def pipeline(
     settlements_since_seconds: float = 86_400.0,
     min_ev: float = 0.03,
     cost_buffer: float = 0.01,
+    expiry_scale: float = 1.0,
+    sigma_ready_statuses: list[str] | None = None,
     health_window_seconds: float = 3_600.0,
 ) -> dict[str, Any]:
-    """Run one cycle of the pipeline; return each step's summary."""
+    """Run one cycle of the pipeline; return each step's summary.
+
+    `expiry_scale` multiplies the ledger's near-expiry thresholds and `sigma_ready_statuses` widens which
+    volatility statuses may trade: the demo's accelerated markets need both; production keeps the defaults.
+    """
     settings = flow_settings()
     logger = get_run_logger()
     summary: dict[str, Any] = {}
@@ -48,8 +67,8 @@ def pipeline(
     if poll:
         summary["poll"] = poll_quotes_task(settings, 0.0, 1.0)
     edges = edge_tick_task(settings, now_ms())
-    decisions = opportunity_tick_task(settings, now_ms(), LedgerParams(min_ev_dollars=min_ev,
-                                                                       cost_buffer_dollars=cost_buffer))
+    decisions = opportunity_tick_task(settings, now_ms(), ledger_params(
+        min_ev=min_ev, cost_buffer=cost_buffer, expiry_scale=expiry_scale, sigma_ready_statuses=sigma_ready_statuses))
     summary["settlements"] = refresh_settlements_task(settings, settlements_since_seconds)
     summary["ledger"] = settle_ledger_task(settings.sqlalchemy_url)
     summary["scoring"] = score_snapshots_task(settings.sqlalchemy_url, now_ms())

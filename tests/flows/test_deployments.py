@@ -30,6 +30,18 @@ def test_every_deployment_entrypoint_is_a_flow_with_parsed_schedules() -> None:
         limit = build_concurrency(spec.concurrency_limit)
         assert limit is not None and not isinstance(limit, int)
         assert limit.collision_strategy is ConcurrencyLimitStrategy.CANCEL_NEW
+        # One run at a time, except collector sessions, which overlap their successor by design.
+        overlapping = spec.parameters.get("seconds", 0) > min(
+            entry.get("interval", float("inf")) for entry in spec.schedules)
+        assert limit.limit == (2 if overlapping else 1), spec.name
+
+
+def test_a_deployment_per_step_flow() -> None:
+    names = {spec.name for spec in load_deployment_specs()}
+    assert {"refresh-markets", "collect-streams", "poll-quotes", "edge-loop", "opportunity-loop",
+            "refresh-settlements", "score-and-settle", "model-performance-report", "pipeline"} <= names
+    (collect,) = [spec for spec in load_deployment_specs() if spec.name == "collect-streams"]
+    assert collect.parameters["seconds"] > collect.schedules[0]["interval"]  # sessions overlap
 
 
 def test_runner_deployments_match_the_yaml() -> None:
