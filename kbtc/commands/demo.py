@@ -38,6 +38,8 @@ def demo_command(  # noqa: PLR0917 - a Typer command: every option is a paramete
     # Prefect reads its settings at import: set them before `flows` is imported.
     os.environ.setdefault("PREFECT_HOME", str((data_dir / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server's first start migrates its own database: ~20 s on a small machine (default limit 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.demo import DemoConfig, run_demo
 
     lead_seconds = 20 if window_minutes > 1 else 10  # collectors warm up before the first window opens

@@ -34,6 +34,7 @@ def collect(
     from kbtc.pipeline.collect import run_collectors
     from kbtc.pipeline.sessions import stream_collectors
     from kbtc.pipeline.spot_collector import SpotCollectResult
+    from kbtc.venues.kalshi.errors import KalshiFatalError
 
     if seconds is not None and seconds < 0:
         raise fail("--seconds must be >= 0")
@@ -55,6 +56,8 @@ def collect(
         results = asyncio.run(run_collectors(collectors, run_s))
     except InvalidURI as exc:
         raise fail(f"not a WebSocket URL: {exc}") from None
+    except KalshiFatalError as exc:  # bad credentials or a rejected subscription: retrying cannot help
+        raise fail(str(exc), code=1) from None
     finally:
         engine.dispose()
     spot = results.get("coinbase")

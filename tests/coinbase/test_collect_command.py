@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -80,19 +78,6 @@ async def test_kill_9_mid_batch_then_restart_without_duplicates(doc_server: Star
     assert count(db, "SELECT COUNT(DISTINCT venue_time_ns) FROM spot_ticks") == total
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
-async def test_kalshi_not_available_yet(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kbtc.cli", "collect", "--kalshi", "--seconds", "1",
-        env={**os.environ, "DB_PATH": str(tmp_path / "k.sqlite"), "LOG_PATH": str(tmp_path / "app.jsonl")},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await proc.communicate()
-    assert proc.returncode == 2
-    lines = [line for line in stderr.decode().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Kalshi collector is not available yet" in lines[0]
-    assert not (tmp_path / "k.sqlite").exists()
 
 
 def test_collect_without_a_stream_only_prepares_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
