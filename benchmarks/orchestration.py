@@ -1,9 +1,9 @@
 """Orchestration overhead: one `pipeline` cycle as a Prefect flow vs the same steps called directly.
 
 Against the simulator (loopback), after a 15-s collection so every step has data: `--cycles` cycles of
-refresh markets → poll quotes → edge tick → opportunity tick → refresh settlements → settle ledger → score,
-(a) called directly (each task's `.fn` and the data-health query, no Prefect), (b) as the `pipeline` flow (task runs, state tracking
-and three table artifacts against Prefect's temporary server, started beforehand and timed apart).
+refresh markets → poll quotes → edge tick → opportunity tick → refresh settlements → settle ledger → score →
+data health, (a) called directly (each task's `.fn`, no Prefect), (b) as the `pipeline` flow (task runs, state
+tracking and three table artifacts against Prefect's temporary server, started beforehand and timed apart).
 Target (issue 8): overhead ≤ 1 s per cycle, small next to the shortest cadence (10 s).
 
 Prefect 3.8.8 joins each flow run's heartbeat thread on exit, and that thread sleeps in 1-s steps: about 1 s
