@@ -161,8 +161,10 @@ def run_demo(config: DemoConfig, data_dir: Path) -> DemoResult:
             migrate_database()
             if not config.live:
                 simulator = SimulatorThread(sim_config(config, int(time.time())))
-                # Only the simulator's URLs: no credentials are needed (it accepts unsigned requests).
-                sim_env = simulator.start() | {"KALSHI_SERIES": "KXBTC15M,KXBTCD,KXBTC", "KALSHI_MARKET_TICKERS": ""}
+                # The simulator's URLs, and the feed and series it serves (whatever .env says); no credentials
+                # are needed (it accepts unsigned requests).
+                sim_env = simulator.start() | {"KALSHI_SERIES": "KXBTC15M,KXBTCD,KXBTC", "KALSHI_MARKET_TICKERS": "",
+                                               "COINBASE_SOURCE": "advanced"}
             with environment(sim_env):
                 warmup = config.lead_seconds / 2 if simulator is not None else 10.0
                 outcome = demo_flow(config.minutes, config.cycle_seconds, warmup, config.window_minutes,
