@@ -1,7 +1,9 @@
-"""What every flow shares: settings with Prefect Secret blocks, the transient-error retry policy."""
+"""What every flow shares: settings with Prefect Secret blocks, logging, the transient-error retry policy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import Task
@@ -9,7 +11,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from pydantic import SecretStr
 
 from kbtc.config import Settings, load_settings
-from kbtc.log import redactor
+from kbtc.log import configure_logging, redactor
 from kbtc.transient import is_transient
 
 # Task retries: 3 attempts after the first, 2 s → 8 s → 30 s, each ±50 % jitter.
@@ -54,3 +56,39 @@ def resolve_settings() -> Settings:
         return settings
     redactor.add(*(value.get_secret_value() for value in updates.values()))
     return settings.model_copy(update=updates)
+
+
+def task_retry_options() -> dict[str, Any]:
+    """`@task` keyword arguments of the retry policy: jittered backoff, transient errors only."""
+    return {
+        "retries": len(RETRY_DELAYS_S),
+        "retry_delay_seconds": RETRY_DELAYS_S,
+        "retry_jitter_factor": RETRY_JITTER,
+        "retry_condition_fn": retry_if_transient,
+    }
+
+
+def flow_settings() -> Settings:
+    """`resolve_settings()` plus the JSONL log at `LOG_PATH` (secrets registered for redaction).
+
+    Every flow starts with this, so a step's own structured events reach the same JSONL log as under the CLI,
+    while the flow's progress lines go through Prefect's run logger.
+    """
+    settings = resolve_settings()
+    secrets = [
+        secret.get_secret_value() if secret is not None else None
+        for secret in (settings.kalshi_api_key_id, settings.kalshi_private_key_pem,
+                       settings.kalshi_private_key_passphrase)
+    ]
+    # No console handler: a flow's console is Prefect's (set PREFECT_LOGGING_EXTRA_LOGGERS=kbtc to forward).
+    configure_logging(settings.log_path, settings.log_level, console=False, secrets=secrets)
+    return settings
+
+
+def run_name(prefix: str) -> Callable[[], str]:
+    """A `flow_run_name` callable: `<prefix>-<UTC start time>`, e.g. `pipeline-20261125T1003Z`."""
+
+    def name() -> str:
+        return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+    return name

@@ -8,6 +8,7 @@ Only the keys both modes share are read: name, entrypoint, description, tags, pa
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -114,3 +115,44 @@ def serve_all(path: Path = PREFECT_YAML, *, only: list[str] | None = None) -> No
         raise ValueError("no deployment selected")
     # Schedules stay active when the process stops, so a restarted `kbtc serve` simply carries on.
     serve(*runner_deployments(specs), pause_on_shutdown=False)
+
+
+def _patch_worker_filter() -> None:
+    """Prefect 3.8.8's `read_workers_for_work_pool` sends `limit: null`, which its own server rejects (422), and
+    `prefect deploy` calls it after every deployment: send explicit paging instead (docs/OPERATIONS.md)."""
+    from prefect.client.orchestration._work_pools.client import WorkPoolAsyncClient
+    from prefect.client.schemas.filters import WorkerFilter
+    from prefect.client.schemas.objects import Worker
+
+    original = WorkPoolAsyncClient.read_workers_for_work_pool
+    if getattr(original, "_kbtc_paged", False):
+        return
+
+    async def paged(self: WorkPoolAsyncClient, work_pool_name: str, worker_filter: WorkerFilter | None = None,
+                    offset: int | None = None, limit: int | None = None) -> list[Worker]:
+        return await original(self, work_pool_name, worker_filter, offset=offset or 0, limit=limit or 200)
+
+    paged._kbtc_paged = True  # type: ignore[attr-defined]
+    WorkPoolAsyncClient.read_workers_for_work_pool = paged  # type: ignore[method-assign]
+
+
+def deploy_all(path: Path = PREFECT_YAML) -> int:
+    """`prefect deploy --all` for prefect.yaml (from its directory, where the entrypoints are relative to);
+    return the exit status."""
+    import sys
+
+    from prefect.cli import app
+
+    _patch_worker_filter()
+    cwd, argv = Path.cwd(), sys.argv
+    os.chdir(path.parent)
+    # Prefect's CLI entry point reads its arguments from sys.argv.
+    sys.argv = ["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(path)]
+    try:
+        app()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from kbtc.config import load_settings
+from flows.common import flow_settings
 from kbtc.db.migrate import upgrade_database
 from kbtc.pipeline.status import table_counts
 
@@ -19,7 +19,7 @@ def upgrade_schema(url: str) -> None:
 @flow(name="migrate-database")
 def migrate_database() -> dict[str, int | None]:
     """Bring the database to the newest schema; publish `kbtc-database-status` (rows per table)."""
-    settings = load_settings()
+    settings = flow_settings()
     upgrade_schema(settings.sqlalchemy_url)
     counts = table_counts(settings)
     create_table_artifact(

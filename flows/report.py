@@ -20,8 +20,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.common import RETRY_DELAYS_S, RETRY_JITTER, retry_if_transient
-from kbtc.config import load_settings
+from flows.common import RETRY_DELAYS_S, RETRY_JITTER, flow_settings, retry_if_transient
 from kbtc.db.engine import make_engine
 from kbtc.pipeline.report import PerformanceReport, Scope, build_performance_report
 from kbtc.pipeline.score_snapshots import score_snapshots
@@ -99,7 +98,7 @@ def publish_report(report: PerformanceReport) -> list[str]:
 @flow(name="score-and-settle")
 def score_and_settle() -> dict[str, dict[str, Any]]:
     """Close the ledger for settled markets, then score every settled snapshot (both idempotent)."""
-    settings = load_settings()
+    settings = flow_settings()
     settled = settle_ledger_task(settings.sqlalchemy_url)
     scored = score_snapshots_task(settings.sqlalchemy_url, int(time.time() * 1000))
     get_run_logger().info("settled %s positions; scored %s snapshots", settled["settled"], scored["inserted"])
@@ -109,7 +108,7 @@ def score_and_settle() -> dict[str, dict[str, Any]]:
 @flow(name="model-performance-report")
 def model_performance_report(since_seconds: float = 604_800.0, scope: Scope = "policy") -> dict[str, Any]:
     """Settle, score, build the performance report and publish it as artifacts with stable keys."""
-    settings = load_settings()
+    settings = flow_settings()
     now_ts = int(time.time() * 1000)
     settled = settle_ledger_task(settings.sqlalchemy_url)
     scored = score_snapshots_task(settings.sqlalchemy_url, now_ts)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import edges, kalshi, maintenance, orchestration, research, scoring, sim, spot
+from kbtc.commands import demo, edges, kalshi, maintenance, orchestration, research, scoring, sim, spot
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -107,21 +107,7 @@ def status() -> None:
     console.print(database_status(settings))
 
 
-@app.command("demo")
-def demo() -> None:
-    """Run the main job: migrate the database and print its status (the full simulated demo grows here)."""
-    from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
-    from kbtc.pipeline.status import database_status
-
-    settings = setup()
-    try:
-        upgrade_database(settings.sqlalchemy_url)
-    except DatabaseRevisionError as exc:
-        raise fail(str(exc)) from None
-    _log.info("demo_status", database=settings.sqlalchemy_url)
-    console.print(database_status(settings))
-
-
+demo.register(app)
 edges.register(app)
 kalshi.register(app)
 maintenance.register(app)

@@ -1,4 +1,5 @@
-"""Orchestration commands: `kbtc serve` runs every prefect.yaml deployment on its schedule from one process.
+"""Orchestration commands: `kbtc serve` runs every prefect.yaml deployment on its schedule from one process;
+`kbtc deploy` registers them with a Prefect server for a work pool (`prefect deploy --all`).
 
 The one place the core reaches up into `flows/` (lazily, inside the command): the CLI is the user's entry
 point to everything, and `flows/` holds the Prefect side; `kbtc` itself still never imports Prefect at
@@ -37,6 +38,17 @@ def serve_command(
     serve_all(only=only)
 
 
+def deploy_command() -> None:
+    """`prefect deploy --all` for prefect.yaml against PREFECT_API_URL (with Prefect 3.8.8's paging fix)."""
+    setup()
+    from flows.deployments import deploy_all
+
+    status = deploy_all()
+    if status:
+        raise typer.Exit(status)
+
+
 def register(app: typer.Typer) -> None:
     """Add the orchestration commands to the `kbtc` app."""
     app.command("serve")(serve_command)
+    app.command("deploy")(deploy_command)

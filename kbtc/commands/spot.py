@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kbtc.commands.common import console, fail, setup
-from kbtc.config import Settings
 from kbtc.log import get_logger
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
-    from kbtc.pipeline.collect import Collector
     from kbtc.venues.coinbase.rest import RestSource
 
 _log = get_logger(__name__)
-
-
-def _kalshi_collector(settings: Settings, engine: Engine, debug: bool) -> Collector:
-    from kbtc.pipeline.kalshi_collector import collect_kalshi
-
-    return partial(collect_kalshi, settings, engine, debug=debug)
 
 
 def collect(
@@ -42,7 +32,8 @@ def collect(
     from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.collect import run_collectors
-    from kbtc.pipeline.spot_collector import SpotCollectResult, collect_spot
+    from kbtc.pipeline.sessions import stream_collectors
+    from kbtc.pipeline.spot_collector import SpotCollectResult
     from kbtc.venues.kalshi.errors import KalshiFatalError
 
     if seconds is not None and seconds < 0:
@@ -51,11 +42,7 @@ def collect(
     run_s = settings.collector_seconds if seconds is None else seconds
     engine = make_engine(settings.sqlalchemy_url)
     try:
-        collectors: dict[str, Collector] = {}
-        if kalshi:
-            collectors["kalshi"] = _kalshi_collector(settings, engine, debug)
-        if coinbase:
-            collectors["coinbase"] = partial(collect_spot, settings, engine, debug=debug)
+        collectors = stream_collectors(settings, engine, coinbase=coinbase, kalshi=kalshi, debug=debug)
         try:
             upgrade_database(settings.sqlalchemy_url)
         except DatabaseRevisionError as exc:
@@ -69,7 +56,7 @@ def collect(
         results = asyncio.run(run_collectors(collectors, run_s))
     except InvalidURI as exc:
         raise fail(f"not a WebSocket URL: {exc}") from None
-    except KalshiFatalError as exc:  # a rejected key or a malformed command: say why, no traceback
+    except KalshiFatalError as exc:  # bad credentials or a rejected subscription: retrying cannot help
         raise fail(str(exc), code=1) from None
     finally:
         engine.dispose()

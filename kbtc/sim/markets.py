@@ -73,6 +73,9 @@ class CatalogConfig:
     range_buckets: int = 10
     range_width_usd: float = 250.0
     series: tuple[str, ...] = ("KXBTC15M", "KXBTCD", "KXBTC")
+    # Closes fall at `k · period + phase_s` (0: on the clock's whole periods, as the venue). A demo sets it so
+    # the next window opens just after its collectors are up instead of up to a period later.
+    phase_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +206,12 @@ class Catalog:
         for ticker in self.config.series:
             series = SERIES[ticker]
             period_ms = self._period_s(series) * 1000
-            first_close = (now_ms - self.config.history_s * 1000) // period_ms + 1
+            phase_ms = self.config.phase_s * 1000 % period_ms
+            first_close = (now_ms - phase_ms - self.config.history_s * 1000) // period_ms + 1
             # The next window/event is created one period before it opens, i.e. two periods before it closes.
-            last_close = (now_ms + 2 * period_ms) // period_ms
-            for k in range(max(first_close, self.source.origin_ms // period_ms + 3), last_close + 1):
-                event = self._event(series, k * period_ms)
+            last_close = (now_ms - phase_ms + 2 * period_ms) // period_ms
+            for k in range(max(first_close, (self.source.origin_ms - phase_ms) // period_ms + 3), last_close + 1):
+                event = self._event(series, k * period_ms + phase_ms)
                 if event.markets[0].created_ms <= now_ms:
                     out.append(event)
         return sorted(out, key=lambda e: (e.close_ms, e.event_ticker))

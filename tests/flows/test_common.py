@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from flows.common import resolve_settings
-from kbtc.transient import is_transient
 from kbtc.log import redactor
+from kbtc.transient import is_transient
 
 
 class _VenueError(Exception):

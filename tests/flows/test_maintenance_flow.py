@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import current_revision, head_revision
+
 
 @pytest.mark.slow
 def test_migrate_flow(prefect_server: None, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
