@@ -94,7 +94,7 @@ async def collect_kalshi(
     stream_settings: StreamSettings | None = None,
     tape_root: Path | None = None,
     book_interval_s: float = 1.0,
-    catalog_refresh_s: float = 60.0,
+    catalog_refresh_s: float = 10.0,
     clock_ms: Callable[[], int] | None = None,
 ) -> CollectSummary:
     """Stream Kalshi into the database and the tape until `stop` is set (or for `stop` seconds); return counts.
@@ -127,7 +127,6 @@ async def collect_kalshi(
     books = _BookThrottle(book_interval_s)
 
     async def consume() -> None:
-        next_catalog = time.monotonic() + catalog_refresh_s
         async with contextlib.aclosing(stream.items()) as items:
             async for item in items:
                 if isinstance(item, LifecycleRecord) and item.market_update["series_ticker"] not in lifecycle_series:
@@ -135,14 +134,28 @@ async def collect_kalshi(
                 await _route(item, writers, summary, books)
                 if isinstance(item, LifecycleRecord) and item.event_type in _DONE_EVENTS and fixed is None:
                     await stream.remove_markets([item.market_ticker])
-                if time.monotonic() >= next_catalog:
-                    next_catalog = time.monotonic() + catalog_refresh_s
-                    want = desired()
-                    await stream.add_markets(want - stream.markets)
-                    await stream.remove_markets(stream.markets - want)
+
+    async def follow_catalog() -> None:
+        # On a timer, not on arriving frames: when every tracked market has closed, nothing arrives for them, and
+        # the next window's market must still be picked up as it opens.
+        while True:
+            await asyncio.sleep(catalog_refresh_s)
+            want = await asyncio.to_thread(desired)
+            await stream.add_markets(want - stream.markets)
+            await stream.remove_markets(stream.markets - want)
+
+    async def run() -> None:
+        follower = asyncio.ensure_future(follow_catalog()) if fixed is None else None
+        try:
+            await consume()
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
 
     try:
-        await _run_until(consume(), stop)
+        await _run_until(run(), stop)
     finally:
         await books.flush(writers, summary)
         for writer in writers.all():

@@ -365,3 +365,28 @@ async def test_cfbenchmarks_index_prints() -> None:
     assert all(p.index_id == "BRTI" and p.value_usd > 0 and p.avg_60s_usd is not None for p in prints)
     assert [p.value_ts for p in prints] == sorted(p.value_ts for p in prints)
     assert not [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP]
+
+
+@pytest.mark.slow
+async def test_collector_started_on_an_empty_catalog_picks_markets_up_without_any_frame(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Nothing streams while no market is tracked (lifecycle off here): the catalog is followed on a timer."""
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    clock = ManualClock(START_MS + 30_000)
+    quiet = StreamSettings(backoff=Backoff(base_s=0.01, cap_s=0.05), silence_timeout_s=10.0, lifecycle=False)
+    async with Simulator(_config(), clock=clock) as sim:
+        settings = load_settings(KALSHI_WS_URL=sim.kalshi_ws_url, KALSHI_SERIES="KXBTC15M", data_dir=tmp_path)
+
+        async def refresh_later() -> None:
+            await asyncio.sleep(0.5)
+            async with _client(sim) as client:
+                await refresh_markets(engine, client, ["KXBTC15M"], status=None, now_ms=clock())
+
+        async with _ticking(clock):
+            refresher = asyncio.ensure_future(refresh_later())
+            summary = await collect_kalshi(settings, engine, 3.0, stream_settings=quiet, tape_root=tmp_path / "tape",
+                                           catalog_refresh_s=0.2, clock_ms=clock)
+            await refresher
+    assert summary.markets >= 1 and summary.quotes > 0
