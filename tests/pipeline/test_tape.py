@@ -61,21 +61,22 @@ while True:
     tape.write(f"frame-{i}", int(time.time() * 1000))
     i += 1
     if i % 200 == 0:
+        tape.flush()  # everything reported below is flushed: the test's lower bound is exact
         print(i, flush=True)
         time.sleep(0.01)
 """
 
 
 def test_kill_9_loses_at_most_the_unflushed_tail(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    reported = 0
-    deadline = time.monotonic() + 30
-    while reported < 2000 and time.monotonic() < deadline:
-        reported = int(proc.stdout.readline())
-    time.sleep(0.2)  # past at least one flush interval after the last report
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        reported = 0
+        deadline = time.monotonic() + 30
+        while reported < 2000 and time.monotonic() < deadline:
+            reported = int(proc.stdout.readline())
+        time.sleep(0.1)  # let it write (and time-flush) some more before the kill
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     records = list(read_tape(tape_files(tmp_path)))
     assert len(records) >= reported
     assert [r.raw for r in records] == [f"frame-{i}" for i in range(len(records))]
