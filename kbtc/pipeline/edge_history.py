@@ -8,8 +8,8 @@ of as-of times over which no tracked market changed its tradable status — cut 
 `chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
 
 Why segments: the engine takes one catalog frame per call, but a market's status moves with its lifecycle
-(`activated`, `closed`, `determined`, …). The status at an as-of time is the one set by the latest lifecycle
-event received by then, else `active` once the market has opened — what the live tick read from the catalog
+(`activated`, `deactivated`, `determined`, …). The status at an as-of time is the one set by the latest
+lifecycle event received by then, else `active` — what the live tick read from the catalog
 at that time, never the final state the database holds after the period (that would be look-ahead).
 
 No look-ahead, the same rules as the live loaders (kbtc.pipeline.edge_inputs): quotes with quote_ts ≤ as-of
@@ -185,31 +185,26 @@ def _latest_per_key(frame: pl.DataFrame, ts: str) -> pl.DataFrame:
 
 def _segments(inputs: HistoryInputs, asofs: np.ndarray) -> np.ndarray:
     """Segment id per as-of time: it changes wherever a market's status changed while it was evaluable."""
+    # A change after the market stopped being evaluable (closed + tolerance) cannot matter; one before it opened
+    # can (it is the status the market opens with).
     events = inputs.status_events.join(
-        inputs.markets.select("market_ticker", "open_ts", "close_ts"), on="market_ticker", how="inner"
-    ).filter(
-        (pl.col("open_ts").is_null() | (pl.col("received_ts") >= pl.col("open_ts")))
-        & (pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS))
-    )
+        inputs.markets.select("market_ticker", "close_ts"), on="market_ticker", how="inner"
+    ).filter(pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS))
     boundaries = np.unique(events["received_ts"].to_numpy().astype(np.int64))
     return np.searchsorted(boundaries, asofs, side="right")
 
 
 def markets_asof(inputs: HistoryInputs, asof_ts: int) -> pl.DataFrame:
-    """The catalog as the live tick saw it at `asof_ts`: status from the latest lifecycle event received by then."""
+    """The catalog as the live tick saw it at `asof_ts`: status from the latest lifecycle event received by then,
+    else `active` (the engine itself leaves out markets that have not opened yet)."""
     latest = (
         inputs.status_events.filter(pl.col("received_ts") <= asof_ts)
         .group_by("market_ticker")
         .agg(pl.col("status").sort_by("received_ts").last().alias("status_asof"))
     )
-    opened = pl.col("open_ts").is_null() | (pl.col("open_ts") <= asof_ts)
     return (
         inputs.markets.join(latest, on="market_ticker", how="left")
-        .with_columns(
-            pl.coalesce(
-                pl.col("status_asof"), pl.when(opened).then(pl.lit("active")).otherwise(pl.lit("initialized"))
-            ).alias("status")
-        )
+        .with_columns(pl.coalesce(pl.col("status_asof"), pl.lit("active")).alias("status"))
         .drop("status_asof")
     )
 

@@ -18,7 +18,7 @@ from replay_support import (
     tickers,
     write_jsonl,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from kbtc.cli import app
@@ -178,3 +178,26 @@ def test_replay_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert "as-of times" in result.output and "snapshots" in result.output
     bad = runner.invoke(app, ["replay", "--tape", str(recording), "--from", "yesterday-ish"])
     assert bad.exit_code == 2 and "not a time" in bad.output
+
+
+def test_status_follows_lifecycle_events_received_by_each_asof_time(tmp_path: Path) -> None:
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    late = tickers()[4]
+    # A market that opens mid-period, paused before it opens and activated later; one batch spans all of it.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE markets SET open_ts = :o WHERE market_ticker = :t"),
+                     {"o": START_MS + 200_000, "t": late})
+    lines = recording_lines()
+    lines.append((START_MS + 150_000, "kalshi", lifecycle_message(late, "deactivated", START_MS + 150_000)))
+    lines.append((START_MS + 400_000, "kalshi", lifecycle_message(late, "activated", START_MS + 400_000)))
+    run_replay(engine, [write_jsonl(tmp_path / "rec.jsonl", sorted(lines, key=lambda line: line[0]))], SETTINGS,
+               cadence_s=10, chunk_rows=10_000)
+    rows = read_frame(engine, "SELECT asof_ts, skip_reason FROM edges WHERE market_ticker = :t ORDER BY asof_ts",
+                      {"t": late})
+    before_open = rows.filter(pl.col("asof_ts") < START_MS + 200_000)
+    paused = rows.filter(pl.col("asof_ts").is_between(START_MS + 200_000, START_MS + 399_999))
+    active = rows.filter(pl.col("asof_ts") >= START_MS + 400_000)
+    assert before_open.height == 0  # not open: not evaluated
+    assert paused.height == 20 and paused["skip_reason"].unique().to_list() == ["inactive_status"]
+    assert active.height > 0 and active["skip_reason"].null_count() == active.height
+    engine.dispose()
