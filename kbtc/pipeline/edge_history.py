@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from kbtc.db.store import read_frame
 from kbtc.edge import compute_edges, market_state, quotes_asof
@@ -43,6 +43,11 @@ from kbtc.venues.kalshi.parsing import FieldError
 
 EXPIRED_TOLERANCE_MS = 5_000  # as kbtc.pipeline.edge_inputs.load_markets
 DEFAULT_CHUNK_ROWS = 2_000_000
+QUOTE_HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "market_ticker": pl.String, "quote_ts": pl.Int64, "received_ts": pl.Int64, "source": pl.String,
+    "yes_bid_cents": pl.Float64, "yes_ask_cents": pl.Float64, "no_bid_cents": pl.Float64, "no_ask_cents": pl.Float64,
+    "yes_bid_size": pl.Float64, "yes_ask_size": pl.Float64,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,29 @@ def asof_grid(start_ts: int, end_ts: int, cadence_s: float) -> list[int]:
     return list(range(first, end_ts + 1, step))
 
 
+Schema = dict[str, pl.DataType | type[pl.DataType]]
+_READ_CHUNK_ROWS = 250_000
+
+
+def read_large(engine: Engine, sql: str, params: dict[str, object], schema: Schema) -> pl.DataFrame:
+    """Run `sql` (selecting exactly `schema`'s columns) into a typed frame, streamed in chunks of rows.
+
+    A period holds millions of quotes: building each chunk column-wise with a known schema keeps both the time
+    and the peak memory bounded (never all rows as Python tuples at once).
+    """
+    parts = [pl.DataFrame(schema=schema)]
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(text(sql), params)
+        for rows in result.partitions(_READ_CHUNK_ROWS):
+            columns = zip(*rows, strict=True)
+            parts.append(pl.DataFrame(
+                {name: pl.Series(name, list(values), dtype=dtype, strict=False)
+                 for (name, dtype), values in zip(schema.items(), columns, strict=True)},
+                schema=schema,
+            ))
+    return pl.concat(parts, rechunk=True)
+
+
 def _series_params(series: Sequence[str]) -> tuple[str, dict[str, object]]:
     names = [f"s{i}" for i in range(len(series))]
     return ", ".join(":" + n for n in names), dict(zip(names, series, strict=True))
@@ -81,9 +109,9 @@ def _status_events(engine: Engine, tickers: list[str], end_ts: int) -> pl.DataFr
     raw = read_frame(engine, sql, {"end": end_ts})
     wanted = set(tickers)
     rows = []
-    for text, received_ts in raw.iter_rows():
+    for raw_json, received_ts in raw.iter_rows():
         try:
-            record = parse_lifecycle(json.loads(text), int(received_ts))
+            record = parse_lifecycle(json.loads(raw_json), int(received_ts))
         except (FieldError, ValueError, TypeError):
             continue  # stored rows parsed once already; one that no longer parses sets no status
         status = record.market_update.get("status")
@@ -105,23 +133,24 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
     )
     tickers = markets["market_ticker"].to_list() if markets.height else []
     max_age_ms = round(params.quote_max_age_s * 1000)
-    quotes = read_frame(
+    quotes = read_large(
         engine,
         "SELECT q.market_ticker, q.quote_ts, q.received_ts, q.source, q.yes_bid_cents, q.yes_ask_cents, "  # noqa: S608
         "q.no_bid_cents, q.no_ask_cents, q.yes_bid_size, q.yes_ask_size FROM quotes q "
         f"JOIN markets m ON m.market_ticker = q.market_ticker WHERE m.series_ticker IN ({placeholders}) "
         "AND q.quote_ts >= :start AND q.quote_ts <= :end",
         {**series, "start": start_ts - max_age_ms, "end": end_ts},
+        QUOTE_HISTORY_SCHEMA,
     )
     spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
     basis_lookback_ms = round(max(settings.basis.lookback_s, settings.basis.index_lookback_s) * 1000)
     earliest = start_ts - max(spot_lookback_ms, basis_lookback_ms)
-    spot = read_frame(
+    spot = read_large(
         engine,
         "SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks WHERE product_id = :p "
         "AND tick_ts >= :start AND tick_ts <= :end ORDER BY tick_ts, venue_time_ns",
         {"p": settings.product_id, "start": earliest, "end": end_ts},
-        schema={"ts": pl.Int64, "price": pl.Float64, "best_bid": pl.Float64, "best_ask": pl.Float64},
+        {"ts": pl.Int64, "price": pl.Float64, "best_bid": pl.Float64, "best_ask": pl.Float64},
     )
     index_prints = read_frame(
         engine,
@@ -149,17 +178,17 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         schema={"market_ticker": pl.String, "window_end_ts": pl.Int64, "known_ts": pl.Int64,
                 "index_avg_usd": pl.Float64, "kind": pl.String},
     )
-    books_schema = {"market_ticker": pl.String, "book_ts": pl.Int64, "received_ts": pl.Int64, "source": pl.String,
-                    "yes_bids_json": pl.String, "no_bids_json": pl.String}
+    books_schema: Schema = {"market_ticker": pl.String, "book_ts": pl.Int64, "received_ts": pl.Int64,
+                            "source": pl.String, "yes_bids_json": pl.String, "no_bids_json": pl.String}
     books = pl.DataFrame(schema=books_schema)
     if settings.book_max_age_s is not None:
-        books = read_frame(
+        books = read_large(
             engine,
             "SELECT b.market_ticker, b.book_ts, b.received_ts, b.source, b.yes_bids_json, b.no_bids_json "  # noqa: S608
             "FROM orderbook_snapshots b JOIN markets m ON m.market_ticker = b.market_ticker "
             f"WHERE m.series_ticker IN ({placeholders}) AND b.book_ts >= :start AND b.book_ts <= :end",
             {**series, "start": start_ts - round(settings.book_max_age_s * 1000), "end": end_ts},
-            schema=books_schema,
+            books_schema,
         )
     return HistoryInputs(
         start_ts=start_ts,
