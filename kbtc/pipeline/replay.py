@@ -299,11 +299,19 @@ def run_replay(
     book_interval_s: float = 1.0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> ReplayResult:
-    """Ingest, settle, compute edges over the period and score; the database must be migrated."""
+    """Ingest, settle, compute edges over the period and score; the database must be migrated.
+
+    With `from_ts`, frames from the estimators' warm-up before it (the longest lookback) are ingested too, so the
+    first as-of time sees the history live would have had; edges are computed in [from_ts, to_ts] only.
+    """
     from kbtc.pipeline.imports import import_csv
 
+    # Frames before the period are history the first as-of time would have known (volatility, basis, quotes).
+    warmup_ms = round(1000 * max(settings.vol.lookback_s, settings.basis.lookback_s,
+                                 settings.basis.index_lookback_s + 120.0, settings.params.quote_max_age_s))
     summary = ingest(engine, paths, series=settings.params.series, product_id=settings.product_id,
-                     from_ts=from_ts, to_ts=to_ts, book_interval_s=book_interval_s)
+                     from_ts=None if from_ts is None else from_ts - warmup_ms, to_ts=to_ts,
+                     book_interval_s=book_interval_s)
     result = ReplayResult(summary)
     start = from_ts if from_ts is not None else summary.first_ts
     end = to_ts if to_ts is not None else summary.last_ts

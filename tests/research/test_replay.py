@@ -201,3 +201,17 @@ def test_status_follows_lifecycle_events_received_by_each_asof_time(tmp_path: Pa
     assert paused.height == 20 and paused["skip_reason"].unique().to_list() == ["inactive_status"]
     assert active.height > 0 and active["skip_reason"].null_count() == active.height
     engine.dispose()
+
+
+def test_a_period_sees_the_history_before_it(tmp_path: Path) -> None:
+    recording = write_jsonl(tmp_path / "rec.jsonl", recording_lines())
+    frames = {}
+    for name, start in (("whole", None), ("late", START_MS + 300_000)):
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        run_replay(engine, [recording], SETTINGS, cadence_s=10, from_ts=start, to_ts=START_MS + 600_000)
+        frames[name] = read_frame(engine, "SELECT * FROM edges ORDER BY asof_ts, market_ticker")
+        engine.dispose()
+    assert frames["late"]["asof_ts"].min() == START_MS + 300_000
+    # The warm-up ingests what came before the period: the same edges as a replay of everything.
+    whole = frames["whole"].filter(pl.col("asof_ts") >= START_MS + 300_000)
+    assert_frame_equal(frames["late"], whole, check_exact=True, check_dtypes=False)
