@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands import demo, edges, kalshi, maintenance, orchestration, research, scoring, sim, spot
+from kbtc.commands import demo, edges, kalshi, maintenance, orchestration, replay, research, scoring, sim, spot
 from kbtc.commands.common import console, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
@@ -112,6 +112,7 @@ edges.register(app)
 kalshi.register(app)
 maintenance.register(app)
 orchestration.register(app)
+replay.register(app)
 research.register(app)
 scoring.register(app)
 sim.register(app)

@@ -14,7 +14,7 @@ MAX_ERRORS_SHOWN = 20
 
 
 def import_command(
-    kind: Annotated[str, typer.Argument(help="markets, quotes, spot or candles.")],
+    kind: Annotated[str, typer.Argument(help="markets, quotes, spot, candles or settlements.")],
     paths: Annotated[list[Path], typer.Argument(help="CSV files.", exists=True, dir_okay=False)],
     price_unit: Annotated[str, typer.Option(help="Quote prices: auto, dollars or cents.")] = "auto",
     product_id: Annotated[str, typer.Option(help="Spot product for spot/candle files without one.")] = "BTC-USD",
@@ -22,10 +22,10 @@ def import_command(
 ) -> None:
     """Import CSV files (formats: docs/RESEARCH.md); bad rows are reported with line numbers and kept out."""
     from kbtc.db.engine import make_engine
-    from kbtc.pipeline.imports import ImportFormatError, import_csv
+    from kbtc.pipeline.imports import IMPORT_KINDS, ImportFormatError, import_csv
 
-    if kind not in ("markets", "quotes", "spot", "candles"):
-        raise fail(f"kind must be markets, quotes, spot or candles, got {kind!r}")
+    if kind not in IMPORT_KINDS:
+        raise fail(f"kind must be one of {', '.join(IMPORT_KINDS)}, got {kind!r}")
     if price_unit not in ("auto", "dollars", "cents"):
         raise fail(f"--price-unit must be auto, dollars or cents, got {price_unit!r}")
     settings = setup()

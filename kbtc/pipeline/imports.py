@@ -9,10 +9,13 @@ Formats (header row required; extra columns ignored; see docs/RESEARCH.md):
 | `quotes` | ts, ticker, yes_bid, yes_ask | no_bid, no_ask |
 | `spot` | ts, price | product_id |
 | `candles` | ts, open, high, low, close | volume, product_id, granularity_s |
+| `settlements` | ticker, result | expiration_value, settled_time |
 
 - Times: ISO-8601 (`2026-11-25T17:00:00Z`) or epoch seconds / milliseconds / nanoseconds (told apart by magnitude).
 - Kalshi prices: dollars (`0.4250`) or cents (`42.5`), chosen with `price_unit` — `auto` reads dollars when every
   price in the file is ≤ 1.
+- Settlements update markets already in the catalog (a row naming an unknown market is rejected): result,
+  expiration value and settled time; a blank optional value keeps the stored one.
 - Every row is validated as a whole column at once (Polars); bad rows are reported with their line number
   (the header is line 1) and kept out; good rows are upserted idempotently (re-importing a file changes nothing).
 """
@@ -26,11 +29,12 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from kbtc.db.store import upsert
+from kbtc.db.engine import write_transaction
+from kbtc.db.store import read_frame, upsert
 
-ImportKind = Literal["markets", "quotes", "spot", "candles"]
+ImportKind = Literal["markets", "quotes", "spot", "candles", "settlements"]
 PriceUnit = Literal["auto", "dollars", "cents"]
 STRIKE_TYPES = ("greater", "greater_or_equal", "less", "less_or_equal", "between", "functional", "custom", "structured")
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -38,7 +42,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "quotes": ("ts", "ticker", "yes_bid", "yes_ask"),
     "spot": ("ts", "price"),
     "candles": ("ts", "open", "high", "low", "close"),
+    "settlements": ("ticker", "result"),
 }
+IMPORT_KINDS = tuple(REQUIRED)
 _LINE = "__line"
 
 
@@ -239,6 +245,57 @@ def _candles(frame: pl.DataFrame, product_id: str, granularity_s: int) -> tuple[
     return rows, errors
 
 
+def _settlements(engine: Engine, frame: pl.DataFrame, now_ts: int) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    known = read_frame(engine, "SELECT market_ticker FROM markets")["market_ticker"].to_list()
+    parsed = frame.with_columns(
+        pl.col("expiration_value").str.strip_chars().replace("", None).is_null().alias("__ev_blank"),
+        pl.col("ticker").str.strip_chars(),
+        pl.col("result").str.strip_chars().str.to_lowercase().alias("result"),
+        pl.col("expiration_value").cast(pl.Float64, strict=False),
+        _ts_ms("settled_time").alias("settled_ts"),
+    )
+    good, errors = _validated(
+        parsed,
+        [
+            (pl.col("ticker").str.len_chars() > 0, "missing ticker"),
+            (pl.col("ticker").is_in(known), "unknown market (import the catalog first)"),
+            (pl.col("result").is_in(["yes", "no"]), "result must be yes or no"),
+            (
+                pl.col("expiration_value").is_not_null() | pl.col("__ev_blank"),
+                "unparseable expiration_value",
+            ),
+            (
+                pl.col("settled_time").str.strip_chars().replace("", None).is_null()
+                | pl.col("settled_ts").is_not_null(),
+                "unparseable settled_time",
+            ),
+        ],
+    )
+    rows = good.select(
+        pl.col("ticker").alias("market_ticker"),
+        "result",
+        "expiration_value",
+        "settled_ts",
+        pl.lit("finalized").alias("status"),
+        pl.lit(now_ts).alias("updated_ts"),
+    )
+    return rows, errors
+
+
+def _update_settlements(engine: Engine, rows: pl.DataFrame) -> int:
+    """Update existing markets (an UPDATE, not an upsert: a settlement never creates a catalog row)."""
+    if rows.height == 0:
+        return 0
+    statement = text(
+        "UPDATE markets SET result = :result, status = :status, updated_ts = :updated_ts, "
+        "expiration_value = COALESCE(:expiration_value, expiration_value), "
+        "settled_ts = COALESCE(:settled_ts, settled_ts) WHERE market_ticker = :market_ticker"
+    )
+    with write_transaction(engine) as conn:
+        conn.execute(statement, rows.to_dicts())
+    return rows.height
+
+
 def import_csv(
     engine: Engine,
     kind: ImportKind,
@@ -259,7 +316,7 @@ def import_csv(
     if missing:
         raise ImportFormatError(f"{path}: {kind} CSV lacks column(s): {', '.join(missing)}")
     optional = {"event_ticker", "series_ticker", "open_time", "floor_strike", "cap_strike", "result",
-                "expiration_value", "no_bid", "no_ask", "product_id", "volume", "granularity_s"}
+                "expiration_value", "no_bid", "no_ask", "product_id", "volume", "granularity_s", "settled_time"}
     frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in optional - set(frame.columns))
     frame = frame.with_row_index(_LINE, offset=2)
     builders: dict[str, Callable[[], tuple[pl.DataFrame, list[tuple[int, str]]]]] = {
@@ -267,8 +324,11 @@ def import_csv(
         "quotes": lambda: _quotes(frame, price_unit, now_ts),
         "spot": lambda: _spot(frame, product_id),
         "candles": lambda: _candles(frame, product_id, granularity_s),
+        "settlements": lambda: _settlements(engine, frame, now_ts),
     }
     rows, errors = builders[kind]()
+    if kind == "settlements":
+        return ImportResult(kind, frame.height, _update_settlements(engine, rows), sorted(errors))
     table = {"markets": "markets", "quotes": "quotes", "spot": "spot_ticks", "candles": "spot_candles"}[kind]
     keep = ["floor_strike", "cap_strike", "open_ts", "result", "expiration_value"] if kind == "markets" else []
     update = [c for c in rows.columns if c not in ("market_ticker", "first_seen_ts")] if kind == "markets" else None

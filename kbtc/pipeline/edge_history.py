@@ -1,0 +1,322 @@
+"""Edges over a recorded period: the inputs of many as-of times read once, the engine called on batches of them.
+
+The live tick (`kbtc.pipeline.edges.compute_edge_tick`) reads the database as of one time; a replay or a sweep
+needs thousands of as-of times. `load_history` reads the period once; `edges_over` then evaluates every as-of
+time through the engine's multi-as-of entry point (`kbtc.edge.compute_edges`): volatility and basis for all
+as-of times in one vectorised pass each, quotes by an as-of join, and one engine call per *segment* — a run
+of as-of times over which no tracked market changed its tradable status — cut into chunks of at most
+`chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
+
+Why segments: the engine takes one catalog frame per call, but a market's status moves with its lifecycle
+(`activated`, `deactivated`, `determined`, …). The status at an as-of time is the one set by the latest
+lifecycle event received by then, else `active` — what the live tick read from the catalog
+at that time, never the final state the database holds after the period (that would be look-ahead).
+
+No look-ahead, the same rules as the live loaders (kbtc.pipeline.edge_inputs): quotes with quote_ts ≤ as-of
+(newest per market, at most `quote_max_age_s` old, ties to the latest received then the source name), spot
+ticks in [as-of − lookback, as-of], references once published, index minutes once complete, books with
+book_ts ≤ as-of. Rows count from their venue time, as in the live loaders (the collector's millisecond
+latency is not modelled); a status counts from its lifecycle event's receive time. Markets closed more than
+`expired_tolerance` before the as-of time are not evaluated, as live.
+Known differences from the live tick: `catalog_status` is ignored (a market delisted after the period was
+listed during it), and the basis sees Coinbase ticks for references older than the live spot lookback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from sqlalchemy import Engine, text
+
+from kbtc.db.store import read_frame
+from kbtc.edge import compute_edges, market_state, quotes_asof
+from kbtc.edge.basis import estimate_basis
+from kbtc.edge.volatility import estimate_volatility
+from kbtc.pipeline.edge_inputs import MARKET_COLUMNS
+from kbtc.pipeline.edges import EdgeSettings
+from kbtc.venues.kalshi.marketdata import parse_lifecycle
+from kbtc.venues.kalshi.parsing import FieldError
+
+EXPIRED_TOLERANCE_MS = 5_000  # as kbtc.pipeline.edge_inputs.load_markets
+DEFAULT_CHUNK_ROWS = 2_000_000
+QUOTE_HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "market_ticker": pl.String, "quote_ts": pl.Int64, "received_ts": pl.Int64, "source": pl.String,
+    "yes_bid_cents": pl.Float64, "yes_ask_cents": pl.Float64, "no_bid_cents": pl.Float64, "no_ask_cents": pl.Float64,
+    "yes_bid_size": pl.Float64, "yes_ask_size": pl.Float64,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryInputs:
+    """Everything the engine needs for as-of times in [start_ts, end_ts], read once."""
+
+    start_ts: int
+    end_ts: int
+    markets: pl.DataFrame  # the catalog rows (final state) of the tracked series
+    status_events: pl.DataFrame  # market_ticker, received_ts, status: lifecycle status changes
+    quotes: pl.DataFrame  # quote history, one row per (market, quote_ts)
+    spot: pl.DataFrame  # ts, price, best_bid, best_ask
+    index_prints: pl.DataFrame  # ts, price
+    references: pl.DataFrame  # market_ticker, window_end_ts, known_ts, index_avg_usd, kind
+    books: pl.DataFrame  # market_ticker, book_ts, yes_bids_json, no_bids_json
+
+
+def asof_grid(start_ts: int, end_ts: int, cadence_s: float) -> list[int]:
+    """As-of times on whole multiples of the cadence in [start_ts, end_ts] (epoch ms)."""
+    step = round(cadence_s * 1000)
+    if step <= 0:
+        raise ValueError("cadence must be positive")
+    first = -(-start_ts // step) * step
+    return list(range(first, end_ts + 1, step))
+
+
+Schema = dict[str, pl.DataType | type[pl.DataType]]
+_READ_CHUNK_ROWS = 250_000
+
+
+def read_large(engine: Engine, sql: str, params: dict[str, object], schema: Schema) -> pl.DataFrame:
+    """Run `sql` (selecting exactly `schema`'s columns) into a typed frame, streamed in chunks of rows.
+
+    A period holds millions of quotes: building each chunk column-wise with a known schema keeps both the time
+    and the peak memory bounded (never all rows as Python tuples at once).
+    """
+    parts = [pl.DataFrame(schema=schema)]
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(text(sql), params)
+        for rows in result.partitions(_READ_CHUNK_ROWS):
+            columns = zip(*rows, strict=True)
+            parts.append(pl.DataFrame(
+                {name: pl.Series(name, list(values), dtype=dtype, strict=False)
+                 for (name, dtype), values in zip(schema.items(), columns, strict=True)},
+                schema=schema,
+            ))
+    return pl.concat(parts, rechunk=True)
+
+
+def _series_params(series: Sequence[str]) -> tuple[str, dict[str, object]]:
+    names = [f"s{i}" for i in range(len(series))]
+    return ", ".join(":" + n for n in names), dict(zip(names, series, strict=True))
+
+
+def _status_events(engine: Engine, tickers: list[str], end_ts: int) -> pl.DataFrame:
+    """Status changes from stored lifecycle events, through the collector's own parser."""
+    schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "status": pl.String}
+    sql = "SELECT raw_json, received_ts FROM market_lifecycle_events WHERE received_ts <= :end ORDER BY received_ts, id"
+    raw = read_frame(engine, sql, {"end": end_ts})
+    wanted = set(tickers)
+    rows = []
+    for raw_json, received_ts in raw.iter_rows():
+        try:
+            record = parse_lifecycle(json.loads(raw_json), int(received_ts))
+        except (FieldError, ValueError, TypeError):
+            continue  # stored rows parsed once already; one that no longer parses sets no status
+        status = record.market_update.get("status")
+        if status is not None and record.market_ticker in wanted:
+            rows.append((record.market_ticker, record.received_ts, status))
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSettings) -> HistoryInputs:
+    """Read the inputs of every as-of time in [start_ts, end_ts] (nothing after `end_ts`)."""
+    params = settings.params
+    placeholders, series = _series_params(params.series or ("",))
+    columns = ", ".join(c.strip() for c in MARKET_COLUMNS.split(","))
+    markets = read_frame(
+        engine,
+        f"SELECT {columns} FROM markets WHERE series_ticker IN ({placeholders}) "  # noqa: S608 — placeholders only
+        "AND (close_ts IS NULL OR close_ts >= :start) AND (open_ts IS NULL OR open_ts <= :end) ORDER BY market_ticker",
+        {**series, "start": start_ts - EXPIRED_TOLERANCE_MS, "end": end_ts},
+    )
+    tickers = markets["market_ticker"].to_list() if markets.height else []
+    max_age_ms = round(params.quote_max_age_s * 1000)
+    quotes = read_large(
+        engine,
+        "SELECT q.market_ticker, q.quote_ts, q.received_ts, q.source, q.yes_bid_cents, q.yes_ask_cents, "  # noqa: S608
+        "q.no_bid_cents, q.no_ask_cents, q.yes_bid_size, q.yes_ask_size FROM quotes q "
+        f"JOIN markets m ON m.market_ticker = q.market_ticker WHERE m.series_ticker IN ({placeholders}) "
+        "AND q.quote_ts >= :start AND q.quote_ts <= :end",
+        {**series, "start": start_ts - max_age_ms, "end": end_ts},
+        QUOTE_HISTORY_SCHEMA,
+    )
+    spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
+    basis_lookback_ms = round(max(settings.basis.lookback_s, settings.basis.index_lookback_s) * 1000)
+    earliest = start_ts - max(spot_lookback_ms, basis_lookback_ms)
+    spot = read_large(
+        engine,
+        "SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks WHERE product_id = :p "
+        "AND tick_ts >= :start AND tick_ts <= :end ORDER BY tick_ts, venue_time_ns",
+        {"p": settings.product_id, "start": earliest, "end": end_ts},
+        {"ts": pl.Int64, "price": pl.Float64, "best_bid": pl.Float64, "best_ask": pl.Float64},
+    )
+    index_prints = read_frame(
+        engine,
+        "SELECT value_ts AS ts, value_usd AS price FROM index_prices WHERE index_id = :i "
+        "AND value_ts >= :start AND value_ts <= :end ORDER BY value_ts",
+        {"i": settings.index_id, "start": start_ts - spot_lookback_ms, "end": end_ts},
+        schema={"ts": pl.Int64, "price": pl.Float64},
+    )
+    # As load_settled_references, with the time each value became public instead of a filter on one as-of.
+    references = read_frame(
+        engine,
+        """SELECT market_ticker, open_ts AS window_end_ts, open_ts AS known_ts, floor_strike AS index_avg_usd,
+                  'strike' AS kind FROM markets
+           WHERE series_ticker = 'KXBTC15M' AND floor_strike IS NOT NULL AND open_ts IS NOT NULL
+             AND open_ts >= :start AND open_ts <= :end
+           UNION ALL
+           SELECT market_ticker, close_ts AS window_end_ts,
+                  CASE WHEN COALESCE(determined_ts, settled_ts, close_ts) > close_ts
+                       THEN COALESCE(determined_ts, settled_ts, close_ts) ELSE close_ts END AS known_ts,
+                  expiration_value AS index_avg_usd, 'expiration' AS kind FROM markets
+           WHERE series_ticker = 'KXBTC15M' AND expiration_value IS NOT NULL AND close_ts IS NOT NULL
+             AND close_ts >= :start AND close_ts <= :end
+           ORDER BY window_end_ts, market_ticker""",
+        {"start": start_ts - round(settings.basis.lookback_s * 1000), "end": end_ts},
+        schema={"market_ticker": pl.String, "window_end_ts": pl.Int64, "known_ts": pl.Int64,
+                "index_avg_usd": pl.Float64, "kind": pl.String},
+    )
+    books_schema: Schema = {"market_ticker": pl.String, "book_ts": pl.Int64, "received_ts": pl.Int64,
+                            "source": pl.String, "yes_bids_json": pl.String, "no_bids_json": pl.String}
+    books = pl.DataFrame(schema=books_schema)
+    if settings.book_max_age_s is not None:
+        books = read_large(
+            engine,
+            "SELECT b.market_ticker, b.book_ts, b.received_ts, b.source, b.yes_bids_json, b.no_bids_json "  # noqa: S608
+            "FROM orderbook_snapshots b JOIN markets m ON m.market_ticker = b.market_ticker "
+            f"WHERE m.series_ticker IN ({placeholders}) AND b.book_ts >= :start AND b.book_ts <= :end",
+            {**series, "start": start_ts - round(settings.book_max_age_s * 1000), "end": end_ts},
+            books_schema,
+        )
+    return HistoryInputs(
+        start_ts=start_ts,
+        end_ts=end_ts,
+        markets=markets,
+        status_events=_status_events(engine, tickers, end_ts),
+        quotes=_latest_per_key(quotes, "quote_ts"),
+        spot=spot,
+        index_prints=index_prints,
+        references=references,
+        books=_latest_per_key(books, "book_ts"),
+    )
+
+
+def _latest_per_key(frame: pl.DataFrame, ts: str) -> pl.DataFrame:
+    """One row per (market, ts): the latest received, then the highest source name (the live tie-break)."""
+    if frame.height == 0:
+        return frame
+    return frame.sort("market_ticker", ts, "received_ts", "source").unique(
+        ["market_ticker", ts], keep="last", maintain_order=True
+    )
+
+
+def _segments(inputs: HistoryInputs, asofs: np.ndarray) -> np.ndarray:
+    """Segment id per as-of time: it changes wherever a market's status changed while it was evaluable."""
+    # A change after the market stopped being evaluable (closed + tolerance) cannot matter; one before it opened
+    # can (it is the status the market opens with).
+    events = inputs.status_events.join(
+        inputs.markets.select("market_ticker", "close_ts"), on="market_ticker", how="inner"
+    ).filter(pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS))
+    boundaries = np.unique(events["received_ts"].to_numpy().astype(np.int64))
+    return np.searchsorted(boundaries, asofs, side="right")
+
+
+def markets_asof(inputs: HistoryInputs, asof_ts: int) -> pl.DataFrame:
+    """The catalog as the live tick saw it at `asof_ts`: status from the latest lifecycle event received by then,
+    else `active` (the engine itself leaves out markets that have not opened yet)."""
+    latest = (
+        inputs.status_events.filter(pl.col("received_ts") <= asof_ts)
+        .group_by("market_ticker")
+        .agg(pl.col("status").sort_by("received_ts").last().alias("status_asof"))
+    )
+    return (
+        inputs.markets.join(latest, on="market_ticker", how="left")
+        .with_columns(pl.coalesce(pl.col("status_asof"), pl.lit("active")).alias("status"))
+        .drop("status_asof")
+    )
+
+
+def _books_asof(books: pl.DataFrame, asofs: pl.DataFrame, max_age_ms: int) -> pl.DataFrame:
+    """Bid levels of the newest book at or before each as-of time, at most `max_age_ms` old."""
+    schema = {"asof_ts": pl.Int64, "market_ticker": pl.String, "side": pl.String, "price_cents": pl.Float64,
+              "size": pl.Float64}
+    if books.height == 0:
+        return pl.DataFrame(schema=schema)
+    grid = asofs.join(books.select("market_ticker").unique(), how="cross").sort("asof_ts")
+    latest = grid.join_asof(
+        books.sort("book_ts"), left_on="asof_ts", right_on="book_ts", by="market_ticker", strategy="backward",
+        check_sortedness=False,
+    ).filter(pl.col("book_ts").is_not_null() & (pl.col("book_ts") >= pl.col("asof_ts") - max_age_ms))
+    ladder = pl.List(pl.List(pl.Float64))
+    levels = [
+        latest.select("asof_ts", "market_ticker", pl.lit(side).alias("side"),
+                      pl.col(f"{side}_bids_json").str.json_decode(ladder).alias("level"))
+        .explode("level")
+        .filter(pl.col("level").is_not_null())
+        .select("asof_ts", "market_ticker", "side", pl.col("level").list.get(0).alias("price_cents"),
+                pl.col("level").list.get(1).alias("size"))
+        for side in ("yes", "no")
+    ]
+    return pl.concat(levels).cast(schema)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeBatch:
+    """The engine's output for a batch of as-of times, with the volatility estimates used."""
+
+    asofs: list[int]
+    edges: pl.DataFrame
+    vol: pl.DataFrame
+
+
+def edges_over(
+    inputs: HistoryInputs,
+    asofs: Sequence[int],
+    settings: EdgeSettings,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Iterator[EdgeBatch]:
+    """Evaluate every as-of time, yielding batches in time order (each at most ~`chunk_rows` pairs)."""
+    params = settings.params
+    times = np.asarray(sorted(set(asofs)), dtype=np.int64)
+    if times.shape[0] == 0:
+        return
+    vol = estimate_volatility(inputs.spot, times.tolist(), settings.vol)
+    basis = estimate_basis(inputs.spot, times, references=inputs.references, index_prints=inputs.index_prints,
+                           params=settings.basis)
+    state = market_state(inputs.spot, times.tolist(), vol, basis)
+    # The live tick reads spot within its lookback only: an older tick is no spot at all.
+    spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
+    fresh = pl.col("spot_ts") >= pl.col("asof_ts") - spot_lookback_ms
+    state = state.with_columns(
+        pl.when(fresh).then(pl.col(c)).alias(c) for c in ("spot_usd", "spot_ts")
+    )
+    segment_of = _segments(inputs, times)
+    per_chunk = max(1, chunk_rows // max(inputs.markets.height, 1))
+    max_age_ms = round(params.quote_max_age_s * 1000)
+    start = 0
+    while start < times.shape[0]:
+        # A chunk never spans two segments: one catalog frame per engine call.
+        end = min(start + per_chunk, times.shape[0])
+        end = start + int(np.searchsorted(segment_of[start:end], segment_of[start], side="right"))
+        chunk = times[start:end].tolist()
+        markets = markets_asof(inputs, chunk[0])
+        chunk_frame = pl.DataFrame({"asof_ts": chunk}, schema={"asof_ts": pl.Int64})
+        quotes = quotes_asof(inputs.quotes, chunk).filter(
+            pl.col("quote_ts") >= pl.col("asof_ts") - max_age_ms
+        )
+        books = None
+        if settings.book_max_age_s is not None:
+            books = _books_asof(inputs.books, chunk_frame, round(settings.book_max_age_s * 1000))
+        edges = compute_edges(
+            markets, quotes, state.filter(pl.col("asof_ts").is_in(chunk)), prints=inputs.spot, books=books,
+            params=params,
+        )
+        # Live loads no market closed more than the tolerance before the tick: drop what it never saw.
+        edges = edges.filter(
+            pl.col("close_ts").is_null() | (pl.col("close_ts") >= pl.col("asof_ts") - EXPIRED_TOLERANCE_MS)
+        )
+        yield EdgeBatch(chunk, edges, vol.filter(pl.col("asof_ts").is_in(chunk)))
+        start = end

@@ -1,0 +1,217 @@
+"""`kbtc replay`: the same input gives the same database; the multi-as-of path equals the live tick; no
+as-of computation sees a later row (perturbing the future changes nothing before it)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from replay_support import (
+    START_MS,
+    lifecycle_message,
+    recording_lines,
+    seed_catalog,
+    tickers,
+    write_jsonl,
+)
+from sqlalchemy import Engine, text
+from typer.testing import CliRunner
+
+from kbtc.cli import app
+from kbtc.db.engine import make_engine
+from kbtc.db.migrate import upgrade_database
+from kbtc.db.store import read_frame
+from kbtc.edge import EdgeParams
+from kbtc.pipeline.edge_history import edges_over, load_history
+from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick
+from kbtc.pipeline.replay import ingest, run_replay
+from kbtc.pipeline.replay_sources import read_inputs
+from kbtc.pipeline.tape import TapeRecord, TapeWriter
+
+SETTINGS = EdgeSettings(params=EdgeParams(series=("KXBTCD",)))
+TABLES = {
+    "quotes": "market_ticker, quote_ts, source",
+    "spot_ticks": "tick_ts, source",
+    "edges": "asof_ts, market_ticker",
+    "edge_snapshots": "asof_ts, market_ticker",
+    "snapshot_scores": "asof_ts, market_ticker",
+    "vol_estimates": "asof_ts",
+    "markets": "market_ticker",
+}
+
+
+def fresh_engine(path: Path) -> Engine:
+    url = f"sqlite:///{path}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    seed_catalog(engine)
+    return engine
+
+
+def dump(engine: Engine) -> dict[str, pl.DataFrame]:
+    return {table: read_frame(engine, f"SELECT * FROM {table} ORDER BY {order}").drop("id", strict=False)
+            for table, order in TABLES.items()}
+
+
+def settlements_csv(path: Path) -> Path:
+    path.write_text("ticker,result,expiration_value\n" + "".join(
+        f"{ticker},{'yes' if i < 3 else 'no'},100100.5\n" for i, ticker in enumerate(tickers())))
+    return path
+
+
+def test_same_input_gives_identical_output_and_replaying_twice_adds_nothing(tmp_path: Path) -> None:
+    recording = write_jsonl(tmp_path / "rec.jsonl", recording_lines())
+    settlements = settlements_csv(tmp_path / "settled.csv")
+    dumps = []
+    for name in ("a", "b"):
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        result = run_replay(engine, [recording], SETTINGS, cadence_s=10, settlements=settlements)
+        assert result.snapshots_written > 0 and result.score is not None and result.score.inserted > 0
+        dumps.append(dump(engine))
+        if name == "b":
+            run_replay(engine, [recording], SETTINGS, cadence_s=10, settlements=settlements)
+            dumps.append(dump(engine))
+        engine.dispose()
+    for table in TABLES:
+        assert dumps[0][table].height > 0, table
+        assert_frame_equal(dumps[0][table].drop("updated_ts", strict=False),
+                           dumps[1][table].drop("updated_ts", strict=False), check_exact=True)
+        assert_frame_equal(dumps[1][table], dumps[2][table], check_exact=True)
+    scores = dumps[0]["snapshot_scores"]
+    assert scores["scored_ts"].unique().to_list() == [START_MS + 599_015]  # the period's end, not the wall clock
+
+
+def test_multi_asof_path_equals_the_live_tick(tmp_path: Path) -> None:
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    ingest(engine, [write_jsonl(tmp_path / "rec.jsonl", recording_lines())], series=("KXBTCD",))
+    asofs = [START_MS + s * 1000 for s in (5, 65, 300, 451, 599)]
+    inputs = load_history(engine, asofs[0], asofs[-1], SETTINGS)
+    batched = pl.concat([batch.edges for batch in edges_over(inputs, asofs, SETTINGS, chunk_rows=10)])
+    assert batched["asof_ts"].unique().sort().to_list() == asofs
+    for asof in asofs:
+        live = compute_edge_tick(engine, asof, SETTINGS).edges
+        # Floats agree to rounding: a different batch shape may change a SIMD summation order.
+        assert_frame_equal(batched.filter(pl.col("asof_ts") == asof), live, check_exact=False, rel_tol=1e-12, abs_tol=0)
+    engine.dispose()
+
+
+def test_no_look_ahead_perturbing_the_future_changes_nothing_before_it(tmp_path: Path) -> None:
+    # Rows count from their venue time, as in the live loaders: cut where no frame is in flight (every frame
+    # received by the cut was sent before it, every frame sent after it is received after it).
+    cut = START_MS + 299_500
+    lines = recording_lines()
+    perturbed = [line for line in lines if line[0] <= cut]
+    perturbed += [(ts, feed, msg) for ts, feed, msg in recording_lines(seed=99, spot_shift=400.0) if ts > cut]
+    # The future also settles and deactivates a market: status and result must not leak backwards.
+    perturbed.append((cut + 5_000, "kalshi", lifecycle_message(tickers()[2], "deactivated", cut + 5_000)))
+    perturbed.append((cut + 9_000, "kalshi", lifecycle_message(tickers()[1], "determined", cut + 9_000,
+                                                               result="yes", determination_ts=(cut + 9_000) // 1000)))
+    frames = {}
+    for name, recording in (("same", lines), ("perturbed", sorted(perturbed, key=lambda line: line[0]))):
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        run_replay(engine, [write_jsonl(tmp_path / f"{name}.jsonl", recording)], SETTINGS, cadence_s=10,
+                   to_ts=START_MS + 600_000)
+        frames[name] = read_frame(engine, "SELECT * FROM edges ORDER BY asof_ts, market_ticker")
+        engine.dispose()
+    before = {name: frame.filter(pl.col("asof_ts") <= cut) for name, frame in frames.items()}
+    assert before["same"].height > 0
+    assert_frame_equal(before["same"], before["perturbed"], check_exact=True, check_dtypes=False)
+    after = {name: frame.filter(pl.col("asof_ts") > cut + 10_000) for name, frame in frames.items()}
+    assert not after["same"].equals(after["perturbed"])  # the perturbation is visible once it happened
+    inactive = after["perturbed"].filter(pl.col("market_ticker") == tickers()[2])["skip_reason"].unique().to_list()
+    assert inactive == ["inactive_status"]
+
+
+def test_inputs_formats_rejects_with_line_numbers_and_a_torn_tape(tmp_path: Path) -> None:
+    with TapeWriter(tmp_path / "tape", "coinbase", writer_id="w") as writer:
+        writer.write('{"type":"heartbeat"}', START_MS, "c9")
+    tape_file = next((tmp_path / "tape").rglob("*.jsonl.gz"))
+    with gzip.open(tape_file, "ab") as handle:
+        handle.write(b'{"received_ts": 1, "feed": "kal')  # a killed writer's torn last line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"received_ts": 5, "feed": "kalshi", "raw": "{}"}\nnot json\n[1]\n'
+                   '{"type": "ticker", "msg": {"market_ticker": "X"}}\n'
+                   '{"feed": "nyse", "raw": "{}", "received_ts": 3}\n')
+    records = list(read_inputs([tmp_path / "tape", bad]))
+    good = [r for r in records if isinstance(r, TapeRecord)]
+    assert [(r.feed, r.connection_id, r.received_ts) for r in good] == [("coinbase", "c9", START_MS), ("kalshi", "", 5)]
+    reasons = [r.reason for r in records if not isinstance(r, TapeRecord)]
+    assert reasons == ["bad.jsonl:2: not JSON", "bad.jsonl:3: not a JSON object",
+                       "bad.jsonl:4: no receive time (received_ts) and no message time",
+                       "bad.jsonl:5: unknown feed 'nyse'"]
+
+
+def test_bare_messages_take_their_own_time_and_matches_become_ticks(tmp_path: Path) -> None:
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    path = tmp_path / "bare.jsonl"
+    match = {"type": "match", "trade_id": 1, "sequence": 7, "product_id": "BTC-USD", "price": "100001.50",
+             "size": "0.01", "side": "buy", "time": "2026-11-18T11:06:40.250000Z"}
+    ticker = {"type": "ticker", "sid": 1, "seq": 1,
+              "msg": {"market_ticker": tickers()[0], "yes_bid_dollars": "0.4100", "yes_ask_dollars": "0.4300",
+                      "ts": 1_795_000_001}}
+    path.write_text(json.dumps(match) + "\n" + json.dumps(ticker) + "\n")
+    summary = ingest(engine, [path], series=("KXBTCD",))
+    assert (summary.ticks, summary.quotes, summary.first_ts, summary.last_ts) == (1, 1, 1_795_000_000_250,
+                                                                                 1_795_000_001_000)
+    spot = read_frame(engine, "SELECT source, price, best_bid FROM spot_ticks")
+    assert spot.rows() == [("coinbase_exchange_matches", 100001.5, None)]
+    engine.dispose()
+
+
+def test_replay_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("KALSHI_SERIES", "KXBTCD")
+    upgrade_database(url)
+    engine = make_engine(url)
+    seed_catalog(engine)
+    engine.dispose()
+    recording = write_jsonl(tmp_path / "rec.jsonl", recording_lines(seconds=120))
+    runner = CliRunner()
+    result = runner.invoke(app, ["replay", "--tape", str(recording), "--cadence", "30s",
+                                 "--settlements", str(settlements_csv(tmp_path / "s.csv"))])
+    assert result.exit_code == 0, result.output
+    assert "as-of times" in result.output and "snapshots" in result.output
+    bad = runner.invoke(app, ["replay", "--tape", str(recording), "--from", "yesterday-ish"])
+    assert bad.exit_code == 2 and "not a time" in bad.output
+
+
+def test_status_follows_lifecycle_events_received_by_each_asof_time(tmp_path: Path) -> None:
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    late = tickers()[4]
+    # A market that opens mid-period, paused before it opens and activated later; one batch spans all of it.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE markets SET open_ts = :o WHERE market_ticker = :t"),
+                     {"o": START_MS + 200_000, "t": late})
+    lines = recording_lines()
+    lines.append((START_MS + 150_000, "kalshi", lifecycle_message(late, "deactivated", START_MS + 150_000)))
+    lines.append((START_MS + 400_000, "kalshi", lifecycle_message(late, "activated", START_MS + 400_000)))
+    run_replay(engine, [write_jsonl(tmp_path / "rec.jsonl", sorted(lines, key=lambda line: line[0]))], SETTINGS,
+               cadence_s=10, chunk_rows=10_000)
+    rows = read_frame(engine, "SELECT asof_ts, skip_reason FROM edges WHERE market_ticker = :t ORDER BY asof_ts",
+                      {"t": late})
+    before_open = rows.filter(pl.col("asof_ts") < START_MS + 200_000)
+    paused = rows.filter(pl.col("asof_ts").is_between(START_MS + 200_000, START_MS + 399_999))
+    active = rows.filter(pl.col("asof_ts") >= START_MS + 400_000)
+    assert before_open.height == 0  # not open: not evaluated
+    assert paused.height == 20 and paused["skip_reason"].unique().to_list() == ["inactive_status"]
+    assert active.height > 0 and active["skip_reason"].null_count() == active.height
+    engine.dispose()
+
+
+def test_a_period_sees_the_history_before_it(tmp_path: Path) -> None:
+    recording = write_jsonl(tmp_path / "rec.jsonl", recording_lines())
+    frames = {}
+    for name, start in (("whole", None), ("late", START_MS + 300_000)):
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        run_replay(engine, [recording], SETTINGS, cadence_s=10, from_ts=start, to_ts=START_MS + 600_000)
+        frames[name] = read_frame(engine, "SELECT * FROM edges ORDER BY asof_ts, market_ticker")
+        engine.dispose()
+    assert frames["late"]["asof_ts"].min() == START_MS + 300_000
+    # The warm-up ingests what came before the period: the same edges as a replay of everything.
+    whole = frames["whole"].filter(pl.col("asof_ts") >= START_MS + 300_000)
+    assert_frame_equal(frames["late"], whole, check_exact=True, check_dtypes=False)
