@@ -1,6 +1,7 @@
 """The opportunity step: evaluate the newest batch of edge snapshots into the ledger and open shadow positions.
 
-One tick (`reference/seed_system.md` §4.2): take the newest snapshot batch (`MAX(asof_ts) ≤ now`); refuse it
+One tick (`reference/seed_system.md` §4.2): take the newest snapshot batch (`MAX(asof_ts) ≤ now`) — in a loop,
+every fresh batch since the last evaluated one, oldest first, where the original skipped all but the newest; refuse it
 as `stale_edge_snapshots` when it is older than `max_snapshot_age_s`, or report `no_edge_snapshots`; decide
 every snapshot with `kbtc.scoring.ledger.decide` against the open positions and recent TAKEs; write TAKE
 rows (and PASS rows with `emit_passes`) to `opportunities` and one `positions` row per TAKE.
@@ -74,12 +75,13 @@ def run_opportunity_tick(
     max_snapshot_age_s: float = DEFAULT_MAX_SNAPSHOT_AGE_S,
     after_asof_ts: int | None = None,
 ) -> OpportunityTick:
-    """Evaluate the newest snapshot batch at `now_ts` and record the decisions; idempotent per batch.
+    """Evaluate a snapshot batch at `now_ts` and record the decisions; idempotent per batch.
 
-    `after_asof_ts`: the batch a loop evaluated last; an unchanged newest batch is `no_new_snapshots`.
+    Without `after_asof_ts` the newest batch is evaluated. With it (the batch a loop evaluated last), the oldest
+    fresh batch after it is, so a loop catches up on every batch instead of skipping those that arrived
+    together; when none is newer the tick is `no_new_snapshots`.
     """
-    latest = read_frame(engine, "SELECT MAX(asof_ts) AS asof_ts FROM edge_snapshots WHERE asof_ts <= :now",
-                        {"now": now_ts})["asof_ts"][0]
+    latest = _next_batch(engine, now_ts, after_asof_ts, max_snapshot_age_s)
     if latest is None:
         return _empty_tick("no_edge_snapshots", None)
     asof_ts = int(latest)
@@ -117,6 +119,24 @@ def run_opportunity_tick(
     return OpportunityTick("ok", asof_ts, decisions.height, takes, written, reason_counts(decisions), decisions)
 
 
+def _next_batch(engine: Engine, now_ts: int, after_asof_ts: int | None, max_snapshot_age_s: float) -> int | None:
+    """The newest batch at `now_ts`, or the oldest fresh one after `after_asof_ts` (else the newest)."""
+    if after_asof_ts is None:
+        sql = "SELECT MAX(asof_ts) AS asof_ts FROM edge_snapshots WHERE asof_ts <= :now"
+    else:
+        sql = ("SELECT COALESCE(MIN(CASE WHEN asof_ts > :after AND asof_ts >= :fresh THEN asof_ts END), "
+               "MAX(asof_ts)) AS asof_ts FROM edge_snapshots WHERE asof_ts <= :now")
+    params = {"now": now_ts, "after": after_asof_ts, "fresh": now_ts - int(max_snapshot_age_s * 1000)}
+    value = read_frame(engine, sql, params)["asof_ts"][0]
+    return None if value is None else int(value)
+
+
+def _newest_batch(engine: Engine, now_ts: int) -> int | None:
+    value = read_frame(engine, "SELECT MAX(asof_ts) AS asof_ts FROM edge_snapshots WHERE asof_ts <= :now",
+                       {"now": now_ts})["asof_ts"][0]
+    return None if value is None else int(value)
+
+
 @dataclass(frozen=True, slots=True)
 class LoopSummary:
     """What a loop of ticks did."""
@@ -140,22 +160,29 @@ def run_opportunity_loop(
 ) -> LoopSummary:
     """Run ticks every `interval_s` until `duration_s` has passed (None: forever; 0: exactly one tick).
 
-    Each batch is evaluated once: a tick that finds no newer batch than the last does nothing.
+    Each batch is evaluated once, in order: a tick evaluates every fresh batch that arrived since the last one
+    (the first tick only the newest), and a tick that finds none does nothing.
     """
     started = clock()
     ticks = evaluated = takes = 0
     last_asof: int | None = None
     while True:
         tick_start = clock()
-        tick = run_opportunity_tick(engine, int(tick_start * 1000), params, emit_passes=emit_passes,
-                                    max_snapshot_age_s=max_snapshot_age_s, after_asof_ts=last_asof)
-        ticks += 1
-        evaluated += tick.evaluated
-        takes += tick.takes
-        if tick.status == "ok":
+        now_ts = int(tick_start * 1000)
+        while True:  # every fresh batch since the last one, oldest first: none is skipped
+            tick = run_opportunity_tick(engine, now_ts, params, emit_passes=emit_passes,
+                                        max_snapshot_age_s=max_snapshot_age_s, after_asof_ts=last_asof)
+            ticks += 1
+            evaluated += tick.evaluated
+            takes += tick.takes
+            if on_tick is not None:
+                on_tick(tick)
+            if tick.status != "ok":
+                break
             last_asof = tick.asof_ts
-        if on_tick is not None:
-            on_tick(tick)
+            newest = _newest_batch(engine, now_ts)
+            if newest is None or last_asof is None or newest <= last_asof:
+                break
         elapsed = clock() - tick_start
         if duration_s is not None and clock() - started + max(0.0, interval_s - elapsed) >= duration_s:
             return LoopSummary(ticks, evaluated, takes)

@@ -111,3 +111,31 @@ def test_loop_evaluates_each_batch_once_within_its_duration(migrated_url: str) -
     once = run_opportunity_loop(engine, LedgerParams(), duration_s=0.0, clock=lambda: now_s[0], sleep=sleep)
     assert once.ticks == 1 and len(slept) == 2
     engine.dispose()
+
+
+def test_loop_catches_up_on_batches_that_arrived_together(migrated_url: str) -> None:
+    """Two edge ticks between two ledger ticks: both batches are evaluated, oldest first (none skipped)."""
+    from kbtc.pipeline.opportunities import OpportunityTick, run_opportunity_loop
+
+    engine = make_engine(migrated_url)
+    upsert(engine, "markets", [market(A), market(B)])
+    upsert(engine, "edge_snapshots", [snapshot(A, NOW - 1_000, p_model=0.50, yes_bid=49.0, yes_ask=51.0)])
+    now_s = [NOW / 1000]
+    evaluated_batches: list[tuple[str, int | None]] = []
+
+    def sleep(seconds: float) -> None:
+        now_s[0] += seconds
+        if len(evaluated_batches) == 1:  # two batches land during the first sleep
+            for lag_ms in (6_000, 1_000):
+                upsert(engine, "edge_snapshots", [snapshot(B, int(now_s[0] * 1000) - lag_ms, p_model=0.50,
+                                                           yes_bid=49.0, yes_ask=51.0)])
+
+    def on_tick(tick: OpportunityTick) -> None:
+        evaluated_batches.append((tick.status, tick.asof_ts))
+
+    run_opportunity_loop(engine, LedgerParams(), interval_s=10.0, duration_s=15.0, emit_passes=True,
+                         on_tick=on_tick, clock=lambda: now_s[0], sleep=sleep)
+    later = int((NOW / 1000 + 10.0) * 1000)
+    assert evaluated_batches == [("ok", NOW - 1_000), ("ok", later - 6_000), ("ok", later - 1_000)]
+    assert [row[0] for row in _ledger(engine)] == [NOW - 1_000, later - 6_000, later - 1_000]
+    engine.dispose()
