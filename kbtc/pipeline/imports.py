@@ -67,7 +67,7 @@ def _ts_ms(column: str) -> pl.Expr:
         .then(number)
         .otherwise(number / 1e6)
         .round(0)
-        .cast(pl.Int64)
+        .cast(pl.Int64, strict=False)  # NaN, inf and times past year 292 billion become null (rejected)
     )
     parsed = raw.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
     return pl.when(number.is_not_null()).then(from_number).otherwise(parsed)
