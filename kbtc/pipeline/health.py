@@ -62,6 +62,8 @@ def data_health(engine: Engine, now_ts: int, window_s: float = 86_400.0) -> Data
             GROUP BY feed, kind ORDER BY feed, kind
             """,
             {"since": since_ts, "now": now_ts},
+            # PostgreSQL returns NUMERIC for the division (shown as `0E-20`): seconds are a float everywhere.
+            schema={"events": pl.Int64, "total_duration_s": pl.Float64},
         )
         rejects = read_frame(
             conn,

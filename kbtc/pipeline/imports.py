@@ -62,10 +62,16 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
+def _float(expr: pl.Expr) -> pl.Expr:
+    """A numeric text column as Float64; unparseable, NaN and infinite values become null (and are rejected)."""
+    number = expr.cast(pl.Float64, strict=False)
+    return pl.when(number.is_finite()).then(number)
+
+
 def _ts_ms(column: str) -> pl.Expr:
     """Parse ISO-8601 or epoch s/ms/ns into epoch ms (null when unparseable)."""
     raw = pl.col(column).str.strip_chars()
-    number = raw.cast(pl.Float64, strict=False)
+    number = _float(raw)
     from_number = (
         pl.when(number.abs() < 1e11)
         .then(number * 1000)
@@ -73,7 +79,7 @@ def _ts_ms(column: str) -> pl.Expr:
         .then(number)
         .otherwise(number / 1e6)
         .round(0)
-        .cast(pl.Int64)
+        .cast(pl.Int64, strict=False)  # NaN, inf and times past year 292 billion become null (rejected)
     )
     parsed = raw.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
     return pl.when(number.is_not_null()).then(from_number).otherwise(parsed)
@@ -91,7 +97,7 @@ def _validated(frame: pl.DataFrame, checks: list[tuple[pl.Expr, str]]) -> tuple[
 
 
 def _cents(column: str, unit: Literal["dollars", "cents"]) -> pl.Expr:
-    value = pl.col(column).cast(pl.Float64, strict=False)
+    value = _float(pl.col(column))
     return ((value * 100) if unit == "dollars" else value).round(2)
 
 
@@ -99,13 +105,14 @@ def _resolve_unit(frame: pl.DataFrame, columns: list[str], unit: PriceUnit) -> L
     if unit != "auto":
         return unit
     values = pl.concat([frame[c].cast(pl.Float64, strict=False) for c in columns if c in frame.columns])
+    values = values.filter(values.is_finite())
     peak = values.drop_nulls().max()
     return "dollars" if peak is None or float(peak) <= 1.0 else "cents"  # type: ignore[arg-type]
 
 
 def _markets(frame: pl.DataFrame, now_ts: int) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
-    floor = pl.col("floor_strike").cast(pl.Float64, strict=False)
-    cap = pl.col("cap_strike").cast(pl.Float64, strict=False)
+    floor = _float(pl.col("floor_strike"))
+    cap = _float(pl.col("cap_strike"))
     strike = pl.col("strike_type").str.strip_chars().str.to_lowercase()
     parsed = frame.with_columns(
         _ts_ms("close_time").alias("close_ts"),
@@ -113,7 +120,7 @@ def _markets(frame: pl.DataFrame, now_ts: int) -> tuple[pl.DataFrame, list[tuple
         strike.alias("strike_type"),
         floor.alias("floor_strike"),
         cap.alias("cap_strike"),
-        pl.col("expiration_value").cast(pl.Float64, strict=False),
+        _float(pl.col("expiration_value")),
         pl.col("result").str.strip_chars().str.to_lowercase().replace("", None),
     )
     needs_floor = pl.col("strike_type").is_in(["greater", "greater_or_equal", "between"])
@@ -198,7 +205,7 @@ def _quotes(frame: pl.DataFrame, unit: PriceUnit, now_ts: int) -> tuple[pl.DataF
 
 
 def _spot(frame: pl.DataFrame, product_id: str) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
-    parsed = frame.with_columns(_ts_ms("ts").alias("tick_ts"), pl.col("price").cast(pl.Float64, strict=False))
+    parsed = frame.with_columns(_ts_ms("ts").alias("tick_ts"), _float(pl.col("price")).alias("price"))
     good, errors = _validated(
         parsed,
         [(pl.col("tick_ts").is_not_null(), "unparseable ts"), (pl.col("price") > 0, "price missing or not positive")],
@@ -219,7 +226,7 @@ def _candles(frame: pl.DataFrame, product_id: str, granularity_s: int) -> tuple[
     prices = ["open", "high", "low", "close"]
     parsed = frame.with_columns(
         _ts_ms("ts").alias("start_ts"),
-        *(pl.col(c).cast(pl.Float64, strict=False) for c in [*prices, "volume"]),
+        *(_float(pl.col(c)).alias(c) for c in [*prices, "volume"]),
     )
     good, errors = _validated(
         parsed,

@@ -13,6 +13,7 @@ Sequence checks live in the stream client (`seq` is per subscription, not per bo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,17 @@ class DepthFill:
     worst_price_cents: float | None
 
 
+def _finite(value: Any, field: str) -> float:
+    """A finite number from a number or numeric string, else `FieldError` (a crash would stop the stream)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FieldError(f"{field}: not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise FieldError(f"{field}: not finite: {value!r}")
+    return number
+
+
 def _levels(raw: Any, *, cents: bool) -> dict[int, float]:
     """`[[price, size], ...]` → {price units: size}; a missing/null/empty side is an empty ladder."""
     if raw is None:
@@ -43,7 +55,7 @@ def _levels(raw: Any, *, cents: bool) -> dict[int, float]:
         if not isinstance(level, list | tuple) or len(level) < 2:
             raise FieldError(f"book level is not [price, size]: {level!r}")
         if cents:
-            units = round(float(level[0]) * 100)
+            units = round(_finite(level[0], "book price") * 100)
             if not 0 <= units <= UNITS_PER_DOLLAR:
                 raise FieldError(f"book price outside 0-100 cents: {level[0]!r}")
         else:
@@ -51,7 +63,7 @@ def _levels(raw: Any, *, cents: bool) -> dict[int, float]:
             if parsed is None:
                 raise FieldError(f"book price missing: {level!r}")
             units = parsed
-        size = float(level[1])
+        size = _finite(level[1], "book size")
         if size > _EPSILON:
             out[units] = out.get(units, 0.0) + size
     return out
@@ -107,7 +119,7 @@ class OrderBook:
 
     def apply_delta(self, side: str, price_dollars: str, delta_fp: str, seq: int | None = None) -> None:
         """Add a signed size change at one level (`orderbook_delta` msg: side, price_dollars, delta_fp)."""
-        units = round(float(price_dollars) * UNITS_PER_DOLLAR)
+        units = round(_finite(price_dollars, "price_dollars") * UNITS_PER_DOLLAR)
         if not 0 <= units <= UNITS_PER_DOLLAR:
             raise FieldError(f"price_dollars: outside $0-$1: {price_dollars!r}")
         if side == "yes":
@@ -118,7 +130,7 @@ class OrderBook:
                 units = UNITS_PER_DOLLAR - units
         else:
             raise FieldError(f"side: not yes/no: {side!r}")
-        size = ladder.get(units, 0.0) + float(delta_fp)
+        size = ladder.get(units, 0.0) + _finite(delta_fp, "delta_fp")
         if size > _EPSILON:
             ladder[units] = size
         else:

@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 UNITS_PER_DOLLAR = 10_000  # the venue's resolution: $0.0001
 _SECONDS_BELOW = 100_000_000_000  # an integer epoch below 1e11 is in seconds (1e11 ms is 1973, 1e11 s is year 5138)
+_MAX_EPOCH = 1e15  # beyond any epoch in ms (year 33658): a larger "time" is garbage, not a moment
 
 
 class FieldError(ValueError):
@@ -32,6 +34,8 @@ def price_units(value: Any, field: str = "price") -> int | None:
         scaled = float(value) * UNITS_PER_DOLLAR
     except (TypeError, ValueError):
         raise FieldError(f"{field}: not a number: {value!r}") from None
+    if not math.isfinite(scaled):
+        raise FieldError(f"{field}: not finite: {value!r}")
     units = round(scaled)
     if abs(scaled - units) > 1e-6:
         raise FieldError(f"{field}: finer than $0.0001: {value!r}")
@@ -54,7 +58,7 @@ def legacy_cents(value: Any, field: str = "price") -> float | None:
         cents = float(value)
     except (TypeError, ValueError):
         raise FieldError(f"{field}: not a number: {value!r}") from None
-    if not 0 <= cents <= 100:
+    if not 0 <= cents <= 100:  # also false for NaN
         raise FieldError(f"{field}: outside 0-100 cents: {value!r}")
     return round(cents * 100) / 100
 
@@ -69,9 +73,9 @@ def price_cents(payload: Mapping[str, Any], dollars_key: str, legacy_key: str | 
         return legacy_cents(payload.get(legacy_key), legacy_key) if legacy_key is not None else None
     try:
         scaled = float(value) * UNITS_PER_DOLLAR
-    except (TypeError, ValueError):
-        raise FieldError(f"{dollars_key}: not a number: {value!r}") from None
-    units = round(scaled)
+        units = round(scaled)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "1e400" is infinite
+        return dollars_to_cents(value, dollars_key)  # raises with the precise reason
     if abs(scaled - units) > 1e-6 or not 0 <= units <= UNITS_PER_DOLLAR:
         return dollars_to_cents(value, dollars_key)  # raises with the precise reason
     return units / 100
@@ -83,17 +87,17 @@ def count(payload: Mapping[str, Any], fp_key: str, legacy_key: str | None = None
     key = fp_key
     if type(value) is str and value:
         try:
-            return float(value)
+            out = float(value)
         except ValueError:
             raise FieldError(f"{key}: not a number: {value!r}") from None
+        if not math.isfinite(out):
+            raise FieldError(f"{key}: not finite: {value!r}")
+        return out
     if (value is None or value == "") and legacy_key is not None:
         value, key = payload.get(legacy_key), legacy_key
     if value is None or value == "" or isinstance(value, bool):
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise FieldError(f"{key}: not a number: {value!r}") from None
+    return number(value, key)
 
 
 def number(value: Any, field: str) -> float | None:
@@ -101,9 +105,12 @@ def number(value: Any, field: str) -> float | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     try:
-        return float(value)
+        out = float(value)
     except (TypeError, ValueError):
         raise FieldError(f"{field}: not a number: {value!r}") from None
+    if not math.isfinite(out):
+        raise FieldError(f"{field}: not finite: {value!r}")
+    return out
 
 
 def time_ms(value: Any, field: str = "time") -> int | None:
@@ -111,6 +118,8 @@ def time_ms(value: Any, field: str = "time") -> int | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > _MAX_EPOCH:
+            raise FieldError(f"{field}: not a time: {value!r}")
         return int(value * 1000) if abs(value) < _SECONDS_BELOW else int(value)
     if isinstance(value, str):
         try:

@@ -209,6 +209,8 @@ class KalshiRestClient:
             cursor = body.get("cursor")
             if not cursor:
                 return
+            if not isinstance(cursor, str):
+                raise KalshiPayloadError(f"GET {path}: cursor is not a string", str(body)[:2000])
             if cursor in seen:
                 raise KalshiPayloadError(f"GET {path}: cursor {cursor!r} repeated", str(body)[:2000])
             seen.add(cursor)

@@ -1,0 +1,139 @@
+"""Crash suite: kill -9 collectors and pipeline steps at random instants, then check what survived.
+
+Three lanes run side by side as real `kbtc` processes against one simulator and one SQLite file: the Coinbase
+collector, the Kalshi collector, and the REST/compute steps the flows run (poll-quotes, refresh-markets,
+compute-edges). Each process is killed with SIGKILL at a random moment (seeded) and restarted, until
+`KBTC_CRASH_KILLS` kills (CI: 20) have landed. Then:
+
+- `PRAGMA integrity_check` is `ok` and a restarted collector stores new rows (the restart resumes);
+- no natural key holds two rows (no duplicates across all the overlapping sessions);
+- at most the last unflushed batch was lost: every trade and tick on the tape (flushed ≤ 1 s) received more
+  than `LOSS_WINDOW_MS` before the kill of its session is in the database (batches flush every ≤ 0.5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from bisect import bisect_right
+from pathlib import Path
+
+import pytest
+from simthread import kbtc, kbtc_env, simulator_thread
+
+from kbtc.pipeline.tape import read_tape, tape_files
+from kbtc.venues.coinbase.parsing import parse_advanced_frame
+from kbtc.venues.kalshi.marketdata import parse_trade
+from kbtc.venues.kalshi.parsing import FieldError
+
+KILLS = max(1, int(os.environ.get("KBTC_CRASH_KILLS", "20")))
+LOSS_WINDOW_MS = 1_500  # the unflushed batch (≤ 0.5 s) plus a commit in flight under lock contention
+NATURAL_KEYS = {
+    "quotes": "market_ticker, quote_ts, source",
+    "orderbook_snapshots": "market_ticker, book_ts, source",
+    "kalshi_trades": "trade_id",
+    "spot_ticks": "product_id, source, venue_time_ns",
+    "feed_events": "feed, connection_id, kind, event_ts, subject",
+    "edges": "asof_ts, market_ticker",
+}
+# Kill moments after spawn, per lane (start-up with imports and migrations takes 1-2 s).
+KILL_AFTER_S = {"coinbase": (2.5, 7.0), "kalshi": (2.5, 7.0), "steps": (1.0, 5.0)}
+LANES: dict[str, list[list[str]]] = {
+    "coinbase": [["collect", "--coinbase", "--seconds", "60"]],
+    "kalshi": [["collect-kalshi", "--seconds", "60"]],
+    "steps": [["poll-quotes", "--seconds", "60", "--interval", "0.3"], ["refresh-markets", "--status", "all"],
+              ["compute-edges"]],
+}
+
+
+def _spawn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "kbtc.cli", *args], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path) -> None:
+    rng = random.Random(20261125)
+    kills: dict[str, list[int]] = {lane: [] for lane in LANES}
+    with simulator_thread() as sim:
+        env = kbtc_env(sim, tmp_path)
+        assert kbtc(["db", "upgrade"], env, tmp_path).returncode == 0
+        assert kbtc(["refresh-markets"], env, tmp_path).returncode == 0
+        commands = {lane: itertools.cycle(cmds) for lane, cmds in LANES.items()}
+        running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+        try:
+            while sum(map(len, kills.values())) < KILLS:
+                for lane in LANES:
+                    if lane not in running:
+                        running[lane] = (_spawn(next(commands[lane]), env, tmp_path),
+                                         time.monotonic() + rng.uniform(*KILL_AFTER_S[lane]))
+                    proc, kill_at = running[lane]
+                    if proc.poll() is not None:
+                        del running[lane]  # a step that finished before its kill: start the next one
+                    elif time.monotonic() >= kill_at:
+                        proc.send_signal(signal.SIGKILL)
+                        proc.wait()
+                        kills[lane].append(time.time_ns() // 1_000_000)
+                        del running[lane]
+                time.sleep(0.05)
+        finally:
+            for proc, _ in running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        restart_ms = time.time_ns() // 1_000_000
+        # Restart after the last kill: both collectors resume, cleanly this time.
+        spot = kbtc(["collect", "--coinbase", "--seconds", "2"], env, tmp_path)
+        kalshi = kbtc(["collect-kalshi", "--seconds", "2"], env, tmp_path)
+        assert spot.returncode == 0, spot.stderr[-2000:]
+        assert kalshi.returncode == 0, kalshi.stderr[-2000:]
+
+    total = sum(map(len, kills.values()))
+    print(f"\ncrash suite: {total} kill -9 ({', '.join(f'{k}={len(v)}' for k, v in kills.items())})")
+    assert total >= KILLS
+    database = tmp_path / "data" / "kalshi.sqlite"
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        for table, key in NATURAL_KEYS.items():
+            dupes = conn.execute(f"SELECT {key}, COUNT(*) FROM {table} GROUP BY {key} HAVING COUNT(*) > 1").fetchall()
+            assert not dupes, f"duplicates in {table}: {dupes[:3]}"
+        assert conn.execute("SELECT COUNT(*) FROM spot_ticks WHERE received_ts > ?", (restart_ms,)).fetchone()[0] > 0
+        assert conn.execute("SELECT COUNT(*) FROM orderbook_snapshots WHERE received_ts > ?",
+                            (restart_ms,)).fetchone()[0] > 0
+        stored_ticks = {r[0] for r in conn.execute("SELECT venue_time_ns FROM spot_ticks")}
+        stored_trades = {r[0] for r in conn.execute("SELECT trade_id FROM kalshi_trades")}
+
+    def must_be_stored(received_ts: int, lane: str) -> bool:
+        # Received before the kill that ended its session by more than the loss window (or in a clean session).
+        later = kills[lane][bisect_right(kills[lane], received_ts):]
+        return not later or received_ts < later[0] - LOSS_WINDOW_MS
+
+    tape = tmp_path / "data" / "tape"
+    missing_ticks = checked_ticks = killed_session_ticks = 0
+    for record in read_tape(tape_files(tape, "coinbase")):
+        for tick in parse_advanced_frame(record.raw, record.received_ts, "BTC-USD").ticks:
+            if must_be_stored(record.received_ts, "coinbase"):
+                checked_ticks += 1
+                killed_session_ticks += record.received_ts < restart_ms
+                missing_ticks += tick.venue_time_ns not in stored_ticks
+    missing_trades = checked_trades = 0
+    for record in read_tape(tape_files(tape, "kalshi")):
+        if '"trade"' not in record.raw:
+            continue
+        with contextlib.suppress(FieldError, ValueError, KeyError, TypeError):
+            trade = parse_trade(json.loads(record.raw)["msg"], record.received_ts, "ws")
+            if must_be_stored(record.received_ts, "kalshi"):
+                checked_trades += 1
+                missing_trades += trade.trade_id not in stored_trades
+    print(f"crash suite: checked {checked_ticks} ticks ({killed_session_ticks} from killed sessions), "
+          f"{checked_trades} trades on the tapes; missing {missing_ticks} ticks, {missing_trades} trades")
+    assert killed_session_ticks > 0 and checked_trades > 0
+    assert missing_ticks == 0 and missing_trades == 0
