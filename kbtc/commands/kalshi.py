@@ -65,7 +65,11 @@ def poll_quotes_command(
     max_horizon_seconds: Annotated[float, typer.Option(help="Only markets closing within this (0 = any).")] = 21_600,
     series: SeriesOption = None,
 ) -> None:
-    """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets."""
+    """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets.
+
+    No tracked market is a normal state (between two windows, before the next catalog refresh): the command
+    says so and exits 0, as the `poll-quotes` flow completes.
+    """
     from kbtc.pipeline.poll_quotes import poll_quotes
 
     settings = setup()
@@ -74,8 +78,8 @@ def poll_quotes_command(
     console.print(f"markets={summary.markets} polls={summary.polls} quotes={summary.quotes} "
                   f"rejects={summary.rejects} failures={summary.failures}")
     if summary.markets == 0:
-        console.print("no tracked markets match (run refresh-markets first?)")
-        raise typer.Exit(1)
+        console.print("nothing to poll: the catalog lists no unclosed market of these series within the horizon "
+                      "(normal between two windows; on a new database, run refresh-markets first)")
 
 
 def refresh_settlements_command(
