@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from flows.common import task_retry_options
 from kbtc.config import Settings
-from kbtc.db.engine import make_engine
+from kbtc.db.migrate import open_engine
 from kbtc.edge.params import EdgeParams
 from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick
 from kbtc.pipeline.opportunities import run_opportunity_tick
@@ -39,8 +39,8 @@ def now_ms() -> int:
 
 @contextmanager
 def engine_for(settings: Settings) -> Iterator[Engine]:
-    """An engine for the settings' database, disposed afterwards."""
-    engine = make_engine(settings.sqlalchemy_url)
+    """An engine for the settings' database (refused when newer than this kbtc), disposed afterwards."""
+    engine = open_engine(settings.sqlalchemy_url)
     try:
         yield engine
     finally:

@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from kbtc.commands.common import console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, fail, setup
 from kbtc.config import Settings
 
 T = TypeVar("T")
@@ -20,7 +20,6 @@ SeriesOption = Annotated[
 
 def _run(settings: Settings, step: Callable[..., Awaitable[T]], **kwargs: object) -> T:
     """Run an async step with a REST client and an engine, turning fatal venue errors into one line."""
-    from kbtc.db.engine import make_engine
     from kbtc.venues.kalshi.errors import KalshiFatalError
     from kbtc.venues.kalshi.rest import rest_client_from_settings
 
@@ -28,7 +27,7 @@ def _run(settings: Settings, step: Callable[..., Awaitable[T]], **kwargs: object
         async with rest_client_from_settings(settings) as client:
             return await step(engine, client, **kwargs)
 
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         return asyncio.run(go())
     except KalshiFatalError as exc:
@@ -136,13 +135,12 @@ def collect_kalshi_command(
     cfbenchmarks: Annotated[bool, typer.Option(help="Also store BRTI from cfbenchmarks_value (entitled key).")] = False,
 ) -> None:
     """Stream ticker, order books, trades and lifecycle events over the WebSocket into the database."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.kalshi_collector import collect_kalshi
     from kbtc.venues.kalshi.errors import KalshiFatalError
     from kbtc.venues.kalshi.ws import StreamSettings
 
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     stream = StreamSettings(index_ids=("BRTI",) if cfbenchmarks else ())
     try:
         summary = asyncio.run(collect_kalshi(

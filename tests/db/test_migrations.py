@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
@@ -69,6 +71,54 @@ def test_database_newer_than_code_is_refused(sqlite_url: str) -> None:
     assert result.exit_code == 2
     assert "newer than this kbtc" in result.output
     assert "Traceback" not in result.output
+
+
+# Every command that opens the database, with the fewest arguments that get it that far.
+DATABASE_COMMANDS = [
+    ["status"],
+    ["compute-edges"],
+    ["run-live-edges", "--once"],
+    ["refresh-markets"],
+    ["poll-quotes", "--seconds", "0"],
+    ["refresh-settlements"],
+    ["collect-kalshi", "--seconds", "0"],
+    ["collect"],
+    ["health"],
+    ["export", "--table", "quotes"],
+    ["prune"],
+    ["import", "settlements", "settlements.csv"],
+    ["sweep", "--param", "vol.half_life=5m", "--from", "0", "--to", "60"],
+    ["score-snapshots"],
+    ["settle-ledger"],
+    ["run-opportunity-loop", "--once"],
+    ["report-model-performance", "--no-files"],
+    ["report-open-positions"],
+    ["db", "downgrade"],
+]
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
+def test_every_command_refuses_a_database_newer_than_the_code(
+    argv: list[str], sqlite_url: str, isolated_env: Path
+) -> None:
+    (isolated_env / "settlements.csv").write_text("ticker,result\n")
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    engine.dispose()
+
+    result = CliRunner().invoke(app, argv, env={"DATABASE_URL": sqlite_url})
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip() == (
+        f"error: database schema revision 'ffff' is newer than this kbtc (head {head_revision()!r}); "
+        "upgrade kbtc, or point DATABASE_URL/DB_PATH at another database"
+    )
+    engine = make_engine(sqlite_url)
+    assert current_revision(engine) == "ffff"  # nothing was migrated or dropped
+    engine.dispose()
 
 
 def test_wal_and_pragmas_are_set(sqlite_url: str) -> None:
