@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 from kbtc.cli import app
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import (
+    ALEMBIC_INI,
     DatabaseNotMigratedError,
     DatabaseTooNewError,
     check_database_revision,
@@ -146,3 +150,16 @@ def test_cli_db_commands(sqlite_url: str) -> None:
     result = runner.invoke(app, ["db", "check"], env=env)
     assert result.exit_code == 0, result.output
     assert "models match migrations" in result.output
+
+
+def test_alembic_command_reports_a_bad_setting_in_one_line(isolated_env: Path) -> None:
+    env = {**os.environ, "KALSHI_ENV": "foo"}
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ALEMBIC_INI), "current"],
+        cwd=isolated_env, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid configuration: KALSHI_ENV: Input should be 'demo' or 'prod' (got 'foo')"
+    ]
