@@ -24,7 +24,8 @@ def test_sim_command_prints_urls_and_environment() -> None:
     )
     assert result.exit_code == 0, result.output
     for name in ("KALSHI_REST_URL=http://127.0.0.1:", "KALSHI_WS_URL=ws://127.0.0.1:", "KALSHI_API_KEY_ID=",
-                 "KALSHI_PRIVATE_KEY_PATH="):
+                 "KALSHI_PRIVATE_KEY_PATH=", "COINBASE_WS_URL=ws://127.0.0.1:", "COINBASE_REST_URL=http://127.0.0.1:",
+                 "COINBASE_EXCHANGE_WS_URL=ws://127.0.0.1:", "COINBASE_EXCHANGE_REST_URL=http://127.0.0.1:"):
         assert f"export {name}" in result.output
     assert "'kalshi_rest/http_5xx': {'injected': 2, 'applied': 0}" in result.output
 
