@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_takes
 from flows.common import flow_settings
-from kbtc.db.engine import make_engine
+from kbtc.db.migrate import open_engine
 from kbtc.pipeline.opportunities import OpportunityTick, run_opportunity_loop
 from kbtc.scoring.ledger import LedgerParams
 
@@ -40,7 +40,7 @@ def opportunity_loop(
             logger.info("%s: %d evaluated, %d TAKE, reasons %s", tick.status, tick.evaluated, tick.takes,
                         tick.reason_counts)
 
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = open_engine(settings.sqlalchemy_url)
     try:
         summary = run_opportunity_loop(engine, params, interval_s=interval_seconds, duration_s=duration_seconds,
                                        emit_passes=emit_passes, on_tick=on_tick)

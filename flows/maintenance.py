@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.common import flow_settings
-from kbtc.db.migrate import upgrade_database
+from kbtc.db.migrate import open_engine, upgrade_database
 from kbtc.pipeline.status import table_counts
 
 
@@ -21,7 +21,11 @@ def migrate_database() -> dict[str, int | None]:
     """Bring the database to the newest schema; publish `kbtc-database-status` (rows per table)."""
     settings = flow_settings()
     upgrade_schema(settings.sqlalchemy_url)
-    counts = table_counts(settings)
+    engine = open_engine(settings.sqlalchemy_url)
+    try:
+        counts = table_counts(engine)
+    finally:
+        engine.dispose()
     create_table_artifact(
         key="kbtc-database-status",
         table=[{"table": name, "rows": rows} for name, rows in counts.items()],

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.common import RETRY_DELAYS_S, RETRY_JITTER, flow_settings, retry_if_transient
-from kbtc.db.engine import make_engine
+from kbtc.db.migrate import open_engine
 from kbtc.pipeline.report import PerformanceReport, Scope, build_performance_report
 from kbtc.pipeline.score_snapshots import score_snapshots
 from kbtc.pipeline.settle_ledger import settle_ledger
@@ -49,7 +49,7 @@ def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 @task(name="settle-ledger", **_RETRY)
 def settle_ledger_task(url: str) -> dict[str, float]:
     """Close open shadow positions whose market has a result."""
-    engine = make_engine(url)
+    engine = open_engine(url)
     try:
         run = settle_ledger(engine)
     finally:
@@ -60,7 +60,7 @@ def settle_ledger_task(url: str) -> dict[str, float]:
 @task(name="score-snapshots", **_RETRY)
 def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
     """Score every settled, unscored snapshot."""
-    engine = make_engine(url)
+    engine = open_engine(url)
     try:
         run = score_snapshots(engine, now_ts)
     finally:
@@ -71,7 +71,7 @@ def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
 @task(name="build-performance-report", **_RETRY)
 def build_report_task(url: str, now_ts: int, since_s: float, scope: Scope, output_dir: Path) -> PerformanceReport:
     """Build the report and write its markdown and plots."""
-    engine = make_engine(url)
+    engine = open_engine(url)
     try:
         return build_performance_report(engine, now_ts, since_s=since_s, scope=scope, output_dir=output_dir)
     finally:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from flows.common import task_retry_options
 from kbtc.config import Settings
-from kbtc.db.engine import make_engine
+from kbtc.db.migrate import open_engine
 from kbtc.edge.params import EdgeParams
 from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick
 from kbtc.pipeline.opportunities import run_opportunity_tick
@@ -39,8 +39,8 @@ def now_ms() -> int:
 
 @contextmanager
 def engine_for(settings: Settings) -> Iterator[Engine]:
-    """An engine for the settings' database, disposed afterwards."""
-    engine = make_engine(settings.sqlalchemy_url)
+    """An engine for the settings' database (refused when newer than this kbtc), disposed afterwards."""
+    engine = open_engine(settings.sqlalchemy_url)
     try:
         yield engine
     finally:
@@ -67,11 +67,13 @@ def edge_settings(settings: Settings, contracts: float = 1.0) -> EdgeSettings:
 
 @task(name="refresh-markets", timeout_seconds=300, **_STEP)
 def refresh_markets_task(settings: Settings) -> dict[str, Any]:
-    """Series → events → markets for every configured series; raise when a series failed."""
+    """Series → events → markets for every configured series (KALSHI_SERIES_TICKER / KALSHI_EVENT_TICKER narrow
+    it, as for `kbtc refresh-markets`); raise when a series failed."""
     from kbtc.pipeline.kalshi_catalog import refresh_markets
 
     summary = run_with_client(settings, lambda engine, client: refresh_markets(
-        engine, client, list(settings.kalshi_series), status=settings.kalshi_market_status))
+        engine, client, list(settings.catalog_series), status=settings.kalshi_market_status,
+        event_ticker=settings.kalshi_event_ticker))
     failed = {s.series_ticker: s.error for s in summary.series if s.error}
     if failed:
         raise RuntimeError(f"refresh-markets failed for {failed}")

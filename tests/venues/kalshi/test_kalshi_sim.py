@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from kbtc.config import load_settings
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
-from kbtc.pipeline.kalshi_catalog import refresh_markets
+from kbtc.pipeline.kalshi_catalog import refresh_markets, scan_markets
 from kbtc.pipeline.kalshi_collector import collect_kalshi
 from kbtc.pipeline.poll_quotes import poll_quotes
 from kbtc.pipeline.settlements import refresh_settlements
@@ -31,7 +32,7 @@ from kbtc.venues.kalshi.errors import KalshiAuthError
 from kbtc.venues.kalshi.marketdata import IndexPriceRecord
 from kbtc.venues.kalshi.orderbook import OrderBook
 from kbtc.venues.kalshi.ratelimit import TokenBucket
-from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy
+from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy, rest_client_from_settings
 from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamSettings
 from kbtc.venues.records import FeedEventKind, FeedEventRecord
 
@@ -94,6 +95,48 @@ async def test_catalog_paging_filters_and_refresh(engine: Engine) -> None:
     assert sorted(stored["market_ticker"].to_list()) == sorted(m["ticker"] for m in open_markets)
     assert set(stored["fee_type"].to_list()) <= {"quadratic", "quadratic_with_maker_fees", "flat"}
     assert read_frame(engine, "SELECT count(*) AS n FROM rejects")["n"][0] == 0
+
+
+async def test_kalshi_market_limit_is_the_page_size_of_every_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = ManualClock(START_MS + 30_000)
+    monkeypatch.setenv("KALSHI_READS_PER_SECOND", "1000")
+    async with Simulator(_config(), clock=clock) as sim:
+        monkeypatch.setenv("KALSHI_REST_URL", sim.kalshi_rest_url)
+        async with rest_client_from_settings(load_settings()) as client:
+            everything = await client.list_markets(series_ticker="KXBTCD")
+            events = await client.list_events(series_ticker="KXBTCD")
+            assert client.requests_sent == 2  # default KALSHI_MARKET_LIMIT (1000): one page each
+        monkeypatch.setenv("KALSHI_MARKET_LIMIT", "4")
+        async with rest_client_from_settings(load_settings()) as client:
+            paged = await client.list_markets(series_ticker="KXBTCD")
+            assert client.requests_sent == math.ceil(len(everything) / 4) > 1
+            assert await client.list_events(series_ticker="KXBTCD") == events
+            assert client.requests_sent == math.ceil(len(everything) / 4) + math.ceil(len(events) / 4)
+            # A call's own limit still wins (poll-quotes asks for exactly its batch).
+            assert len(await client.list_markets(series_ticker="KXBTCD", limit=1000)) == len(everything)
+    assert [m["ticker"] for m in paged] == [m["ticker"] for m in everything]
+
+
+async def test_refresh_restricted_to_one_event_lists_and_demotes_only_that_event(engine: Engine) -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim, _client(sim) as client:
+        events = await client.list_events(series_ticker="KXBTCD", status="open", with_nested_markets=True)
+        event = events[0]
+        wanted = sorted(m["ticker"] for m in event["markets"])
+        only = await refresh_markets(engine, client, SERIES, status=None, event_ticker=event["event_ticker"],
+                                     now_ms=clock())
+        assert [(s.series_ticker, s.events, s.markets) for s in only.series] == [("KXBTCD", 1, len(wanted))]
+        assert sorted(read_frame(engine, "SELECT market_ticker FROM markets")["market_ticker"]) == wanted
+        everything = await refresh_markets(engine, client, SERIES, status=None, now_ms=clock())
+        again = await refresh_markets(engine, client, SERIES, status=None, event_ticker=event["event_ticker"],
+                                      now_ms=clock())
+        with pytest.raises(ValueError, match="belongs to series 'KXBTCD'"):
+            await refresh_markets(engine, client, ["KXBTC15M"], event_ticker=event["event_ticker"])
+        scans = await scan_markets(client, SERIES, event_ticker=event["event_ticker"])
+    assert everything.ok and again.ok and again.series[0].demoted == 0
+    assert [(s.series_ticker, s.markets) for s in scans] == [("KXBTCD", len(wanted))]
+    stored = read_frame(engine, "SELECT catalog_status, count(*) AS n FROM markets GROUP BY catalog_status")
+    assert stored.to_dicts() == [{"catalog_status": "listed", "n": sum(s.markets for s in everything.series)}]
 
 
 @pytest.mark.slow
@@ -302,6 +345,49 @@ def test_commands_against_the_simulator(sqlite_url: str, tmp_path: Path, monkeyp
     counts = {t: read_frame(engine, f"SELECT count(*) AS n FROM {t}")["n"][0]
               for t in ("markets", "quotes", "orderbook_snapshots", "feed_events")}
     assert all(n > 0 for n in counts.values()), counts
+
+
+@pytest.mark.slow
+def test_series_and_event_settings_narrow_the_catalog_commands(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    from kbtc.cli import app
+
+    upgrade_database(sqlite_url)
+    with _sim_in_thread(_config(start_ms=None)) as sim:
+        for name, value in {**sim.env(), "DATABASE_URL": sqlite_url, "DATA_DIR": str(tmp_path),
+                            "LOG_PATH": str(tmp_path / "log.jsonl")}.items():
+            monkeypatch.setenv(name, value)
+        body = httpx.get(f"{sim.kalshi_rest_url}/events",
+                         params={"series_ticker": "KXBTCD", "status": "open", "with_nested_markets": "true"}).json()
+        event = body["events"][0]
+        runner = CliRunner()
+
+        monkeypatch.setenv("KALSHI_SERIES_TICKER", "KXBTC15M")
+        scan = runner.invoke(app, ["scan-markets"])
+        assert scan.exit_code == 0, scan.output
+        assert "KXBTC15M" in scan.output and "KXBTCD" not in scan.output
+        mismatch = runner.invoke(app, ["refresh-markets"], env={"KALSHI_EVENT_TICKER": event["event_ticker"]})
+        assert mismatch.exit_code == 2 and "Traceback" not in mismatch.output
+        assert mismatch.output.strip().startswith("error: KALSHI_EVENT_TICKER: event ")
+        assert "belongs to series 'KXBTCD'" in mismatch.output
+
+        bogus = runner.invoke(app, ["refresh-markets", "--status", "bogus"])
+        assert bogus.exit_code == 2 and "--status must be one of" in bogus.output, bogus.output
+        monkeypatch.delenv("KALSHI_SERIES_TICKER")
+        monkeypatch.setenv("KALSHI_EVENT_TICKER", event["event_ticker"])
+        refresh = runner.invoke(app, ["refresh-markets", "--status", "all"])
+        assert refresh.exit_code == 0, refresh.output
+        assert "KXBTC15M" not in refresh.output
+        scan = runner.invoke(app, ["scan-markets"])
+        assert scan.exit_code == 0 and "KXBTCD" in scan.output and "KXBTC15M" not in scan.output, scan.output
+    engine = make_engine(sqlite_url)
+    stored = read_frame(engine, "SELECT DISTINCT event_ticker FROM markets")["event_ticker"].to_list()
+    engine.dispose()
+    assert stored == [event["event_ticker"]]
 
 
 @pytest.mark.slow
