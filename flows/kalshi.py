@@ -14,7 +14,7 @@ from flows.common import flow_settings, run_name
 from flows.steps import poll_quotes_task, refresh_markets_task, refresh_settlements_task
 
 
-@flow(name="refresh-markets", flow_run_name=run_name("refresh-markets"))
+@flow(name="refresh-markets", flow_run_name=run_name("refresh-markets"), timeout_seconds=600)
 def refresh_markets_flow() -> dict[str, Any]:
     """Series → events → markets (strikes, times, fees, status) for every configured series."""
     summary = refresh_markets_task(flow_settings())
@@ -22,7 +22,8 @@ def refresh_markets_flow() -> dict[str, Any]:
     return summary
 
 
-@flow(name="poll-quotes", flow_run_name="poll-quotes-{seconds}s")
+# Timeout: three of the deployment's 5-minute runs (as edge-loop).
+@flow(name="poll-quotes", flow_run_name="poll-quotes-{seconds}s", timeout_seconds=900)
 def poll_quotes_flow(seconds: float = 290.0, interval_seconds: float = 5.0) -> dict[str, int]:
     """Poll top of book over REST every `interval_seconds` for `seconds` (the WebSocket's fallback)."""
     summary = poll_quotes_task(flow_settings(), seconds, interval_seconds)
@@ -31,7 +32,7 @@ def poll_quotes_flow(seconds: float = 290.0, interval_seconds: float = 5.0) -> d
     return summary
 
 
-@flow(name="refresh-settlements", flow_run_name=run_name("refresh-settlements"))
+@flow(name="refresh-settlements", flow_run_name=run_name("refresh-settlements"), timeout_seconds=900)
 def refresh_settlements_flow(since_seconds: float = 86_400.0) -> dict[str, int]:
     """Store results and expiration values of markets settled within `since_seconds`."""
     summary = refresh_settlements_task(flow_settings(), since_seconds)

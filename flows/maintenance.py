@@ -5,18 +5,18 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows.common import flow_settings
+from flows.common import flow_settings, run_name, task_options
 from kbtc.db.migrate import upgrade_database
 from kbtc.pipeline.status import table_counts
 
 
-@task(name="upgrade-schema")
+@task(name="upgrade-schema", **task_options(600))
 def upgrade_schema(url: str) -> None:
     """Apply pending Alembic migrations."""
     upgrade_database(url)
 
 
-@flow(name="migrate-database")
+@flow(name="migrate-database", flow_run_name=run_name("migrate-database"), timeout_seconds=900)
 def migrate_database() -> dict[str, int | None]:
     """Bring the database to the newest schema; publish `kbtc-database-status` (rows per table)."""
     settings = flow_settings()
@@ -29,3 +29,4 @@ def migrate_database() -> dict[str, int | None]:
     )
     get_run_logger().info("database migrated; %d tables", len(counts))
     return counts
+

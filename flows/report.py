@@ -12,7 +12,6 @@ Thin wrappers over kbtc.pipeline: every step is also a `kbtc` command (`settle-l
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,12 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.common import RETRY_DELAYS_S, RETRY_JITTER, flow_settings, retry_if_transient
+from flows.common import flow_settings, run_name, task_options
+from flows.steps import now_ms
 from kbtc.db.engine import make_engine
 from kbtc.pipeline.report import PerformanceReport, Scope, build_performance_report
 from kbtc.pipeline.score_snapshots import score_snapshots
 from kbtc.pipeline.settle_ledger import settle_ledger
-
-_RETRY: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS_S),
-    "retry_delay_seconds": RETRY_DELAYS_S,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_if_transient,
-}
 
 
 def artifact_key(name: str) -> str:
@@ -46,7 +39,7 @@ def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return cleaned.to_dicts()
 
 
-@task(name="settle-ledger", **_RETRY)
+@task(name="settle-ledger", **task_options(300))
 def settle_ledger_task(url: str) -> dict[str, float]:
     """Close open shadow positions whose market has a result."""
     engine = make_engine(url)
@@ -57,7 +50,7 @@ def settle_ledger_task(url: str) -> dict[str, float]:
     return {"open_before": run.open_before, "settled": run.settled, "pnl_dollars": run.pnl_dollars}
 
 
-@task(name="score-snapshots", **_RETRY)
+@task(name="score-snapshots", **task_options(600))
 def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
     """Score every settled, unscored snapshot."""
     engine = make_engine(url)
@@ -68,7 +61,7 @@ def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
     return {"candidates": run.candidates, "inserted": run.inserted, "errors": run.errors}
 
 
-@task(name="build-performance-report", **_RETRY)
+@task(name="build-performance-report", **task_options(900))
 def build_report_task(url: str, now_ts: int, since_s: float, scope: Scope, output_dir: Path) -> PerformanceReport:
     """Build the report and write its markdown and plots."""
     engine = make_engine(url)
@@ -95,21 +88,21 @@ def publish_report(report: PerformanceReport) -> list[str]:
     return keys
 
 
-@flow(name="score-and-settle")
+@flow(name="score-and-settle", flow_run_name=run_name("score-and-settle"), timeout_seconds=1200)
 def score_and_settle() -> dict[str, dict[str, Any]]:
     """Close the ledger for settled markets, then score every settled snapshot (both idempotent)."""
     settings = flow_settings()
     settled = settle_ledger_task(settings.sqlalchemy_url)
-    scored = score_snapshots_task(settings.sqlalchemy_url, int(time.time() * 1000))
+    scored = score_snapshots_task(settings.sqlalchemy_url, now_ms())
     get_run_logger().info("settled %s positions; scored %s snapshots", settled["settled"], scored["inserted"])
     return {"settlement": settled, "scoring": scored}
 
 
-@flow(name="model-performance-report")
+@flow(name="model-performance-report", flow_run_name=run_name("report-{scope}"), timeout_seconds=1800)
 def model_performance_report(since_seconds: float = 604_800.0, scope: Scope = "policy") -> dict[str, Any]:
     """Settle, score, build the performance report and publish it as artifacts with stable keys."""
     settings = flow_settings()
-    now_ts = int(time.time() * 1000)
+    now_ts = now_ms()
     settled = settle_ledger_task(settings.sqlalchemy_url)
     scored = score_snapshots_task(settings.sqlalchemy_url, now_ts)
     report = build_report_task(settings.sqlalchemy_url, now_ts, since_seconds, scope,

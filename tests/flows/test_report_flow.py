@@ -72,6 +72,7 @@ def test_opportunity_loop_flow(prefect_server: None, sqlite_url: str, monkeypatc
     upsert(engine, "edge_snapshots", [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
                                                close_ts=now + HOUR)])
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
-    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1}
+    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1,
+                                                                      "failures": 0}
     assert read_frame(engine, "SELECT decision FROM opportunities")["decision"].to_list() == ["TAKE"]
     engine.dispose()
