@@ -15,12 +15,12 @@ import base64
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
+from flows.artifacts import json_rows, publish_health
 from flows.common import flow_settings, run_name, task_options
-from flows.steps import now_ms
+from flows.steps import data_health_task, now_ms
 from kbtc.db.engine import make_engine
 from kbtc.pipeline.report import PerformanceReport, Scope, build_performance_report
 from kbtc.pipeline.score_snapshots import score_snapshots
@@ -30,13 +30,6 @@ from kbtc.pipeline.settle_ledger import settle_ledger
 def artifact_key(name: str) -> str:
     """A Prefect artifact key (lowercase letters, digits, dashes) for a report part."""
     return name.lower().replace("_", "-")
-
-
-def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """Rows for a table artifact: non-finite floats (NaN, ±inf) become null, which JSON can carry."""
-    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
-    cleaned = frame.with_columns(pl.when(pl.col(name).is_finite()).then(pl.col(name)).alias(name) for name in floats)
-    return cleaned.to_dicts()
 
 
 @task(name="settle-ledger", **task_options(300))
@@ -89,13 +82,19 @@ def publish_report(report: PerformanceReport) -> list[str]:
 
 
 @flow(name="score-and-settle", flow_run_name=run_name("score-and-settle"), timeout_seconds=1200)
-def score_and_settle() -> dict[str, dict[str, Any]]:
-    """Close the ledger for settled markets, then score every settled snapshot (both idempotent)."""
+def score_and_settle(health_window_seconds: float = 3_600.0) -> dict[str, Any]:
+    """Score every settled snapshot, close any shadow position still open on a settled market, and publish the
+    `kbtc-data-health` table (stream ages and rows, feed events and rejects over `health_window_seconds`).
+
+    refresh-settlements closes the ledger as soon as results arrive (DESIGN.md §5); settling again here is an
+    idempotent no-op then, and catches results stored another way (`kbtc refresh-settlements`, a backfill).
+    """
     settings = flow_settings()
     settled = settle_ledger_task(settings.sqlalchemy_url)
     scored = score_snapshots_task(settings.sqlalchemy_url, now_ms())
+    health_key = publish_health(data_health_task(settings, now_ms(), health_window_seconds))
     get_run_logger().info("settled %s positions; scored %s snapshots", settled["settled"], scored["inserted"])
-    return {"settlement": settled, "scoring": scored}
+    return {"settlement": settled, "scoring": scored, "artifact_keys": [health_key]}
 
 
 @flow(name="model-performance-report", flow_run_name=run_name("report-{scope}"), timeout_seconds=1800)

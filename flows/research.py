@@ -19,8 +19,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
+from flows.artifacts import json_rows
 from flows.common import flow_settings, task_options
-from flows.report import json_rows
 from kbtc.config import Settings
 from kbtc.db.engine import make_engine
 from kbtc.edge.params import EdgeParams
