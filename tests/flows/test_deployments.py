@@ -43,9 +43,15 @@ def test_every_deployment_entrypoint_is_a_flow_with_parsed_schedules() -> None:
 def test_a_deployment_per_step_flow() -> None:
     names = {spec.name for spec in load_deployment_specs()}
     assert {"refresh-markets", "collect-streams", "poll-quotes", "edge-loop", "opportunity-loop",
-            "refresh-settlements", "score-and-settle", "model-performance-report", "pipeline"} <= names
-    (collect,) = [spec for spec in load_deployment_specs() if spec.name == "collect-streams"]
+            "refresh-settlements", "score-and-settle", "model-performance-report", "migrate-database", "prune",
+            "pipeline"} <= names
+    by_name = {spec.name: spec for spec in load_deployment_specs()}
+    collect = by_name["collect-streams"]
     assert collect.parameters["seconds"] > collect.schedules[0]["interval"]  # sessions overlap
+    assert by_name["prune"].schedules[0]["cron"].split()[2:] == ["*", "*", "*"]  # daily
+    # Active by default: every deployment but the single-deployment alternative `pipeline`.
+    inactive = {name for name, spec in by_name.items() if not all(s.get("active", True) for s in spec.schedules)}
+    assert inactive == {"pipeline"}
 
 
 def test_runner_deployments_match_the_yaml() -> None:
@@ -106,3 +112,4 @@ def test_kbtc_deploy_registers_every_deployment(prefect_server: None, tmp_path: 
     assert pipeline.work_pool_name == "kbtc"
     steps = pipeline.pull_steps or []
     assert any("run_shell_script" in next(iter(step)) for step in steps)
+

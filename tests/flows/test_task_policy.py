@@ -38,7 +38,7 @@ def test_every_task_retries_transient_errors_only_and_times_out() -> None:
     tasks: dict[str, Task[..., Any]] = _objects(Task)
     assert {"refresh-markets", "poll-quotes", "refresh-settlements", "edge-tick", "opportunity-tick",
             "opportunity-catch-up", "data-health", "collect-streams", "settle-ledger", "score-snapshots",
-            "build-performance-report", "upgrade-schema", "sweep"} <= set(tasks)
+            "build-performance-report", "upgrade-schema", "prune", "sweep"} <= set(tasks)
     for name, task in tasks.items():
         assert task.retries >= 2, name
         assert task.retry_condition_fn is retry_if_transient, name
@@ -50,7 +50,7 @@ def test_every_task_retries_transient_errors_only_and_times_out() -> None:
 def test_every_flow_has_a_timeout_and_a_run_name() -> None:
     all_flows: dict[str, Flow[..., Any]] = _objects(Flow)
     assert {"pipeline", "edge-loop", "opportunity-loop", "score-and-settle", "model-performance-report",
-            "migrate-database", "parameter-sweep", "demo"} <= set(all_flows)
+            "migrate-database", "parameter-sweep", "prune", "demo"} <= set(all_flows)
     for name, flow in all_flows.items():
         assert flow.timeout_seconds, name
         assert flow.flow_run_name, name
