@@ -95,3 +95,22 @@ def test_refresh_settlements_flow_closes_the_ledger(prefect_server: None, sim_en
             engine.dispose()
     assert again["ledger"]["settled"] == 1 and status["status"].to_list() == ["settled"]
 
+
+def test_pipeline_flow_runs_one_full_cycle(prefect_server: None, sim_env: dict[str, str]) -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pipeline import pipeline
+
+    keys = ["kbtc-latest-edges", "kbtc-take-opportunities", "kbtc-data-health"]
+    with environment(sim_env):
+        cycle = pipeline(settlements_since_seconds=3600)
+    assert cycle["catalog"]["markets"] > 0
+    assert cycle["poll"]["polls"] == 1 and cycle["poll"]["quotes"] > 0
+    assert cycle["edges"]["markets"] > 0
+    assert cycle["settlements"]["fetched"] > 0
+    assert {"settled", "open_before"} <= set(cycle["ledger"]) and "inserted" in cycle["scoring"]
+    assert cycle["artifacts"] == keys
+    body = {"artifacts": {"key": {"any_": keys}}, "limit": 50, "offset": 0, "sort": "KEY_ASC"}
+    stored = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
+    assert {artifact["key"] for artifact in stored} == set(keys)
