@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from kbtc.log import get_logger
 from kbtc.pipeline.kalshi_store import demote_vanished, write_events, write_markets, write_series
 from kbtc.pipeline.recording import record_rejects
+from kbtc.transient import is_transient
 from kbtc.venues.kalshi.catalog import EventRecord, parse_event, parse_markets, parse_series, series_ticker_of
 from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiError, KalshiPayloadError
 from kbtc.venues.kalshi.parsing import FieldError, raw_json
@@ -55,6 +56,7 @@ class SeriesResult:
     demoted: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
     error: str | None = None
+    error_transient: bool = False  # the error may go away on retry (kbtc.transient): a timeout, 429, 5xx
 
 
 @dataclass(slots=True)
@@ -135,6 +137,7 @@ async def refresh_series(
         raise  # every series would fail the same way
     except KalshiError as exc:
         result.error = str(exc)
+        result.error_transient = is_transient(exc)
         return result
     rejects: list[RejectRecord] = []
     try:

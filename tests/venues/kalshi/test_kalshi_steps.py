@@ -88,10 +88,12 @@ async def test_failed_series_is_reported_and_left_alone(engine: Engine) -> None:
         venue.fail["/events"] = 503
         summary = await refresh_markets(engine, client, ["KXBTCD"], status="open", now_ms=NOW + 1)
         assert not summary.ok and "503" in (summary.series[0].error or "")
+        assert summary.series[0].error_transient  # a retry may succeed: the flow's task retries it
         assert all(r["catalog_status"] == "listed" for r in _markets(engine).values())
         venue.fail = {}
         unknown = await refresh_markets(engine, client, ["KXNOPE", "KXBTCD"], status="open", now_ms=NOW + 2)
         assert "404" in (unknown.series[0].error or "") and unknown.series[1].markets == 5
+        assert not unknown.series[0].error_transient and unknown.series[1].error is None
         venue.fail = {"/series": 401}
         with pytest.raises(KalshiAuthError):
             await refresh_markets(engine, client, ["KXBTCD"], now_ms=NOW)
