@@ -33,7 +33,7 @@ from kbtc.venues.kalshi.orderbook import OrderBook
 from kbtc.venues.kalshi.ratelimit import TokenBucket
 from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy
 from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamSettings
-from kbtc.venues.records import FeedEventKind, FeedEventRecord
+from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
 
 START_MS = 1_790_000_000_000  # 2026-09-21T12:53:20Z
 SERIES = ("KXBTC15M", "KXBTCD", "KXBTC")
@@ -390,3 +390,35 @@ async def test_collector_started_on_an_empty_catalog_picks_markets_up_without_an
                                            catalog_refresh_s=0.2, clock_ms=clock)
             await refresher
     assert summary.markets >= 1 and summary.quotes > 0
+
+
+@pytest.mark.slow
+async def test_unusable_delta_is_resnapshotted_to_the_simulators_book() -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        tickers = await _open_tickers(sim, "KXBTCD")
+        stream = KalshiStream(sim.kalshi_ws_url, tickers, settings=FAST_STREAM)
+        async with contextlib.aclosing(stream.items()) as items:
+            await _until(items, lambda g: sum(isinstance(i, BookUpdate) and i.is_snapshot for i in g) == len(tickers),
+                         10.0)
+            # The next data messages lose `delta_fp` (ticker frames too, where it changes nothing).
+            sim.faults.inject("kalshi_ws", "missing_fields", count=3, fields=["delta_fp"])
+            async with _ticking(clock):
+                got = await _until(items, lambda g: any(isinstance(i, RejectRecord) for i in g), 10.0)
+                broken = {json.loads(r.raw)["msg"]["market_ticker"] for r in got if isinstance(r, RejectRecord)}
+                got += await _until(items, lambda g: {i.book.market_ticker for i in g if isinstance(i, BookUpdate)
+                                                      and i.is_snapshot} >= broken, 10.0)
+            with contextlib.suppress(TimeoutError):
+                got += await _until(items, lambda g: False, 0.5)
+            async with _client(sim) as client:
+                books = await client.get_orderbooks(tickers)
+    rejects = [i for i in got if isinstance(i, RejectRecord)]
+    assert rejects and {r.reason for r in rejects} == {"delta_fp: missing"}
+    gaps = [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP]
+    assert gaps and all((g.detail or "").startswith("unusable orderbook_delta for ") for g in gaps)
+    for payload in books:
+        venue = OrderBook(payload["ticker"])
+        venue.apply_snapshot(payload)
+        ours = stream.books[payload["ticker"]]
+        assert (ours.yes_bids, ours.no_bids) == (venue.yes_bids, venue.no_bids), payload["ticker"]
+
