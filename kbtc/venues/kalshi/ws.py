@@ -18,7 +18,9 @@
 - Liveness: websockets answers Kalshi's 10 s pings and sends its own (a missing pong drops the socket);
   a silence watchdog reconnects when no frame arrived for `silence_timeout_s`.
 - Error replies: 9 (auth required) raises `KalshiAuthError`; codes meaning our command is malformed raise
-  `KalshiStreamError`; 25 triggers a re-snapshot; every other code is recorded as a feed event.
+  `KalshiStreamError`; 25 triggers a re-snapshot; every other code is recorded as a feed event. A refused
+  `subscribe` (e.g. 16, a market not found) leaves its channel unsubscribed: it is subscribed again at the
+  next sync (`resync()`, a market change, or another channel's `subscribed` reply).
 - Every raw frame goes to `on_frame` (the tape) before it is parsed.
 """
 
@@ -152,14 +154,34 @@ class KalshiStream:
             self._sync()
             await self._flush_sends()
 
+    async def resync(self) -> None:
+        """Subscribe channels whose `subscribe` the venue refused, and send any market change not sent yet."""
+        self._sync()
+        await self._flush_sends()
+
+    def _other_channels(self) -> list[str]:
+        """The channels wanted besides the market channels."""
+        channels = ["market_lifecycle_v2"] if self.settings.lifecycle else []
+        if self.settings.index_ids:
+            channels.append("cfbenchmarks_value")
+        return channels
+
     def _sync(self) -> None:
-        """Queue the `update_subscription` commands that bring acknowledged subscriptions to the desired set."""
+        """Queue the commands that bring the subscriptions to the desired state.
+
+        A channel with neither a `sid` nor a subscribe in flight (its subscribe was refused) is subscribed again;
+        acknowledged market channels get `update_subscription` `add_markets`/`delete_markets`.
+        """
         if self._ws is None:
             return  # the next connection subscribes from the desired state
+        in_flight = set(self._pending.values())
+        for channel in self._other_channels():
+            if channel not in self._sids and channel not in in_flight:
+                self._subscribe(channel)
         for channel in MARKET_CHANNELS:
             sid = self._sids.get(channel)
             if sid is None:
-                if channel not in self._pending.values() and self.markets:
+                if channel not in in_flight and self.markets:
                     self._subscribe(channel)
                 continue
             sent = self._sent.setdefault(channel, set())
@@ -263,10 +285,8 @@ class KalshiStream:
         if self.markets:
             for channel in MARKET_CHANNELS:
                 self._subscribe(channel)
-        if self.settings.lifecycle:
-            self._subscribe("market_lifecycle_v2")
-        if self.settings.index_ids:
-            self._subscribe("cfbenchmarks_value")
+        for channel in self._other_channels():
+            self._subscribe(channel)
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[StreamItem]:
         while True:
@@ -382,7 +402,7 @@ class KalshiStream:
             self._pending.pop(int(frame.get("id") or 0), None)
             if channel and msg.get("sid") is not None:
                 self._sids[channel] = int(msg["sid"])
-                self._sync()  # markets added while the subscribe was in flight
+                self._sync()  # markets added while the subscribe was in flight (and refused channels)
             return []
         if kind != "error":
             # `ok`/`unsubscribed` replies consume a `seq` on the sid they answer (§5 "Sequence numbers").
@@ -396,6 +416,13 @@ class KalshiStream:
             raise KalshiAuthError(f"WebSocket error {code}: {text}")
         if code in FATAL_ERROR_CODES:
             raise KalshiStreamError(code if isinstance(code, int) else None, text)
+        command_id = frame.get("id")
+        refused = self._pending.pop(command_id, None) if type(command_id) is int else None
+        if refused is not None:
+            # No sid for this channel: `_sync` subscribes it again (a pending entry would block that forever).
+            _log.warning("kalshi_ws_subscribe_refused", channel=refused, code=code, error=text)
+            return [self._event(FeedEventKind.ERROR, refused,
+                                detail=f"code {code}: {text} (subscribe refused; retried at the next sync)")]
         events: list[StreamItem] = [self._event(FeedEventKind.ERROR, detail=f"code {code}: {text}")]
         if code == ERROR_BUFFER_OVERFLOW:
             sid = frame.get("sid") if frame.get("sid") is not None else self._sids.get("orderbook_delta")

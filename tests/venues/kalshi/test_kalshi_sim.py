@@ -422,3 +422,43 @@ async def test_unusable_delta_is_resnapshotted_to_the_simulators_book() -> None:
         ours = stream.books[payload["ticker"]]
         assert (ours.yes_bids, ours.no_bids) == (venue.yes_bids, venue.no_bids), payload["ticker"]
 
+
+async def test_refused_subscribe_is_retried_at_the_next_sync() -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        # Created 10 s from now: until then the venue answers a subscribe with error 16 (market not found),
+        # as Kalshi may right after a market's `created` event.
+        upcoming = min((m for m in sim.catalog.markets(clock() + 600_000) if m.created_ms > clock()),
+                       key=lambda m: m.created_ms)
+        settings = StreamSettings(backoff=Backoff(0.01, 0.05), silence_timeout_s=10.0, lifecycle=False)
+        stream = KalshiStream(sim.kalshi_ws_url, [upcoming.ticker], settings=settings)
+        async with contextlib.aclosing(stream.items()) as items:
+            got = await _until(items, lambda g: sum(isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.ERROR
+                                                    for i in g) == 3, 10.0)
+            clock.advance((upcoming.created_ms - clock()) / 1000 + 1)
+            await stream.resync()
+            got += await _until(items, lambda g: any(isinstance(i, BookUpdate) for i in g), 10.0)
+    errors = [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.ERROR]
+    assert {e.subject for e in errors} == {"orderbook_delta", "ticker", "trade"}
+    assert all((e.detail or "").startswith("code 16: Market not found (subscribe refused") for e in errors)
+    book = next(i for i in got if isinstance(i, BookUpdate))
+    assert book.is_snapshot and book.book.market_ticker == upcoming.ticker
+    assert stream.connects == 1  # recovered without a reconnect
+
+
+@pytest.mark.slow
+async def test_collector_retries_a_refused_subscribe_on_its_timer(sqlite_url: str, tmp_path: Path) -> None:
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        upcoming = min((m for m in sim.catalog.markets(clock() + 600_000) if m.created_ms > clock()),
+                       key=lambda m: m.created_ms)
+        settings = load_settings(KALSHI_WS_URL=sim.kalshi_ws_url, data_dir=tmp_path)
+        async with _ticking(clock):  # the market is created ~10 simulated seconds (0.2 s) in
+            await collect_kalshi(settings, engine, 2.0, markets=[upcoming.ticker], stream_settings=FAST_STREAM,
+                                 tape_root=tmp_path / "tape", catalog_refresh_s=0.3)
+    errors = read_frame(engine, "SELECT subject, detail FROM feed_events WHERE kind = 'error'")
+    assert set(errors["subject"].to_list()) >= {"orderbook_delta", "ticker", "trade"}
+    books = read_frame(engine, "SELECT DISTINCT market_ticker FROM orderbook_snapshots")["market_ticker"].to_list()
+    assert books == [upcoming.ticker]
