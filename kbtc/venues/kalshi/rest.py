@@ -1,7 +1,8 @@
 """Async REST client for Kalshi market data (kalshi_api.md §3): catalog, books, trades, historical data.
 
-Every call: a timeout; the shared token bucket; a fresh RSA-PSS signature when a signer is configured
-(public endpoints accept signed requests, and signed requests are metered against our key, §2/§6);
+Every call: a timeout; the token bucket (`rest_client_from_settings` shares one per process and base URL);
+a fresh RSA-PSS signature when a signer is configured (public endpoints accept signed requests, and signed
+requests are metered against our key, §2/§6);
 capped exponential backoff with jitter on timeouts, dropped connections, 429 and 5xx only. Any other 4xx
 raises at once: `KalshiAuthError` for 401/403, else `KalshiApiError` with the venue's `code` and `message`.
 A 200 whose body is not the documented JSON object raises `KalshiPayloadError` carrying the raw body.
@@ -34,7 +35,7 @@ from kbtc.venues.kalshi.errors import (
     KalshiTransientError,
 )
 from kbtc.venues.kalshi.parsing import time_ms
-from kbtc.venues.kalshi.ratelimit import DEFAULT_COST, TokenBucket
+from kbtc.venues.kalshi.ratelimit import DEFAULT_COST, TokenBucket, shared_read_bucket
 
 if TYPE_CHECKING:
     from kbtc.config import Settings
@@ -359,10 +360,13 @@ def _epoch_s(value: Any) -> int | None:
 def rest_client_from_settings(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, signer: KalshiSigner | None = None
 ) -> KalshiRestClient:
-    """A client for `KALSHI_REST_URL`, signing when credentials are configured, paced at the read budget."""
+    """A client for `KALSHI_REST_URL`, signing when credentials are configured, paced at the read budget.
+
+    Every client made here for the same URL and budget shares one token bucket (`shared_read_bucket`).
+    """
     return KalshiRestClient(
         settings.kalshi_rest_url,
         signer=signer if signer is not None else KalshiSigner.from_settings(settings),
         transport=transport,
-        bucket=TokenBucket.for_reads(settings.kalshi_reads_per_second),
+        bucket=shared_read_bucket(settings.kalshi_rest_url, settings.kalshi_reads_per_second),
     )
