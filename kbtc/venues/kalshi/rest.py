@@ -218,12 +218,22 @@ class KalshiRestClient:
             query["cursor"] = cursor
 
     async def collect(
-        self, path: str, key: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None
+        self,
+        path: str,
+        key: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        max_items: int | None = None,
     ) -> list[Any]:
-        """Every item of every page."""
+        """Every item of every page, or the first `max_items` (paging stops there)."""
         out: list[Any] = []
+        if max_items is not None and limit is not None:
+            limit = max(1, min(limit, max_items))
         async for page in self.pages(path, key, params, limit=limit):
             out.extend(page)
+            if max_items is not None and len(out) >= max_items:
+                return out[:max_items]
         return out
 
     # -- endpoints ----------------------------------------------------------------------------------------
@@ -266,9 +276,10 @@ class KalshiRestClient:
             event = {**event, "markets": body["markets"]}  # the deprecated top-level array
         return event
 
-    async def list_markets(self, *, limit: int = 1000, **filters: Any) -> list[Any]:
-        """`GET /markets` to completion; `filters` as in `market_filters` (validated before any request)."""
-        return await self.collect("/markets", "markets", market_filters(**filters), limit=min(limit, 1000))
+    async def list_markets(self, *, limit: int = 1000, max_items: int | None = None, **filters: Any) -> list[Any]:
+        """`GET /markets` to completion (or `max_items`); `filters` as in `market_filters` (validated first)."""
+        return await self.collect("/markets", "markets", market_filters(**filters), limit=min(limit, 1000),
+                                  max_items=max_items)
 
     async def get_market(self, market_ticker: str) -> dict[str, Any]:
         """`GET /markets/{ticker}` → the Market object."""
@@ -302,18 +313,26 @@ class KalshiRestClient:
         """`GET /historical/cutoff` → `market_settled_ts`, `trades_created_ts`, ..."""
         return await self.get("/historical/cutoff")
 
-    async def list_historical_markets(self, *, limit: int = 1000, **filters: Any) -> list[Any]:
-        """`GET /historical/markets` to completion (markets settled before the cutoff)."""
+    async def list_historical_markets(
+        self, *, limit: int = 1000, max_items: int | None = None, **filters: Any
+    ) -> list[Any]:
+        """`GET /historical/markets` to completion or `max_items` (markets settled before the cutoff)."""
         query = {k: v for k, v in filters.items() if v is not None}
-        return await self.collect("/historical/markets", "markets", query, limit=min(limit, 1000))
+        return await self.collect("/historical/markets", "markets", query, limit=min(limit, 1000),
+                                  max_items=max_items)
 
-    async def settled_markets(self, series_ticker: str, min_settled_ts: int, max_settled_ts: int) -> list[Any]:
+    async def settled_markets(
+        self, series_ticker: str, min_settled_ts: int, max_settled_ts: int, *, max_items: int | None = None
+    ) -> list[Any]:
         """Markets of a series settled in [min, max] (Unix seconds): the live listing merged with the
-        historical one when the window reaches behind the cutoff (§3 "Historical partition"); live wins."""
+        historical one when the window reaches behind the cutoff (§3 "Historical partition"); live wins.
+        At most `max_items`, live ones first."""
         live = await self.list_markets(
             series_ticker=series_ticker, status="settled",
-            min_settled_ts=min_settled_ts, max_settled_ts=max_settled_ts,
+            min_settled_ts=min_settled_ts, max_settled_ts=max_settled_ts, max_items=max_items,
         )
+        if max_items is not None and len(live) >= max_items:
+            return live
         cutoff = await self.get_historical_cutoff()
         cutoff_ts = _epoch_s(cutoff.get("market_settled_ts"))
         if cutoff_ts is None or cutoff_ts <= min_settled_ts:
@@ -326,7 +345,7 @@ class KalshiRestClient:
                 settled = _epoch_s(market.get("settlement_ts"))
                 if settled is None or min_settled_ts <= settled <= max_settled_ts:
                     merged.append(market)
-        return merged
+        return merged if max_items is None else merged[:max_items]
 
 
 def _object(body: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -290,14 +290,15 @@ def test_commands_against_the_simulator(sqlite_url: str, tmp_path: Path, monkeyp
         assert all(series in scan.output for series in SERIES)
         refresh = runner.invoke(app, ["refresh-markets", "--status", "open"])
         assert refresh.exit_code == 0, refresh.output
-        poll = runner.invoke(app, ["poll-quotes", "--seconds", "0", "--status", "active"])
+        poll = runner.invoke(app, ["poll-quotes", "--seconds", "0", "--status", "active", "--concurrency", "2"])
         assert poll.exit_code == 0 and "polls=1" in poll.output, poll.output
         collect = runner.invoke(app, ["collect-kalshi", "--seconds", "1.5"])
         assert collect.exit_code == 0 and "connects=1" in collect.output, collect.output
         shared = runner.invoke(app, ["collect", "--kalshi", "--seconds", "1.5"])
         assert shared.exit_code == 0 and "kalshi: CollectSummary" in shared.output, shared.output
-        settle = runner.invoke(app, ["refresh-settlements", "--since-seconds", "3600"])
+        settle = runner.invoke(app, ["refresh-settlements", "--since-seconds", "3600", "--limit", "4", "--debug"])
         assert settle.exit_code == 0, settle.output
+        assert "fetched=3 " in settle.output, settle.output  # 4 // 3 series = 1 each
     engine = make_engine(sqlite_url)
     counts = {t: read_frame(engine, f"SELECT count(*) AS n FROM {t}")["n"][0]
               for t in ("markets", "quotes", "orderbook_snapshots", "feed_events")}
