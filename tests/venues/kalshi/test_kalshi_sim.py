@@ -19,6 +19,7 @@ from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
 from kbtc.pipeline.kalshi_catalog import refresh_markets
 from kbtc.pipeline.kalshi_collector import collect_kalshi
+from kbtc.pipeline.kalshi_store import write_index_prices
 from kbtc.pipeline.poll_quotes import poll_quotes
 from kbtc.pipeline.settlements import refresh_settlements
 from kbtc.pipeline.tape import read_tape, tape_files
@@ -355,17 +356,27 @@ async def test_collector_follows_the_catalog_as_windows_open(sqlite_url: str, tm
     assert set(opened_later["market_ticker"].to_list()) & streamed  # subscribed once it opened
 
 
-async def test_cfbenchmarks_index_prints() -> None:
+async def test_cfbenchmarks_index_prints(engine: Engine) -> None:
     clock = ManualClock(START_MS + 30_000)
     async with Simulator(_config(), clock=clock) as sim:
         settings = StreamSettings(backoff=Backoff(0.01, 0.05), lifecycle=False, index_ids=("BRTI",))
         stream = KalshiStream(sim.kalshi_ws_url, [], settings=settings)
         async with contextlib.aclosing(stream.items()) as items, _ticking(clock):
-            got = await _until(items, lambda g: sum(isinstance(i, IndexPriceRecord) for i in g) >= 3, 10.0)
+            # Past a window close (every 2 simulated minutes here): prints inside and outside its last minute.
+            got = await _until(items, lambda g: sum(isinstance(i, IndexPriceRecord) for i in g) >= 90, 10.0)
     prints = [i for i in got if isinstance(i, IndexPriceRecord)]
     assert all(p.index_id == "BRTI" and p.value_usd > 0 and p.avg_60s_usd is not None for p in prints)
     assert [p.value_ts for p in prints] == sorted(p.value_ts for p in prints)
     assert not [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP]
+    window_ms = 120_000
+    for p in prints:
+        in_last_minute = -p.value_ts % window_ms < 60_000
+        assert (p.avg_15min_usd is not None) == in_last_minute, p
+        if in_last_minute:
+            assert p.avg_15min_count == 60 - -p.value_ts % window_ms // 1000
+    write_index_prices(engine, prints)
+    stored = read_frame(engine, "SELECT value_ts, avg_15min_usd, avg_15min_count FROM index_prices ORDER BY value_ts")
+    assert stored.rows() == [(p.value_ts, p.avg_15min_usd, p.avg_15min_count) for p in prints]
 
 
 @pytest.mark.slow
