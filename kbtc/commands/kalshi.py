@@ -79,11 +79,12 @@ def refresh_markets_command(
         raise typer.Exit(1)
 
 
-def poll_quotes_command(
+def poll_quotes_command(  # noqa: PLR0917 — typer maps each option to a parameter
     seconds: Annotated[float, typer.Option(help="How long to poll.")] = 60.0,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 5.0,
     status: Annotated[str | None, typer.Option(help="Venue status of the tracked markets (e.g. active).")] = None,
     max_horizon_seconds: Annotated[float, typer.Option(help="Only markets closing within this (0 = any).")] = 21_600,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batch requests (100 markets each) in flight at once.")] = 5,
     series: SeriesOption = None,
 ) -> None:
     """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets."""
@@ -91,7 +92,8 @@ def poll_quotes_command(
 
     settings = setup()
     summary = _run(settings, poll_quotes, series=series or list(settings.kalshi_series), seconds=seconds,
-                   interval_s=interval, status=status, max_horizon_s=max_horizon_seconds or None)
+                   interval_s=interval, status=status, max_horizon_s=max_horizon_seconds or None,
+                   concurrency=concurrency)
     console.print(f"markets={summary.markets} polls={summary.polls} quotes={summary.quotes} "
                   f"rejects={summary.rejects} failures={summary.failures}")
     if summary.markets == 0:
@@ -99,11 +101,14 @@ def poll_quotes_command(
         raise typer.Exit(1)
 
 
-def refresh_settlements_command(
+def refresh_settlements_command(  # noqa: PLR0917 — typer maps each option to a parameter
     status: Annotated[str, typer.Option(help="resolved, settled or all.")] = "resolved",
     since_seconds: Annotated[float, typer.Option(help="Window of settlement times.")] = 604_800,
     force: Annotated[bool, typer.Option(help="Overwrite a stored result that disagrees.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Fetch and count, write nothing.")] = False,
+    limit: Annotated[int, typer.Option(min=0, help="Markets fetched at most, split evenly over the series "
+                                                   "(0 = every market in the window).")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logging: every market's outcome.")] = False,
     series: SeriesOption = None,
 ) -> None:
     """Store results, expiration values and settlement values of settled markets (REST + lifecycle events)."""
@@ -111,9 +116,9 @@ def refresh_settlements_command(
 
     if status not in STATUS_CHOICES:
         raise fail(f"--status must be one of {', '.join(STATUS_CHOICES)}")
-    settings = setup()
+    settings = setup(debug)
     summary = _run(settings, refresh_settlements, series=series or list(settings.kalshi_series), status=status,
-                   since_seconds=since_seconds, force=force, dry_run=dry_run)
+                   since_seconds=since_seconds, force=force, dry_run=dry_run, limit=limit)
     console.print(f"fetched={summary.fetched} with_result={summary.with_result} created={summary.created} "
                   f"conflicts={summary.conflicts} rejects={summary.rejects} "
                   f"lifecycle_applied={summary.lifecycle_applied} failed_series={summary.failed_series}")
