@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def raw_executemany(path: Path, table: str, frame: pl.DataFrame) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     placeholders = ", ".join("?" for _ in frame.columns)
-    sql = f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({placeholders})"  # noqa: S608
+    sql = f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({placeholders})"
     with conn:
         conn.executemany(sql, frame.iter_rows())
     conn.close()
@@ -89,9 +90,9 @@ def run(rows: int) -> list[str]:
             for path in (ours_path, ref_path):
                 upgrade_database(f"sqlite:///{path}")
             engine = make_engine(f"sqlite:///{ours_path}")
-            ref_s = timed(lambda t=table, f=frame: raw_executemany(ref_path, t, f))
-            ours_s = timed(lambda t=table, f=frame: upsert(engine, t, f))
-            again_s = timed(lambda t=table, f=frame: upsert(engine, t, f))
+            ref_s = timed(partial(raw_executemany, ref_path, table, frame))
+            ours_s = timed(partial(upsert, engine, table, frame))
+            again_s = timed(partial(upsert, engine, table, frame))
             assert count_rows(engine, table) == rows
             engine.dispose()
             lines.append(bench_line(f"store.upsert.{table}", rows / ours_s, "rows/s", rows / ref_s))

@@ -2,17 +2,19 @@
 
 - `kbtc-latest-edges`        the newest edge tick: priced markets by best EV, then the skip reasons
 - `kbtc-take-opportunities`  the TAKE decisions of the newest ledger tick
-- `kbtc-data-health`         freshness per stream, feed events and rejects over the last hour
+- `kbtc-data-health`         freshness per stream, feed events and rejects over the last hour (published by
+                             score-and-settle every 10 minutes, and by each pipeline cycle)
 
 (The report flow publishes `kbtc-model-performance`, `kbtc-report-*` and `kbtc-plot-*`: flows/report.py.)
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 from prefect.artifacts import create_table_artifact
 
-from flows.report import json_rows
 from kbtc.pipeline.health import DataHealth
 
 EDGES_KEY = "kbtc-latest-edges"
@@ -22,6 +24,13 @@ _EDGE_COLUMNS = ("market_ticker", "close_ts", "skip_reason", "p_model", "p_marke
                  "yes_ask_cents", "ev_yes_dollars", "ev_no_dollars", "sigma_annual")
 _TAKE_COLUMNS = ("market_ticker", "side", "snapshot_asof_ts", "p_model", "p_market", "price_cents", "fee_dollars",
                  "ev_net_dollars", "kelly_fraction", "contracts")
+
+
+def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows for a table artifact: non-finite floats (NaN, ±inf) become null, which JSON can carry."""
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    cleaned = frame.with_columns(pl.when(pl.col(name).is_finite()).then(pl.col(name)).alias(name) for name in floats)
+    return cleaned.to_dicts()
 
 
 def edges_table(edges: pl.DataFrame, top: int = 50) -> pl.DataFrame:

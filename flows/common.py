@@ -1,12 +1,14 @@
-"""What every flow shares: settings with Prefect Secret blocks, logging, the transient-error retry policy."""
+"""What every flow shares: settings with Prefect Secret blocks, logging, the task policy (retries of transient
+errors with jittered backoff, a timeout, no cache) and run names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import Task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from pydantic import SecretStr
 
@@ -15,7 +17,9 @@ from kbtc.log import configure_logging, redactor
 from kbtc.transient import is_transient
 
 # Task retries: 3 attempts after the first, 2 s → 8 s → 30 s, each ±50 % jitter.
-RETRY_DELAYS_S = [2, 8, 30]
+RETRY_DELAYS_S = (2, 8, 30)
+# A bounded loop's tick is superseded by the next one 10 s later: retry it sooner and fewer times.
+TICK_RETRY_DELAYS_S = (1, 3)
 RETRY_JITTER = 0.5
 
 
@@ -58,13 +62,17 @@ def resolve_settings() -> Settings:
     return settings.model_copy(update=updates)
 
 
-def task_retry_options() -> dict[str, Any]:
-    """`@task` keyword arguments of the retry policy: jittered backoff, transient errors only."""
+def task_options(timeout_seconds: float, *, retry_delays_s: Sequence[float] = RETRY_DELAYS_S) -> dict[str, Any]:
+    """`@task` keyword arguments of every kbtc task: retries of transient errors only, with jittered backoff
+    (`retry_delays_s`, ±50 %), a timeout (a timed-out attempt is transient, so it is retried too), and no cache
+    (every task reads and writes the database)."""
     return {
-        "retries": len(RETRY_DELAYS_S),
-        "retry_delay_seconds": RETRY_DELAYS_S,
+        "retries": len(retry_delays_s),
+        "retry_delay_seconds": list(retry_delays_s),
         "retry_jitter_factor": RETRY_JITTER,
         "retry_condition_fn": retry_if_transient,
+        "timeout_seconds": timeout_seconds,
+        "cache_policy": NO_CACHE,
     }
 
 
@@ -85,10 +93,13 @@ def flow_settings() -> Settings:
     return settings
 
 
-def run_name(prefix: str) -> Callable[[], str]:
-    """A `flow_run_name` callable: `<prefix>-<UTC start time>`, e.g. `pipeline-20261125T1003Z`."""
+def run_name(template: str) -> Callable[[], str]:
+    """A `flow_run_name` callable: the template filled with the run's parameters, then `-<UTC start time>`,
+    e.g. `run_name("report-{scope}")` names a run `report-policy-20261125T101500Z`."""
 
     def name() -> str:
-        return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        from prefect.runtime import flow_run
+
+        return f"{template.format(**flow_run.parameters)}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
     return name

@@ -114,7 +114,8 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-@flow(name="demo", flow_run_name="demo-{minutes}min")
+# The timeout suits a direct call of up to ~45 minutes; `run_demo` sets one from `minutes`.
+@flow(name="demo", flow_run_name="demo-{minutes}min", timeout_seconds=3600)
 def demo_flow(minutes: float, cycle_seconds: float, warmup_seconds: float, window_minutes: float,
               accelerated: bool = True) -> dict[str, Any]:
     """Collect for `minutes` beside `pipeline` cycles every `cycle_seconds`, then settle, score and report.
@@ -131,7 +132,7 @@ def demo_flow(minutes: float, cycle_seconds: float, warmup_seconds: float, windo
     logger = get_run_logger()
     run_s = minutes * 60.0
     started = time.monotonic()
-    collecting = collect_task.submit(settings, run_s)
+    collecting = collect_task.with_options(timeout_seconds=run_s + 300).submit(settings, run_s)
     time.sleep(min(warmup_seconds, run_s))  # the first spot ticks and quotes before the first edge tick
     cycles: list[dict[str, Any]] = []
     while time.monotonic() - started + cycle_seconds / 2 < run_s:
@@ -167,8 +168,9 @@ def run_demo(config: DemoConfig, data_dir: Path) -> DemoResult:
                                                "COINBASE_SOURCE": "advanced"}
             with environment(sim_env):
                 warmup = config.lead_seconds / 2 if simulator is not None else 10.0
-                outcome = demo_flow(config.minutes, config.cycle_seconds, warmup, config.window_minutes,
-                                    accelerated=simulator is not None)
+                timed_demo = demo_flow.with_options(timeout_seconds=config.minutes * 60 + 900)
+                outcome = timed_demo(config.minutes, config.cycle_seconds, warmup, config.window_minutes,
+                                     accelerated=simulator is not None)
     finally:
         if simulator is not None:
             simulator.stop()

@@ -136,9 +136,9 @@ def _patch_worker_filter() -> None:
     WorkPoolAsyncClient.read_workers_for_work_pool = paged  # type: ignore[method-assign]
 
 
-def deploy_all(path: Path = PREFECT_YAML) -> int:
-    """`prefect deploy --all` for prefect.yaml (from its directory, where the entrypoints are relative to);
-    return the exit status."""
+def deploy_all(path: Path = PREFECT_YAML, *, only: list[str] | None = None) -> int:
+    """`prefect deploy --all` for prefect.yaml (from its directory, where the entrypoints are relative to), or
+    `prefect deploy --name ...` for the deployments named in `only`; return the exit status."""
     import sys
 
     from prefect.cli import app
@@ -146,8 +146,9 @@ def deploy_all(path: Path = PREFECT_YAML) -> int:
     _patch_worker_filter()
     cwd, argv = Path.cwd(), sys.argv
     os.chdir(path.parent)
+    selection = [arg for name in only for arg in ("--name", name)] if only else ["--all"]
     # Prefect's CLI entry point reads its arguments from sys.argv.
-    sys.argv = ["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(path)]
+    sys.argv = ["prefect", "--no-prompt", "deploy", *selection, "--prefect-file", str(path)]
     try:
         app()
     except SystemExit as exc:

@@ -3,7 +3,9 @@ newest evaluated batch's TAKE decisions are published as the `kbtc-take-opportun
 
 A 10-second schedule would create thousands of flow runs a day, so one run iterates inside and exits; the
 next scheduled run takes over (`concurrency_limit` 1, CANCEL_NEW), and the ledger's unique keys absorb any
-overlap (`reference/prefect_notes.md`). The same loop runs by hand as `kbtc run-opportunity-loop`.
+overlap (`reference/prefect_notes.md`). Each tick is a task run (`opportunity-catch-up`: every fresh batch since
+the previous tick, as `kbtc run-opportunity-loop` does), so Prefect retries a transient failure and times out a
+hung tick; a tick that still fails transiently is logged and the loop goes on (three in a row end the run).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_takes
 from flows.common import flow_settings
-from kbtc.db.engine import make_engine
-from kbtc.pipeline.opportunities import OpportunityTick, run_opportunity_loop
+from flows.steps import opportunity_catch_up_task
+from kbtc.pipeline.loop import run_bounded_loop
+from kbtc.pipeline.opportunities import OpportunityTick
 from kbtc.scoring.ledger import LedgerParams
 
 
-@flow(name="opportunity-loop")
+# Timeout: three of the deployment's 5-minute runs (as edge-loop).
+@flow(name="opportunity-loop", flow_run_name="opportunities-{duration_seconds}s", timeout_seconds=900)
 def opportunity_loop(
     *,
     duration_seconds: float = 290.0,
@@ -33,19 +37,21 @@ def opportunity_loop(
     params = LedgerParams(min_ev_dollars=min_ev, cost_buffer_dollars=cost_buffer, both_sides=both_sides)
     evaluated: list[OpportunityTick] = []
 
-    def on_tick(tick: OpportunityTick) -> None:
-        if tick.status == "ok":
-            evaluated[:] = [tick]
-        if tick.status != "no_new_snapshots":
-            logger.info("%s: %d evaluated, %d TAKE, reasons %s", tick.status, tick.evaluated, tick.takes,
-                        tick.reason_counts)
+    def tick(now_ts: int) -> list[OpportunityTick]:
+        after = evaluated[0].asof_ts if evaluated else None
+        ticks = opportunity_catch_up_task(settings, now_ts, params, after, emit_passes)
+        for batch in ticks:
+            if batch.status == "ok":
+                evaluated[:] = [batch]
+            if batch.status != "no_new_snapshots":
+                logger.info("%s: %d evaluated, %d TAKE, reasons %s", batch.status, batch.evaluated, batch.takes,
+                            batch.reason_counts)
+        return ticks
 
-    engine = make_engine(settings.sqlalchemy_url)
-    try:
-        summary = run_opportunity_loop(engine, params, interval_s=interval_seconds, duration_s=duration_seconds,
-                                       emit_passes=emit_passes, on_tick=on_tick)
-    finally:
-        engine.dispose()
+    result = run_bounded_loop(tick, interval_s=interval_seconds, duration_s=duration_seconds,
+                              name="opportunity_loop")
+    batches = [batch for ticks in result.results for batch in ticks]
     if evaluated:
         publish_takes(evaluated[0].decisions)
-    return {"ticks": summary.ticks, "evaluated": summary.evaluated, "takes": summary.takes}
+    return {"ticks": len(batches), "evaluated": sum(b.evaluated for b in batches),
+            "takes": sum(b.takes for b in batches), "failures": result.failures}

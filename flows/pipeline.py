@@ -18,15 +18,14 @@ from flows.artifacts import publish_edges, publish_health, publish_takes
 from flows.common import flow_settings, run_name
 from flows.report import score_snapshots_task, settle_ledger_task
 from flows.steps import (
+    data_health_task,
     edge_tick_task,
-    engine_for,
     now_ms,
     opportunity_tick_task,
     poll_quotes_task,
     refresh_markets_task,
     refresh_settlements_task,
 )
-from kbtc.pipeline.health import data_health
 from kbtc.scoring.ledger import LedgerParams
 
 
@@ -42,7 +41,7 @@ def ledger_params(*, min_ev: float, cost_buffer: float, expiry_scale: float = 1.
     )
 
 
-@flow(name="pipeline", flow_run_name=run_name("pipeline"))
+@flow(name="pipeline", flow_run_name=run_name("pipeline"), timeout_seconds=900)
 def pipeline(
     *,
     refresh: bool = True,
@@ -76,8 +75,7 @@ def pipeline(
     takes = int((decisions["decision"] == "TAKE").sum()) if decisions.height else 0
     summary["edges"] = {"markets": edges.height, "priced": priced}
     summary["opportunities"] = {"evaluated": decisions.height, "takes": takes}
-    with engine_for(settings) as engine:
-        health = data_health(engine, now_ms(), health_window_seconds)
+    health = data_health_task(settings, now_ms(), health_window_seconds)
     summary["artifacts"] = [publish_edges(edges), publish_takes(decisions), publish_health(health)]
     logger.info("cycle: %d markets priced of %d, %d TAKE, %d settled with result, %d snapshots scored",
                 priced, edges.height, takes, summary["settlements"]["with_result"], summary["scoring"]["inserted"])

@@ -12,26 +12,19 @@ Thin wrappers over kbtc.pipeline: every step is also a `kbtc` command (`settle-l
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.common import RETRY_DELAYS_S, RETRY_JITTER, flow_settings, retry_if_transient
-from kbtc.db.engine import make_engine
+from flows.artifacts import json_rows, publish_health
+from flows.common import flow_settings, run_name, task_options
+from flows.steps import data_health_task, now_ms
+from kbtc.db.migrate import open_engine
 from kbtc.pipeline.report import PerformanceReport, Scope, build_performance_report
 from kbtc.pipeline.score_snapshots import score_snapshots
 from kbtc.pipeline.settle_ledger import settle_ledger
-
-_RETRY: dict[str, Any] = {
-    "retries": len(RETRY_DELAYS_S),
-    "retry_delay_seconds": RETRY_DELAYS_S,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_if_transient,
-}
 
 
 def artifact_key(name: str) -> str:
@@ -39,17 +32,10 @@ def artifact_key(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    """Rows for a table artifact: non-finite floats (NaN, ±inf) become null, which JSON can carry."""
-    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
-    cleaned = frame.with_columns(pl.when(pl.col(name).is_finite()).then(pl.col(name)).alias(name) for name in floats)
-    return cleaned.to_dicts()
-
-
-@task(name="settle-ledger", **_RETRY)
+@task(name="settle-ledger", **task_options(300))
 def settle_ledger_task(url: str) -> dict[str, float]:
     """Close open shadow positions whose market has a result."""
-    engine = make_engine(url)
+    engine = open_engine(url)
     try:
         run = settle_ledger(engine)
     finally:
@@ -57,10 +43,10 @@ def settle_ledger_task(url: str) -> dict[str, float]:
     return {"open_before": run.open_before, "settled": run.settled, "pnl_dollars": run.pnl_dollars}
 
 
-@task(name="score-snapshots", **_RETRY)
+@task(name="score-snapshots", **task_options(600))
 def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
     """Score every settled, unscored snapshot."""
-    engine = make_engine(url)
+    engine = open_engine(url)
     try:
         run = score_snapshots(engine, now_ts)
     finally:
@@ -68,10 +54,10 @@ def score_snapshots_task(url: str, now_ts: int) -> dict[str, int]:
     return {"candidates": run.candidates, "inserted": run.inserted, "errors": run.errors}
 
 
-@task(name="build-performance-report", **_RETRY)
+@task(name="build-performance-report", **task_options(900))
 def build_report_task(url: str, now_ts: int, since_s: float, scope: Scope, output_dir: Path) -> PerformanceReport:
     """Build the report and write its markdown and plots."""
-    engine = make_engine(url)
+    engine = open_engine(url)
     try:
         return build_performance_report(engine, now_ts, since_s=since_s, scope=scope, output_dir=output_dir)
     finally:
@@ -95,21 +81,27 @@ def publish_report(report: PerformanceReport) -> list[str]:
     return keys
 
 
-@flow(name="score-and-settle")
-def score_and_settle() -> dict[str, dict[str, Any]]:
-    """Close the ledger for settled markets, then score every settled snapshot (both idempotent)."""
+@flow(name="score-and-settle", flow_run_name=run_name("score-and-settle"), timeout_seconds=1200)
+def score_and_settle(health_window_seconds: float = 3_600.0) -> dict[str, Any]:
+    """Score every settled snapshot, close any shadow position still open on a settled market, and publish the
+    `kbtc-data-health` table (stream ages and rows, feed events and rejects over `health_window_seconds`).
+
+    refresh-settlements closes the ledger as soon as results arrive (DESIGN.md §5); settling again here is an
+    idempotent no-op then, and catches results stored another way (`kbtc refresh-settlements`, a backfill).
+    """
     settings = flow_settings()
     settled = settle_ledger_task(settings.sqlalchemy_url)
-    scored = score_snapshots_task(settings.sqlalchemy_url, int(time.time() * 1000))
+    scored = score_snapshots_task(settings.sqlalchemy_url, now_ms())
+    health_key = publish_health(data_health_task(settings, now_ms(), health_window_seconds))
     get_run_logger().info("settled %s positions; scored %s snapshots", settled["settled"], scored["inserted"])
-    return {"settlement": settled, "scoring": scored}
+    return {"settlement": settled, "scoring": scored, "artifact_keys": [health_key]}
 
 
-@flow(name="model-performance-report")
+@flow(name="model-performance-report", flow_run_name=run_name("report-{scope}"), timeout_seconds=1800)
 def model_performance_report(since_seconds: float = 604_800.0, scope: Scope = "policy") -> dict[str, Any]:
     """Settle, score, build the performance report and publish it as artifacts with stable keys."""
     settings = flow_settings()
-    now_ts = int(time.time() * 1000)
+    now_ts = now_ms()
     settled = settle_ledger_task(settings.sqlalchemy_url)
     scored = score_snapshots_task(settings.sqlalchemy_url, now_ts)
     report = build_report_task(settings.sqlalchemy_url, now_ts, since_seconds, scope,

@@ -19,9 +19,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.report import json_rows
-from kbtc.config import load_settings
-from kbtc.db.engine import make_engine
+from flows.artifacts import json_rows
+from flows.common import flow_settings, task_options
+from kbtc.config import Settings
+from kbtc.db.migrate import open_engine
 from kbtc.edge.params import EdgeParams
 from kbtc.pipeline.edges import EdgeSettings
 from kbtc.pipeline.sweep import SweepResult, run_sweep, sweep_plot, sweep_settings
@@ -29,15 +30,14 @@ from kbtc.pipeline.sweep import SweepResult, run_sweep, sweep_plot, sweep_settin
 ARTIFACT_KEYS = ("kbtc-sweep", "kbtc-sweep-comparison", "kbtc-sweep-by-lead-time", "kbtc-plot-sweep")
 
 
-@task(name="sweep")
-def sweep_task(params: list[str], start_ts: int, end_ts: int, cadence_s: float) -> SweepResult:
+@task(name="sweep", **task_options(7200))
+def sweep_task(settings: Settings, params: list[str], start_ts: int, end_ts: int, cadence_s: float) -> SweepResult:
     """Score every setting over the period (reads the database once; writes nothing)."""
-    settings = load_settings()
     base = EdgeSettings(
         params=EdgeParams(series=settings.kalshi_series, max_spot_age_s=settings.coinbase_stale_seconds),
         product_id=settings.coinbase_product_id,
     )
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = open_engine(settings.sqlalchemy_url)
     try:
         return run_sweep(engine, sweep_settings(base, params), start_ts, end_ts, cadence_s)
     finally:
@@ -61,11 +61,12 @@ def publish_sweep(result: SweepResult, plot_path: Path, title: str) -> list[str]
     return list(ARTIFACT_KEYS)
 
 
-@flow(name="parameter-sweep")
+@flow(name="parameter-sweep", flow_run_name="sweep-{start_ts}-{end_ts}", timeout_seconds=7500)
 def parameter_sweep(params: list[str], start_ts: int, end_ts: int, cadence_s: float = 60.0) -> dict[str, Any]:
     """Compare settings (`vol.half_life=5m,15m`, …) over [start_ts, end_ts] (epoch ms) and publish the result."""
-    result = sweep_task(params, start_ts, end_ts, cadence_s)
-    output = load_settings().data_dir / "reports"
+    settings = flow_settings()
+    result = sweep_task(settings, params, start_ts, end_ts, cadence_s)
+    output = settings.data_dir / "reports"
     output.mkdir(parents=True, exist_ok=True)
     keys = publish_sweep(result, output / f"sweep-{start_ts}-{end_ts}.png",
                          f"Sweep {', '.join(params)} over {start_ts}–{end_ts} every {cadence_s:g} s")

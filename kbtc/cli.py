@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from kbtc.commands import demo, edges, kalshi, maintenance, orchestration, replay, research, scoring, sim, spot
-from kbtc.commands.common import console, fail, settings_or_exit, setup
+from kbtc.commands.common import console, engine_or_exit, fail, settings_or_exit, setup
 from kbtc.log import get_logger
 
 app = typer.Typer(
@@ -47,10 +47,13 @@ def db_upgrade(revision: Annotated[str, typer.Option(help="Target revision.")] =
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Option(help="Target revision.")] = "base") -> None:
     """Revert migrations down to REVISION (default: base, i.e. drop every table)."""
-    from kbtc.db.migrate import downgrade_database
+    from kbtc.db.migrate import DatabaseRevisionError, downgrade_database
 
     settings = setup()
-    downgrade_database(settings.sqlalchemy_url, revision)
+    try:
+        downgrade_database(settings.sqlalchemy_url, revision)
+    except DatabaseRevisionError as exc:
+        raise fail(str(exc)) from None
     console.print(f"database downgraded to {revision}")
 
 
@@ -104,7 +107,11 @@ def status() -> None:
     from kbtc.pipeline.status import database_status
 
     settings = setup()
-    console.print(database_status(settings))
+    engine = engine_or_exit(settings)
+    try:
+        console.print(database_status(engine, settings.sqlalchemy_url))
+    finally:
+        engine.dispose()
 
 
 demo.register(app)

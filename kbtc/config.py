@@ -120,10 +120,13 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("database_url", "kalshi_rest_url_override", "kalshi_ws_url_override", mode="before")
+    @field_validator(
+        "database_url", "kalshi_rest_url_override", "kalshi_ws_url_override", "kalshi_series_ticker",
+        "kalshi_event_ticker", mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @cached_property
     def kalshi_rest_url(self) -> str:
@@ -134,6 +137,11 @@ class Settings(BaseSettings):
     def kalshi_ws_url(self) -> str:
         """WebSocket URL: the override, else the default for `KALSHI_ENV`."""
         return self.kalshi_ws_url_override or KALSHI_URLS[self.kalshi_env][1]
+
+    @property
+    def catalog_series(self) -> tuple[str, ...]:
+        """The series `refresh-markets`/`scan-markets` list: `KALSHI_SERIES_TICKER` when set, else `KALSHI_SERIES`."""
+        return (self.kalshi_series_ticker,) if self.kalshi_series_ticker else self.kalshi_series
 
     @property
     def coinbase_feed_ws_url(self) -> str:

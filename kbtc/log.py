@@ -1,9 +1,10 @@
 """Structured logging: JSON lines to `LOG_PATH`, readable lines on the console, secrets redacted.
 
 Use `get_logger(__name__).info("event_name", key=value, ...)`: the first argument is a stable event
-name, keyword arguments become the record's `fields`. Every output line — file and console — passes
-through `Redactor`, which replaces the configured secret values and any PEM block with `[REDACTED]`,
-so a secret cannot reach a log even if a caller formats it into a message by mistake.
+name, keyword arguments become the record's `fields`. Every output — each string of a JSON line before it is
+encoded, each console line — passes through `Redactor`, which replaces the configured secret values and any
+PEM block with `[REDACTED]`, so a secret cannot reach a log even if a caller formats it into a message by
+mistake. (Redacting the encoded JSON instead would miss a secret containing `"` or `\\`, which JSON escapes.)
 
 JSON line shape: `{"ts": "...Z", "ts_ms": int, "level": "INFO", "logger": "kbtc.x", "event": "...",
 "fields": {...}}` (+ `"exc"` with the traceback text when an exception is logged).
@@ -32,6 +33,7 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        self._longest_first: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def add(self, *secrets: str | None) -> None:
@@ -42,17 +44,17 @@ class Redactor:
                     self._secrets.add(secret)
                     # PEM bodies may be logged line by line; register each long line too.
                     self._secrets.update(line for line in secret.splitlines() if len(line) >= 16)
+            self._longest_first = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def clear(self) -> None:
         """Forget every registered secret (tests)."""
         with self._lock:
             self._secrets.clear()
+            self._longest_first = ()
 
     def __call__(self, text: str) -> str:
         text = _PEM_BLOCK.sub(REDACTED, text)
-        with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for secret in secrets:
+        for secret in self._longest_first:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text
@@ -78,17 +80,20 @@ def get_logger(name: str) -> EventLogger:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    """A JSON-encodable copy of `value` with every string in it (keys too) redacted."""
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {redactor(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(v) for v in value]
-    return str(value)
+    return redactor(str(value))
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, redacted."""
+    """One JSON object per line, every string redacted before encoding."""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, tz=UTC)
@@ -97,12 +102,12 @@ class JsonFormatter(logging.Formatter):
             "ts_ms": int(record.created * 1000),
             "level": record.levelname,
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": redactor(record.getMessage()),
             "fields": _jsonable(getattr(record, "fields", {})),
         }
         if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return redactor(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+            payload["exc"] = redactor(self.formatException(record.exc_info))
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -110,7 +115,8 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, tz=UTC).strftime("%H:%M:%S")
-        fields = getattr(record, "fields", {}) or {}
+        # Redacted before formatting: `str()` of a container shows its strings escaped (`\\` for `\`).
+        fields = _jsonable(getattr(record, "fields", {}) or {})
         tail = " ".join(f"{key}={value}" for key, value in fields.items())
         line = f"{ts} {record.levelname:<7} {record.name} {record.getMessage()}"
         if tail:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from logging.config import fileConfig
 
 from alembic import context
@@ -18,9 +19,16 @@ def _database_url() -> str:
     url = config.attributes.get("url")
     if url:
         return str(url)
-    from kbtc.config import load_settings
+    from kbtc.config import SettingsError, load_settings
 
-    return load_settings().sqlalchemy_url
+    try:
+        return load_settings().sqlalchemy_url
+    except SettingsError as exc:
+        if config.cmd_opts is None:  # called from code (not the `alembic` command): the caller handles it
+            raise
+        # As the kbtc CLI: one line naming the variable, exit status 2, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run_migrations_offline() -> None:

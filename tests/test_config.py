@@ -46,6 +46,16 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pw" not in s.public_view()["(effective) DATABASE_URL"]
 
 
+def test_series_ticker_narrows_the_catalog_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().catalog_series == ("KXBTC", "KXBTCD", "KXBTC15M")
+    monkeypatch.setenv("KALSHI_SERIES_TICKER", " KXBTC15M ")
+    monkeypatch.setenv("KALSHI_EVENT_TICKER", "")
+    s = load_settings()
+    assert s.catalog_series == ("KXBTC15M",)
+    assert s.kalshi_series == ("KXBTC", "KXBTCD", "KXBTC15M")  # the other steps keep KALSHI_SERIES
+    assert s.kalshi_event_ticker is None
+
+
 def test_dotenv_file_is_read(isolated_env: Path) -> None:
     (isolated_env / ".env").write_text("KALSHI_SERIES=KXBTC15M\nCOLLECTOR_SECONDS=30\nKALSHI_API_KEY_ID=abc-123\n")
     s = load_settings()

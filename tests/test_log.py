@@ -53,3 +53,30 @@ def test_secrets_never_reach_file_or_console(log_file: Path, capsys: pytest.Capt
     assert written.count("[REDACTED]") >= 4
     for line in log_file.read_text().splitlines():
         json.loads(line)
+
+
+def test_a_secret_that_json_escapes_is_redacted_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = 'pa"ss\\w0rd-secret'
+    path = tmp_path / "app.jsonl"
+    configure_logging(path, "INFO", console=True, secrets=[secret])
+    try:
+        log = get_logger("kbtc.test")
+        log.info(f"login with {secret}", passphrase=secret, nested={secret: [secret]}, obj=Path(secret))
+        try:
+            raise ValueError(f"bad passphrase {secret}")
+        except ValueError:
+            log.exception("login_failed")
+    finally:
+        configure_logging(None, "INFO", console=False)
+        redactor.clear()
+    raw = path.read_text()
+    records = [json.loads(line) for line in raw.splitlines()]
+    assert len(records) == 2
+    decoded = json.dumps(records, ensure_ascii=False)  # any escaped form, decoded, then searched as text
+    for text in [*(str(r) for r in records), decoded, raw, capsys.readouterr().err]:
+        assert secret not in text
+        assert "w0rd-secret" not in text
+    assert records[0]["event"] == "login with [REDACTED]"
+    assert records[0]["fields"] == {"passphrase": "[REDACTED]", "nested": {"[REDACTED]": ["[REDACTED]"]},
+                                    "obj": "[REDACTED]"}
+    assert "bad passphrase [REDACTED]" in records[1]["exc"]

@@ -1,11 +1,16 @@
-"""What every command shares: settings with one-line errors, logging setup, consoles."""
+"""What every command shares: settings with one-line errors, logging setup, the database engine, consoles."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from kbtc.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,3 +44,13 @@ def setup(debug: bool = False) -> Settings:
     ]
     configure_logging(settings.log_path, "DEBUG" if debug else settings.log_level, secrets=secrets)
     return settings
+
+
+def engine_or_exit(settings: Settings) -> Engine:
+    """Open the configured database; one line and exit status 2 when its schema is newer than this kbtc."""
+    from kbtc.db.migrate import DatabaseTooNewError, open_engine
+
+    try:
+        return open_engine(settings.sqlalchemy_url)
+    except DatabaseTooNewError as exc:
+        raise fail(str(exc)) from None

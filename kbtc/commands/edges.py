@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kbtc.commands.common import console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, fail, setup
 from kbtc.config import Settings
 from kbtc.edge.params import EdgeParams
 from kbtc.log import get_logger
@@ -40,12 +40,11 @@ def compute_edges_command(
     settlement: Annotated[str, typer.Option(help="average (60 s settlement average) or point.")] = "average",
 ) -> None:
     """Run one edge tick now: write edges and edge_snapshots and print the sanity lines."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.edges import compute_edge_tick, sanity_lines
 
     settings = setup(debug)
     edge_settings = _edge_settings(settings, contracts, settlement)
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         tick = compute_edge_tick(engine, int(time.time() * 1000), edge_settings)
     finally:
@@ -70,14 +69,13 @@ def run_live_edges(  # noqa: PLR0917 — typer maps each option to a parameter
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Compute edges every INTERVAL seconds for DURATION seconds (a tick's failure is logged; the loop goes on)."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.edge_inputs import MarketCatalogCache
     from kbtc.pipeline.edges import EdgeTick, compute_edge_tick
     from kbtc.pipeline.loop import run_bounded_loop
 
     settings = setup(debug)
     edge_settings = _edge_settings(settings, contracts, settlement)
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     catalog = MarketCatalogCache()  # the market list, re-read only when the catalog changes
 
     def step(now_ts: int) -> EdgeTick:

@@ -9,18 +9,34 @@ from typing import Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from kbtc.commands.common import console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, fail, setup
 from kbtc.config import Settings
 
 T = TypeVar("T")
 SeriesOption = Annotated[
     list[str] | None, typer.Option("--series", help="Series ticker (repeatable; default KALSHI_SERIES).")
 ]
+CatalogSeriesOption = Annotated[
+    list[str] | None,
+    typer.Option("--series", help="Series ticker (repeatable; default KALSHI_SERIES_TICKER, else KALSHI_SERIES)."),
+]
+
+
+def _catalog_scope(settings: Settings, series: list[str] | None) -> list[str]:
+    """The series a catalog listing covers; with KALSHI_EVENT_TICKER, the event's series (one line if not listed)."""
+    from kbtc.pipeline.kalshi_catalog import event_series
+
+    chosen = series or list(settings.catalog_series)
+    if settings.kalshi_event_ticker is None:
+        return chosen
+    try:
+        return event_series(chosen, settings.kalshi_event_ticker)
+    except ValueError as exc:
+        raise fail(f"KALSHI_EVENT_TICKER: {exc}") from None
 
 
 def _run(settings: Settings, step: Callable[..., Awaitable[T]], **kwargs: object) -> T:
     """Run an async step with a REST client and an engine, turning fatal venue errors into one line."""
-    from kbtc.db.engine import make_engine
     from kbtc.venues.kalshi.errors import KalshiFatalError
     from kbtc.venues.kalshi.rest import rest_client_from_settings
 
@@ -28,7 +44,7 @@ def _run(settings: Settings, step: Callable[..., Awaitable[T]], **kwargs: object
         async with rest_client_from_settings(settings) as client:
             return await step(engine, client, **kwargs)
 
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         return asyncio.run(go())
     except KalshiFatalError as exc:
@@ -39,15 +55,20 @@ def _run(settings: Settings, step: Callable[..., Awaitable[T]], **kwargs: object
 
 def refresh_markets_command(
     status: Annotated[str | None, typer.Option(help="open, unopened, paused, closed, settled or all.")] = None,
-    series: SeriesOption = None,
+    series: CatalogSeriesOption = None,
 ) -> None:
-    """Refresh series → events → markets (strikes, times, fees, status); demote markets that vanished."""
-    from kbtc.pipeline.kalshi_catalog import refresh_markets
+    """Refresh series → events → markets (strikes, times, fees, status); demote markets that vanished.
+
+    KALSHI_EVENT_TICKER restricts the refresh (and the demotion) to that one event.
+    """
+    from kbtc.pipeline.kalshi_catalog import STATUS_FILTER_TO_MARKET, refresh_markets
 
     settings = setup()
     chosen = settings.kalshi_market_status if status is None else status
-    summary = _run(settings, refresh_markets, series=series or list(settings.kalshi_series),
-                   status=None if chosen == "all" else chosen)
+    if chosen != "all" and chosen not in STATUS_FILTER_TO_MARKET:
+        raise fail(f"--status must be one of {', '.join(STATUS_FILTER_TO_MARKET)} or all, got {chosen!r}")
+    summary = _run(settings, refresh_markets, series=_catalog_scope(settings, series),
+                   status=None if chosen == "all" else chosen, event_ticker=settings.kalshi_event_ticker)
     table = Table("series", "events", "markets", "rejects", "demoted", "unpriced", "error", title="refresh-markets")
     for s in summary.series:
         unpriced = ", ".join(f"{k}={v}" for k, v in sorted(s.skip_reasons.items()))
@@ -58,11 +79,12 @@ def refresh_markets_command(
         raise typer.Exit(1)
 
 
-def poll_quotes_command(
+def poll_quotes_command(  # noqa: PLR0917 — typer maps each option to a parameter
     seconds: Annotated[float, typer.Option(help="How long to poll.")] = 60.0,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 5.0,
     status: Annotated[str | None, typer.Option(help="Venue status of the tracked markets (e.g. active).")] = None,
     max_horizon_seconds: Annotated[float, typer.Option(help="Only markets closing within this (0 = any).")] = 21_600,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batch requests (100 markets each) in flight at once.")] = 5,
     series: SeriesOption = None,
 ) -> None:
     """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets.
@@ -74,7 +96,8 @@ def poll_quotes_command(
 
     settings = setup()
     summary = _run(settings, poll_quotes, series=series or list(settings.kalshi_series), seconds=seconds,
-                   interval_s=interval, status=status, max_horizon_s=max_horizon_seconds or None)
+                   interval_s=interval, status=status, max_horizon_s=max_horizon_seconds or None,
+                   concurrency=concurrency)
     console.print(f"markets={summary.markets} polls={summary.polls} quotes={summary.quotes} "
                   f"rejects={summary.rejects} failures={summary.failures}")
     if summary.markets == 0:
@@ -82,11 +105,14 @@ def poll_quotes_command(
                       "(normal between two windows; on a new database, run refresh-markets first)")
 
 
-def refresh_settlements_command(
+def refresh_settlements_command(  # noqa: PLR0917 — typer maps each option to a parameter
     status: Annotated[str, typer.Option(help="resolved, settled or all.")] = "resolved",
     since_seconds: Annotated[float, typer.Option(help="Window of settlement times.")] = 604_800,
     force: Annotated[bool, typer.Option(help="Overwrite a stored result that disagrees.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Fetch and count, write nothing.")] = False,
+    limit: Annotated[int, typer.Option(min=0, help="Markets fetched at most, split evenly over the series "
+                                                   "(0 = every market in the window).")] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logging: every market's outcome.")] = False,
     series: SeriesOption = None,
 ) -> None:
     """Store results, expiration values and settlement values of settled markets (REST + lifecycle events)."""
@@ -94,9 +120,9 @@ def refresh_settlements_command(
 
     if status not in STATUS_CHOICES:
         raise fail(f"--status must be one of {', '.join(STATUS_CHOICES)}")
-    settings = setup()
+    settings = setup(debug)
     summary = _run(settings, refresh_settlements, series=series or list(settings.kalshi_series), status=status,
-                   since_seconds=since_seconds, force=force, dry_run=dry_run)
+                   since_seconds=since_seconds, force=force, dry_run=dry_run, limit=limit)
     console.print(f"fetched={summary.fetched} with_result={summary.with_result} created={summary.created} "
                   f"conflicts={summary.conflicts} rejects={summary.rejects} "
                   f"lifecycle_applied={summary.lifecycle_applied} failed_series={summary.failed_series}")
@@ -106,18 +132,19 @@ def refresh_settlements_command(
 
 def scan_markets_command(
     status: Annotated[str | None, typer.Option(help="Market status filter (default: any).")] = None,
-    series: SeriesOption = None,
+    series: CatalogSeriesOption = None,
 ) -> None:
-    """Print what each configured series lists now (no database writes)."""
+    """Print what each configured series lists now (no database writes); KALSHI_EVENT_TICKER: that event only."""
     from kbtc.pipeline.kalshi_catalog import SeriesScan, scan_markets
     from kbtc.venues.kalshi.errors import KalshiFatalError
     from kbtc.venues.kalshi.rest import rest_client_from_settings
 
     settings = setup()
+    chosen = _catalog_scope(settings, series)
 
     async def go() -> list[SeriesScan]:
         async with rest_client_from_settings(settings) as client:
-            return await scan_markets(client, series or list(settings.kalshi_series), status=status)
+            return await scan_markets(client, chosen, status=status, event_ticker=settings.kalshi_event_ticker)
 
     try:
         scans = asyncio.run(go())
@@ -140,13 +167,12 @@ def collect_kalshi_command(
     cfbenchmarks: Annotated[bool, typer.Option(help="Also store BRTI from cfbenchmarks_value (entitled key).")] = False,
 ) -> None:
     """Stream ticker, order books, trades and lifecycle events over the WebSocket into the database."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.kalshi_collector import collect_kalshi
     from kbtc.venues.kalshi.errors import KalshiFatalError
     from kbtc.venues.kalshi.ws import StreamSettings
 
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     stream = StreamSettings(index_ids=("BRTI",) if cfbenchmarks else ())
     try:
         summary = asyncio.run(collect_kalshi(

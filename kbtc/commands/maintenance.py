@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbtc.commands.common import console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, fail, setup
 
 
 def _frame_table(title: str, rows: list[dict[str, object]]) -> Table:
@@ -27,11 +27,10 @@ def _frame_table(title: str, rows: list[dict[str, object]]) -> Table:
 
 def health(window_hours: Annotated[float, typer.Option(help="Window for events and rejects.")] = 24.0) -> None:
     """Show stream freshness, feed events (gaps, stale periods, reconnects) and rejects."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.health import data_health
 
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         report = data_health(engine, int(time.time() * 1000), window_hours * 3600)
     finally:
@@ -48,7 +47,6 @@ def export(
     since_hours: Annotated[float | None, typer.Option(help="Only rows newer than this.")] = None,
 ) -> None:
     """Export a table to Parquet or CSV (time columns as UTC datetimes)."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.export import export_table
 
     if fmt not in ("parquet", "csv"):
@@ -56,7 +54,7 @@ def export(
     settings = setup()
     target = output or settings.data_dir / "export" / f"{table}.{fmt}"
     since_ts = None if since_hours is None else int((time.time() - since_hours * 3600) * 1000)
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         rows = export_table(engine, table, target, fmt="csv" if fmt == "csv" else "parquet", since_ts=since_ts)
     except ValueError as exc:
@@ -72,13 +70,12 @@ def prune_command(
     tapes: Annotated[bool, typer.Option(help="Also delete old tape files under DATA_DIR/tape.")] = True,
 ) -> None:
     """Delete old raw market data (ticks, quotes, books, trades, feed events, rejects) and old tapes."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.prune import PRUNABLE, prune
 
     settings = setup()
     chosen = tuple(t.strip() for t in tables.split(",") if t.strip()) if tables else tuple(PRUNABLE)
     cutoff_ts = int((time.time() - older_than_days * 86_400) * 1000)
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         result = prune(engine, older_than_ts=cutoff_ts, tables=chosen,
                        tape_root=settings.data_dir / "tape" if tapes else None)

@@ -15,6 +15,17 @@ import typer
 from kbtc.commands.common import console, fail, setup
 
 
+def _check_names(only: list[str] | None) -> list[str]:
+    """The prefect.yaml deployment names; fail on any name in `only` that is not one of them."""
+    from flows.deployments import load_deployment_specs
+
+    names = [spec.name for spec in load_deployment_specs()]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise fail(f"unknown deployment(s): {', '.join(unknown)}; known: {', '.join(names)}")
+    return names
+
+
 def serve_command(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Serve only these deployments (repeatable).")
@@ -28,22 +39,24 @@ def serve_command(
         upgrade_database(settings.sqlalchemy_url)
     except DatabaseRevisionError as exc:
         raise fail(str(exc)) from None
-    from flows.deployments import load_deployment_specs, serve_all
+    from flows.deployments import serve_all
 
-    names = [spec.name for spec in load_deployment_specs()]
-    unknown = sorted(set(only or []) - set(names))
-    if unknown:
-        raise fail(f"unknown deployment(s): {', '.join(unknown)}; known: {', '.join(names)}")
+    names = _check_names(only)
     console.print(f"serving {len(only or names)} deployment(s): {', '.join(only or names)}")
     serve_all(only=only)
 
 
-def deploy_command() -> None:
+def deploy_command(
+    only: Annotated[
+        list[str] | None, typer.Option("--name", help="Register only these deployments (repeatable).")
+    ] = None,
+) -> None:
     """`prefect deploy --all` for prefect.yaml against PREFECT_API_URL (with Prefect 3.8.8's paging fix)."""
     setup()
     from flows.deployments import deploy_all
 
-    status = deploy_all()
+    _check_names(only)
+    status = deploy_all(only=only)
     if status:
         raise typer.Exit(status)
 

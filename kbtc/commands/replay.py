@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kbtc.commands.common import console, err_console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, err_console, fail, setup
 from kbtc.commands.spot import parse_time_s
 from kbtc.config import Settings
 from kbtc.edge.params import EdgeParams
@@ -59,7 +59,6 @@ def replay_command(  # noqa: PLR0917 — typer maps each option to a parameter
     contracts: Annotated[float, typer.Option(help="Order size the fees and EVs are computed for.")] = 1.0,
 ) -> None:
     """Replay recorded frames into the database (DATABASE_URL/DB_PATH), compute edges over the period, score."""
-    from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.replay import run_replay
 
@@ -70,7 +69,7 @@ def replay_command(  # noqa: PLR0917 — typer maps each option to a parameter
         upgrade_database(settings.sqlalchemy_url)
     except DatabaseRevisionError as exc:
         raise fail(str(exc)) from None
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         result = run_replay(engine, tape, _base_settings(settings, contracts), cadence_s=cadence_s, from_ts=from_ts,
                             to_ts=to_ts, settlements=settlements, book_interval_s=book_interval)
@@ -107,7 +106,6 @@ def sweep_command(  # noqa: PLR0917 — typer maps each option to a parameter
     """Recompute edges over history for each setting, score each against settlements, compare."""
     import polars as pl
 
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.sweep import SweepParamError, run_sweep, sweep_plot, sweep_settings
 
     settings = setup()
@@ -118,7 +116,7 @@ def sweep_command(  # noqa: PLR0917 — typer maps each option to a parameter
         points = sweep_settings(_base_settings(settings, contracts), param)
     except SweepParamError as exc:
         raise fail(str(exc)) from None
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         result = run_sweep(engine, points, from_ts, to_ts, cadence_s)
     except ValueError as exc:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kbtc.commands.common import console, err_console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, err_console, fail, setup
 
 MAX_ERRORS_SHOWN = 20
 
@@ -21,7 +21,6 @@ def import_command(
     granularity_s: Annotated[int, typer.Option(help="Candle width for files without one.")] = 60,
 ) -> None:
     """Import CSV files (formats: docs/RESEARCH.md); bad rows are reported with line numbers and kept out."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.imports import IMPORT_KINDS, ImportFormatError, import_csv
 
     if kind not in IMPORT_KINDS:
@@ -29,7 +28,7 @@ def import_command(
     if price_unit not in ("auto", "dollars", "cents"):
         raise fail(f"--price-unit must be auto, dollars or cents, got {price_unit!r}")
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     total_written = 0
     total_errors = 0
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kbtc.commands.common import console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, fail, setup
 from kbtc.log import get_logger
 
 if TYPE_CHECKING:
@@ -27,11 +27,10 @@ def score_snapshots_command(
     batch_rows: Annotated[int, typer.Option(help="Snapshots scored per batch.", min=1)] = 50_000,
 ) -> None:
     """Score every settled, not yet scored edge snapshot (model and market side by side). Idempotent."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.score_snapshots import score_snapshots
 
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         run = score_snapshots(engine, _now_ms(), batch_rows=batch_rows)
     finally:
@@ -42,11 +41,10 @@ def score_snapshots_command(
 
 def settle_ledger_command() -> None:
     """Close open shadow positions whose market has a result: outcome and realised PnL with fees."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.settle_ledger import settle_ledger
 
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         run = settle_ledger(engine)
     finally:
@@ -83,7 +81,6 @@ def run_opportunity_loop_command(
     kelly_multiplier: Annotated[float, typer.Option(help="Fraction of full Kelly recorded.")] = 0.25,
 ) -> None:
     """Turn the newest edge snapshots into TAKE/PASS ledger rows and shadow positions, every interval."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.opportunities import run_opportunity_loop
     from kbtc.scoring.ledger import LedgerParams
 
@@ -93,7 +90,7 @@ def run_opportunity_loop_command(
         max_takes_per_tick=max_takes_per_tick, cooldown_s=cooldown_seconds, max_spot_age_s=max_spot_age,
         max_quote_age_s=max_quote_age, kelly_multiplier=kelly_multiplier,
     )
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
 
     def on_tick(tick: OpportunityTick) -> None:
         _log.info("opportunity_tick", status=tick.status, asof_ts=tick.asof_ts, evaluated=tick.evaluated,
@@ -133,14 +130,13 @@ def report_model_performance(
     bins: Annotated[int, typer.Option(help="Equal-mass calibration bins.", min=1)] = 10,
 ) -> None:
     """Model vs market scores, calibration, ledger PnL and data health over a window."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.report import build_performance_report
 
     if scope not in ("policy", "all"):
         raise fail(f"--scope must be policy or all, got {scope!r}")
     settings = setup()
     target = (output_dir or settings.data_dir / "reports") if files else None
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         report = build_performance_report(engine, _now_ms(), since_s=since_seconds,
                                           scope="policy" if scope == "policy" else "all", output_dir=target,
@@ -158,11 +154,10 @@ def report_open_positions(
     settled_limit: Annotated[int, typer.Option(help="Settled positions shown (0 = all).", min=0)] = 30,
 ) -> None:
     """Open shadow positions marked to the latest quote, and the most recently settled ones."""
-    from kbtc.db.engine import make_engine
     from kbtc.pipeline.positions_report import positions_report
 
     settings = setup()
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         report = positions_report(engine, _now_ms(), limit=limit, settled_limit=settled_limit)
     finally:

@@ -4,32 +4,101 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kbtc.commands.common import console, fail, settings_or_exit
 
+if TYPE_CHECKING:
+    from kbtc.sim.faults import FaultPlan
 
-def parse_fault(spec: str) -> tuple[str, str, int, float]:
-    """`target:kind[:count[:duration_s]]` → its parts (e.g. `kalshi_ws:stall:1:20`)."""
-    from kbtc.sim.faults import FaultKind, FaultTarget
 
-    parts = spec.split(":")
-    if not 2 <= len(parts) <= 4:
-        raise ValueError(f"fault {spec!r} is not target:kind[:count[:duration_s]]")
-    target, kind = parts[0], parts[1]
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """One `--fault`: what `FaultPlan.inject` takes."""
+
+    target: str
+    kind: str
+    count: int = 1
+    duration_s: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def inject(self, plan: FaultPlan) -> None:
+        """Queue this fault in `plan`."""
+        plan.inject(self.target, self.kind, count=self.count, duration_s=self.duration_s, **self.params)
+
+
+def _option_value(key: str, text: str) -> Any:
+    """JSON when it parses (`502`, `true`, `{"x": 1}`), else a comma-separated list, else the text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text.split(",") if "," in text else text
+    # `fields` is always a collection of names: one name must not become its letters.
+    return [value] if key == "fields" and isinstance(value, str) else value
+
+
+def _split_spec(spec: str) -> list[str]:
+    """Split at the colons outside JSON brackets and strings (`fields={"a": 1}` stays one part)."""
+    parts, current, depth, quoted = [], "", 0, False
+    for char in spec:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "{[":
+            depth += 1
+        elif not quoted and char in "}]":
+            depth -= 1
+        elif char == ":" and depth == 0 and not quoted:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    return [*parts, current]
+
+
+def parse_fault(spec: str) -> FaultSpec:
+    """`target:kind[:count[:duration_s]][:key=value…]` → a `FaultSpec`.
+
+    E.g. `kalshi_ws:stall:1:20`, `kalshi_rest:http_5xx:3:status=502`,
+    `coinbase_ws:missing_fields:fields=best_bid,best_ask:api=exchange:channel=ticker`; `count=` and
+    `duration_s=` may be given as options too.
+    """
+    from kbtc.sim.faults import FAULT_PARAMS, FaultKind, FaultTarget
+
+    parts = _split_spec(spec)
+    positional = [p for p in parts if "=" not in p]
+    options = [p for p in parts if "=" in p]
+    if not 2 <= len(positional) <= 4 or parts[: len(positional)] != positional:
+        raise ValueError(f"fault {spec!r} is not target:kind[:count[:duration_s]][:key=value...]")
+    target, kind = positional[0], positional[1]
     if target not in {t.value for t in FaultTarget}:
         raise ValueError(f"unknown fault target {target!r} (one of {', '.join(t.value for t in FaultTarget)})")
     if kind not in {k.value for k in FaultKind}:
         raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(k.value for k in FaultKind)})")
-    count = int(parts[2]) if len(parts) > 2 else 1
-    duration_s = float(parts[3]) if len(parts) > 3 else 0.0
-    return target, kind, count, duration_s
+    values: dict[str, Any] = {"count": positional[2] if len(positional) > 2 else 1,
+                              "duration_s": positional[3] if len(positional) > 3 else 0.0}
+    params: dict[str, Any] = {}
+    for option in options:
+        key, _, text = option.partition("=")
+        if key in values:
+            values[key] = text
+        elif key in FAULT_PARAMS:
+            params[key] = _option_value(key, text)
+        else:
+            raise ValueError(f"unknown fault option {key!r} in {spec!r} (one of count, duration_s, "
+                             f"{', '.join(sorted(FAULT_PARAMS))})")
+    try:
+        count, duration_s = int(values["count"]), float(values["duration_s"])
+    except ValueError:
+        raise ValueError(f"fault {spec!r}: count must be an integer and duration_s a number") from None
+    return FaultSpec(target, kind, count, duration_s, params)
 
 
 def _write_key(directory: Path) -> tuple[str, Path, bytes]:
@@ -59,7 +128,8 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
         help="Replay the index from a CSV/Parquet tape (ts ms, price) or a kbtc frame tape (.jsonl.gz or dir).",
         exists=True)] = None,
     warmup_hours: Annotated[float, typer.Option(help="History before the start (with a tape: its first part).")] = 48,
-    fault: Annotated[list[str] | None, typer.Option(help="target:kind[:count[:duration_s]], repeatable.")] = None,
+    fault: Annotated[list[str] | None, typer.Option(
+        help="target:kind[:count[:duration_s]][:key=value...], repeatable (docs/SIMULATOR.md).")] = None,
     auth: Annotated[bool, typer.Option(help="Require signed requests; writes a key and prints its env.")] = False,
     entitled: Annotated[bool, typer.Option(help="With --auth: the key may read cfbenchmarks_value.")] = True,
     legacy_cents: Annotated[bool, typer.Option(help="Also serve the integer-cent fields removed in 2026-03.")] = False,
@@ -79,8 +149,7 @@ def sim(  # noqa: PLR0917 - a Typer command: every option is a parameter
     faults = FaultPlan()
     try:
         for spec in fault or []:
-            target, kind, count, duration_s = parse_fault(spec)
-            faults.inject(target, kind, count=count, duration_s=duration_s)
+            parse_fault(spec).inject(faults)
         catalog = CatalogConfig(window_minutes=window_minutes, event_minutes=event_minutes)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kbtc.commands.common import console, fail, setup
+from kbtc.commands.common import console, engine_or_exit, fail, setup
 from kbtc.log import get_logger
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ def collect(
     """Collect live streams into the database and the tape; flush and exit cleanly on SIGINT/SIGTERM."""
     from websockets.exceptions import InvalidURI
 
-    from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.collect import run_collectors
     from kbtc.pipeline.sessions import stream_collectors
@@ -40,7 +39,7 @@ def collect(
         raise fail("--seconds must be >= 0")
     settings = setup(debug)
     run_s = settings.collector_seconds if seconds is None else seconds
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     try:
         collectors = stream_collectors(settings, engine, coinbase=coinbase, kalshi=kalshi, debug=debug)
         try:
@@ -114,7 +113,6 @@ def backfill_spot_command(
     """Backfill spot_candles from Coinbase REST candles (paged, <= 10 req/s, idempotent)."""
     from rich.progress import Progress, TaskID
 
-    from kbtc.db.engine import make_engine
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.backfill import BackfillResult, backfill_spot, repair_windows
     from kbtc.venues.coinbase.rest import CandlesClient, CoinbaseRestError, check_granularity
@@ -140,7 +138,7 @@ def backfill_spot_command(
         upgrade_database(settings.sqlalchemy_url)
     except DatabaseRevisionError as exc:
         raise fail(str(exc)) from None
-    engine = make_engine(settings.sqlalchemy_url)
+    engine = engine_or_exit(settings)
     results: list[BackfillResult] = []
     try:
         windows = (

@@ -55,20 +55,32 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade_database(url: str, revision: str = "head") -> None:
-    """Apply migrations up to `revision` (refuses a database newer than the code)."""
+def open_engine(url: str) -> Engine:
+    """Create an engine for `url`, refusing a database migrated by a newer kbtc (`DatabaseTooNewError`).
+
+    Every command and flow opens its database here: code that does not know the newer schema must not read
+    it as if it were its own, let alone write to it.
+    """
     from kbtc.db.engine import make_engine
 
     engine = make_engine(url)
     try:
         _refuse_too_new(current_revision(engine))
-    finally:
+    except BaseException:
         engine.dispose()
+        raise
+    return engine
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision` (refuses a database newer than the code)."""
+    open_engine(url).dispose()
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade_database(url: str, revision: str = "base") -> None:
-    """Revert migrations down to `revision`."""
+    """Revert migrations down to `revision` (refuses a database newer than the code)."""
+    open_engine(url).dispose()
     command.downgrade(alembic_config(url), revision)
 
 

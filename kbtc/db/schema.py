@@ -219,7 +219,11 @@ class KalshiTrade(Base):
 
 
 class IndexPrice(Base):
-    """A settlement-index print (e.g. BRTI via Kalshi's `cfbenchmarks_value`), with Kalshi's 60 s average."""
+    """A settlement-index print (e.g. BRTI via Kalshi's `cfbenchmarks_value`), with Kalshi's 60 s averages.
+
+    `avg_60s_*`: the trailing 60 s average (`avg_60s_data`). `avg_15min_*`: `last_60s_windowed_average_15min`,
+    set only in the minute before each :00/:15/:30/:45 close (window `(close − 60 s, close]`, count up to 60).
+    """
 
     __tablename__ = "index_prices"
 
@@ -229,6 +233,8 @@ class IndexPrice(Base):
     value_usd: Mapped[float] = mapped_column(Float)
     avg_60s_usd: Mapped[float | None] = mapped_column(Float)
     avg_60s_count: Mapped[int | None] = mapped_column(Integer)
+    avg_15min_usd: Mapped[float | None] = mapped_column(Float)
+    avg_15min_count: Mapped[int | None] = mapped_column(Integer)
 
 
 # ---------------------------------------------------------------------------------------------------------

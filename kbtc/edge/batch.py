@@ -16,7 +16,7 @@ from kbtc.edge.params import EdgeParams
 from kbtc.edge.pricing import PRICING_OUTPUTS, price
 from kbtc.edge.probability import future_prints
 from kbtc.edge.quality import crossed
-from kbtc.edge.selection import bounds_ok
+from kbtc.edge.selection import bounds_ok, unsupported_strike_type
 
 REQUIRED = ("spot", "sigma", "strike_type", "floor_strike", "cap_strike", "seconds_to_close", "yes_bid", "yes_ask")
 _OPTIONAL: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -73,6 +73,8 @@ def price_rows(rows: pl.DataFrame, params: EdgeParams | None = None) -> pl.DataF
     reason = (
         pl.when(~(pl.col("spot").is_finite() & (pl.col("spot") > 0)).fill_null(False))
         .then(pl.lit("spot_missing"))
+        .when(unsupported_strike_type())
+        .then(pl.lit("unsupported_strike_type"))
         .when(~bounds_ok())
         .then(pl.lit("missing_bounds"))
         .when(~(pl.col("sigma").is_finite() & (pl.col("sigma") >= 0)).fill_null(False))

@@ -40,6 +40,8 @@ from kbtc.edge.params import SECONDS_PER_YEAR, SettlementMode
 
 GREATER_TYPES = ("greater", "greater_or_equal")
 LESS_TYPES = ("less", "less_or_equal")
+# The numeric strike types we price; Kalshi's others (`functional`, `custom`, `structured`) are skipped.
+PRICED_STRIKE_TYPES = (*GREATER_TYPES, *LESS_TYPES, "between")
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 # Columns the probability step reads.

@@ -11,7 +11,8 @@ plus data-quality gates. The first failing check names the row's `skip_reason`, 
 | `expired_contract` | close < now − 5 s |
 | `horizon_out_of_range` | close > now + 6 h |
 | `strike_pending` | a KXBTC15M market whose strike (the opening 60 s average) is not published yet |
-| `missing_bounds` | the strike type's bound(s) missing, cap ≤ floor, or a strike type we do not price |
+| `unsupported_strike_type` | a strike type we do not price: `functional`, `custom`, `structured` (or one unknown) |
+| `missing_bounds` | the strike type's bound(s) missing, cap ≤ floor, or no strike type at all |
 | `spot_missing` | no spot at the as-of time |
 | `missing_quote` | no quote within `quote_max_age_s` (300 s), or a quote without prices |
 | `crossed_market` / `locked_market` | bid > ask, YES ask + NO ask < 100 / bid = ask |
@@ -34,7 +35,7 @@ import polars as pl
 
 from kbtc.edge.ev import no_ask_cents
 from kbtc.edge.params import EdgeParams
-from kbtc.edge.probability import GREATER_TYPES, LESS_TYPES
+from kbtc.edge.probability import GREATER_TYPES, LESS_TYPES, PRICED_STRIKE_TYPES
 from kbtc.edge.quality import crossed, locked
 
 SKIP_REASONS = (
@@ -45,6 +46,7 @@ SKIP_REASONS = (
     "expired_contract",
     "horizon_out_of_range",
     "strike_pending",
+    "unsupported_strike_type",
     "missing_bounds",
     "spot_missing",
     "missing_quote",
@@ -60,6 +62,12 @@ SKIP_REASONS = (
     "invalid_edge",
 )
 SIDE_REASONS = ("missing_yes_ask", "missing_no_ask")
+
+
+def unsupported_strike_type() -> pl.Expr:
+    """True for a market whose strike type is set but not one we price (`PRICED_STRIKE_TYPES`)."""
+    strike_type = pl.col("strike_type")
+    return (strike_type.is_not_null() & ~strike_type.is_in(PRICED_STRIKE_TYPES)).fill_null(False)
 
 
 def bounds_ok() -> pl.Expr:
@@ -118,6 +126,8 @@ def gate(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
         .then(pl.lit("horizon_out_of_range"))
         .when(pl.col("series_ticker").is_in(params.pending_strike_series) & pl.col("floor_strike").is_null())
         .then(pl.lit("strike_pending"))
+        .when(unsupported_strike_type())
+        .then(pl.lit("unsupported_strike_type"))
         .when(~bounds_ok())
         .then(pl.lit("missing_bounds"))
         .when(~(pl.col("spot_usd").is_finite() & (pl.col("spot_usd") > 0)).fill_null(False))

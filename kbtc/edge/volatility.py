@@ -20,6 +20,12 @@ tick at or before the as-of time, so the row for t depends only on ticks with ts
 the same frame answers a live tick and a months-long replay identically. Annualisation uses Y = 365×86400 s
 (a 24/7 market).
 
+After downtime the loaders complete the series from backfilled 1-minute candles (kbtc.pipeline.vol_spot): one
+point a minute, the close at the candle's end, where no tick arrived. `ewma` and `bipower` weigh each return by
+its elapsed time, so such a stretch counts for its duration, and its points count towards readiness (points,
+span) like sampled ticks: after a backfill σ can be `ok` as soon as the collector is back. `seed` treats every
+return as one grid step, as the original did across any gap, so it overstates the variance of such stretches.
+
 Statuses (`sigma_status`), checked in this order, first failure wins:
 `insufficient_points` (< 2 sampled points), `insufficient_span` (first-to-last sampled point < `min_span_s`),
 `insufficient_points` (< `min_points` returns), `spot_stale` (newest tick older than `max_spot_age_s`),

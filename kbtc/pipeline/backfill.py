@@ -1,11 +1,15 @@
 """Backfill `spot_candles` from Coinbase REST candles: page a time range, store idempotently.
 
-Used after downtime (a disconnect, a sequence gap, a stopped collector) to give the volatility estimator a
-continuous history. The range is split into windows of at most the venue's per-request maximum (350 Advanced
-Trade, 300 Exchange) and fetched at ≤ 10 requests/s by `CandlesClient`. Rows are upserted on (product, source,
-granularity, start): re-running a backfill never duplicates, and a candle that was still forming the first
-time is corrected the next. Buckets without a candle are minutes nothing traded (the venue omits them), so they
-are counted, not treated as errors.
+Used after downtime (a disconnect, a sequence gap, a stopped collector) to warm up the volatility estimator:
+the edge loaders complete its spot series from the stored 1-minute candles of the configured product in the
+minutes without a tick, each from its end on (kbtc.pipeline.vol_spot), so σ is ready as soon as the collector
+is back instead of a lookback later. Other granularities are stored but not used there.
+
+The range is split into windows of at most the venue's per-request maximum (350 Advanced Trade, 300 Exchange)
+and fetched at ≤ 10 requests/s by `CandlesClient`. Rows are upserted on (product, source, granularity, start):
+re-running a backfill never duplicates, and a candle that was still forming the first time is corrected the
+next. Buckets without a candle are minutes nothing traded (the venue omits them), so they are counted, not
+treated as errors.
 """
 
 from __future__ import annotations

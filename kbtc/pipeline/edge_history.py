@@ -14,10 +14,11 @@ at that time, never the final state the database holds after the period (that wo
 
 No look-ahead, the same rules as the live loaders (kbtc.pipeline.edge_inputs): quotes with quote_ts ≤ as-of
 (newest per market, at most `quote_max_age_s` old, ties to the latest received then the source name), spot
-ticks in [as-of − lookback, as-of], references once published, index minutes once complete, books with
-book_ts ≤ as-of. Rows count from their venue time, as in the live loaders (the collector's millisecond
-latency is not modelled); a status counts from its lifecycle event's receive time. Markets closed more than
-`expired_tolerance` before the as-of time are not evaluated, as live.
+ticks in [as-of − lookback, as-of] (for volatility completed from 1-minute candles that ended by the as-of
+time, in minutes without a tick: kbtc.pipeline.vol_spot), references once published, index minutes once
+complete, books with book_ts ≤ as-of. Rows count from their venue time, as in the live loaders (the
+collector's millisecond latency is not modelled); a status counts from its lifecycle event's receive time.
+Markets closed more than `expired_tolerance` before the as-of time are not evaluated, as live.
 Known differences from the live tick: `catalog_status` is ignored (a market delisted after the period was
 listed during it), and the basis sees Coinbase ticks for references older than the live spot lookback.
 """
@@ -38,6 +39,7 @@ from kbtc.edge.basis import estimate_basis
 from kbtc.edge.volatility import estimate_volatility
 from kbtc.pipeline.edge_inputs import MARKET_COLUMNS
 from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.vol_spot import CANDLE_MS, CANDLE_SCHEMA, CANDLE_SQL, candle_params, complete_with_candles
 from kbtc.venues.kalshi.marketdata import parse_lifecycle
 from kbtc.venues.kalshi.parsing import FieldError
 
@@ -60,6 +62,7 @@ class HistoryInputs:
     status_events: pl.DataFrame  # market_ticker, received_ts, status: lifecycle status changes
     quotes: pl.DataFrame  # quote history, one row per (market, quote_ts)
     spot: pl.DataFrame  # ts, price, best_bid, best_ask
+    vol_spot: pl.DataFrame  # spot completed from candles where ticks are missing (the volatility estimator's)
     index_prints: pl.DataFrame  # ts, price
     references: pl.DataFrame  # market_ticker, window_end_ts, known_ts, index_avg_usd, kind
     books: pl.DataFrame  # market_ticker, book_ts, yes_bids_json, no_bids_json
@@ -145,13 +148,18 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
     spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
     basis_lookback_ms = round(max(settings.basis.lookback_s, settings.basis.index_lookback_s) * 1000)
     earliest = start_ts - max(spot_lookback_ms, basis_lookback_ms)
-    spot = read_large(
+    # Candles that end inside the first as-of time's volatility lookback or later; the ticks from their start.
+    first_candle = start_ts - round(settings.vol.lookback_s * 1000) - CANDLE_MS
+    ticks = read_large(
         engine,
         "SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks WHERE product_id = :p "
         "AND tick_ts >= :start AND tick_ts <= :end ORDER BY tick_ts, venue_time_ns",
-        {"p": settings.product_id, "start": earliest, "end": end_ts},
+        {"p": settings.product_id, "start": min(earliest, first_candle), "end": end_ts},
         {"ts": pl.Int64, "price": pl.Float64, "best_bid": pl.Float64, "best_ask": pl.Float64},
     )
+    candles = read_large(engine, CANDLE_SQL, candle_params(settings.product_id, first_candle, end_ts - CANDLE_MS),
+                         CANDLE_SCHEMA)
+    spot = ticks.slice(ticks["ts"].search_sorted(earliest, side="left"))
     index_prints = read_frame(
         engine,
         "SELECT value_ts AS ts, value_usd AS price FROM index_prices WHERE index_id = :i "
@@ -197,6 +205,7 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         status_events=_status_events(engine, tickers, end_ts),
         quotes=_latest_per_key(quotes, "quote_ts"),
         spot=spot,
+        vol_spot=complete_with_candles(ticks, candles),
         index_prints=index_prints,
         references=references,
         books=_latest_per_key(books, "book_ts"),
@@ -283,7 +292,7 @@ def edges_over(
     times = np.asarray(sorted(set(asofs)), dtype=np.int64)
     if times.shape[0] == 0:
         return
-    vol = estimate_volatility(inputs.spot, times.tolist(), settings.vol)
+    vol = estimate_volatility(inputs.vol_spot, times.tolist(), settings.vol)
     basis = estimate_basis(inputs.spot, times, references=inputs.references, index_prints=inputs.index_prints,
                            params=settings.basis)
     state = market_state(inputs.spot, times.tolist(), vol, basis)

@@ -1,7 +1,7 @@
 """Read what the edge engine needs at an as-of time, as Polars frames, with no look-ahead.
 
-Everything is bounded by `asof_ts`: quotes and ticks newer than it are never read, so the same function serves
-a live tick and a replay. The engine itself (kbtc.edge) is pure; this module is its only database reader.
+Everything is bounded by `asof_ts`: quotes, ticks and candles newer than it are never read, so the same function
+serves a live tick and a replay. The engine itself (kbtc.edge) is pure; this module is its only database reader.
 """
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ import polars as pl
 from sqlalchemy import Connection, Dialect, Engine, text
 
 from kbtc.db.store import read_frame
+from kbtc.pipeline.vol_spot import (
+    CANDLE_MS,
+    CANDLE_SCHEMA,
+    CANDLE_SQL,
+    candle_params,
+    complete_with_candles,
+    needs_candles,
+)
 
 MARKET_COLUMNS = """
     market_ticker, event_ticker, series_ticker, status, strike_type, floor_strike, cap_strike,
@@ -62,12 +70,18 @@ _SPOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 @dataclass(frozen=True, slots=True)
 class EdgeInputs:
-    """The engine's inputs at one as-of time."""
+    """The engine's inputs at one as-of time.
+
+    `spot` holds the ticks (the spot price, the settlement-window prints, the basis); `vol_spot` is the
+    volatility estimator's series: the same ticks, completed from 1-minute candles where none arrived
+    (kbtc.pipeline.vol_spot), and `spot` itself when nothing was missing.
+    """
 
     asof_ts: int
     markets: pl.DataFrame
     quotes: pl.DataFrame
     spot: pl.DataFrame
+    vol_spot: pl.DataFrame
     index_prints: pl.DataFrame
     settled_references: pl.DataFrame
 
@@ -265,13 +279,37 @@ def load_latest_books(
 
 def load_spot(conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
     """Spot ticks in [asof − lookback, asof] as (ts, price, best_bid, best_ask), oldest first."""
+    return _spot_ticks(conn, product_id, asof_ts - int(lookback_s * 1000), asof_ts)
+
+
+def _spot_ticks(conn: Connection | Engine, product_id: str, start_ts: int, asof_ts: int) -> pl.DataFrame:
     sql = """
         SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks
         WHERE product_id = :product AND tick_ts >= :start AND tick_ts <= :asof
         ORDER BY tick_ts, venue_time_ns
     """
-    params: dict[str, object] = {"product": product_id, "start": asof_ts - int(lookback_s * 1000), "asof": asof_ts}
+    params: dict[str, object] = {"product": product_id, "start": start_ts, "asof": asof_ts}
     return _read_typed(conn, sql, params, _SPOT_SCHEMA)
+
+
+def load_spot_with_candles(
+    conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Spot ticks in [asof − lookback, asof] (as `load_spot`), and the volatility series over the same span.
+
+    The volatility series is the ticks completed from the stored 1-minute candles that ended by `asof` in
+    minutes without a tick (kbtc.pipeline.vol_spot). Ticks are read from one minute before the lookback so
+    that the first candle's minute is known; candles are read (one range seek) only when the ticks leave a
+    minute-long stretch empty.
+    """
+    start_ts = asof_ts - int(lookback_s * 1000)
+    ticks = _spot_ticks(conn, product_id, start_ts - CANDLE_MS, asof_ts)
+    spot = ticks.slice(ticks["ts"].search_sorted(start_ts, side="left"))
+    if not needs_candles(ticks["ts"], start_ts - CANDLE_MS, asof_ts):
+        return spot, spot
+    params = candle_params(product_id, start_ts - CANDLE_MS, asof_ts - CANDLE_MS)
+    completed = complete_with_candles(ticks, _read_typed(conn, CANDLE_SQL, params, CANDLE_SCHEMA))
+    return spot, completed.slice(completed["ts"].search_sorted(start_ts, side="left"))
 
 
 def load_index_prints(conn: Connection | Engine, index_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
@@ -336,7 +374,7 @@ def load_edge_inputs(
     with engine.connect() as conn, conn.begin():
         markets = catalog.load(conn, asof_ts, series) if catalog is not None else load_markets(conn, asof_ts, series)
         quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=int(quote_max_age_s * 1000))
-        spot = load_spot(conn, product_id, asof_ts, spot_lookback_s)
+        spot, vol_spot = load_spot_with_candles(conn, product_id, asof_ts, spot_lookback_s)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)
         references = load_settled_references(conn, "KXBTC15M", asof_ts, basis_lookback_s)
     return EdgeInputs(
@@ -344,6 +382,7 @@ def load_edge_inputs(
         markets=markets,
         quotes=quotes,
         spot=spot,
+        vol_spot=vol_spot,
         index_prints=index_prints,
         settled_references=references,
     )

@@ -131,7 +131,7 @@ def compute_edge_tick(
         basis_lookback_s=settings.basis.lookback_s,
         catalog=catalog,
     )
-    vol = estimate_volatility(inputs.spot, [asof_ts], settings.vol)
+    vol = estimate_volatility(inputs.vol_spot, [asof_ts], settings.vol)
     basis = estimate_basis(
         inputs.spot,
         [asof_ts],

@@ -6,6 +6,9 @@ Fees per market are the event override, else the series value. Markets are upser
 nulls); after a **complete** listing of a series, listed markets of that series (within the status filter)
 that were not returned are demoted to `catalog_status = 'vanished'`. A series whose listing failed is
 reported and left untouched. Unparseable markets go to `rejects`.
+
+Restricted to one event (`KALSHI_EVENT_TICKER`), the refresh covers only that event's series, lists the event
+with `GET /events/{ticker}` instead, and demotes only markets of that event.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sqlalchemy import Engine
 from kbtc.log import get_logger
 from kbtc.pipeline.kalshi_store import demote_vanished, write_events, write_markets, write_series
 from kbtc.pipeline.recording import record_rejects
-from kbtc.venues.kalshi.catalog import EventRecord, parse_event, parse_markets, parse_series
+from kbtc.transient import is_transient
+from kbtc.venues.kalshi.catalog import EventRecord, parse_event, parse_markets, parse_series, series_ticker_of
 from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiError, KalshiPayloadError
 from kbtc.venues.kalshi.parsing import FieldError, raw_json
 from kbtc.venues.kalshi.rest import KalshiRestClient
@@ -52,6 +56,7 @@ class SeriesResult:
     demoted: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
     error: str | None = None
+    error_transient: bool = False  # the error may go away on retry (kbtc.transient): a timeout, 429, 5xx
 
 
 @dataclass(slots=True)
@@ -66,16 +71,33 @@ class CatalogSummary:
         return all(s.error is None and s.markets > 0 for s in self.series)
 
 
+def event_series(series: Sequence[str], event_ticker: str) -> list[str]:
+    """The series of `series` that `event_ticker` belongs to, as a one-element list (ValueError when none)."""
+    owner = series_ticker_of(event_ticker)
+    if owner not in series:
+        raise ValueError(f"event {event_ticker!r} belongs to series {owner!r}, which is not among the series "
+                         f"listed ({', '.join(series)})")
+    return [owner]
+
+
 async def fetch_series_catalog(
-    client: KalshiRestClient, series_ticker: str, status: str | None, received_ts: int
+    client: KalshiRestClient,
+    series_ticker: str,
+    status: str | None,
+    received_ts: int,
+    *,
+    event_ticker: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
-    """The series object, its events and all their markets (raw payloads) for one series."""
+    """The series object, its events and all their markets (raw payloads) for one series (or one of its events)."""
     series = await client.get_series(series_ticker)
-    events = await client.list_events(
-        series_ticker=series_ticker,
-        status=status if status in _EVENT_STATUSES else None,
-        with_nested_markets=True,
-    )
+    if event_ticker is not None:
+        events: list[Any] = [await client.get_event(event_ticker, with_nested_markets=True)]
+    else:
+        events = await client.list_events(
+            series_ticker=series_ticker,
+            status=status if status in _EVENT_STATUSES else None,
+            with_nested_markets=True,
+        )
     markets: list[Any] = []
     for event in events:
         if not isinstance(event, dict):
@@ -93,12 +115,20 @@ async def fetch_series_catalog(
 
 
 async def refresh_series(
-    engine: Engine, client: KalshiRestClient, series_ticker: str, status: str | None, now_ms: int
+    engine: Engine,
+    client: KalshiRestClient,
+    series_ticker: str,
+    status: str | None,
+    now_ms: int,
+    *,
+    event_ticker: str | None = None,
 ) -> SeriesResult:
-    """Refresh one series; errors are caught into the result (fatal auth errors propagate)."""
+    """Refresh one series (or one of its events); errors are caught into the result (fatal auth errors propagate)."""
     result = SeriesResult(series_ticker)
     try:
-        series_raw, events_raw, markets_raw = await fetch_series_catalog(client, series_ticker, status, now_ms)
+        series_raw, events_raw, markets_raw = await fetch_series_catalog(
+            client, series_ticker, status, now_ms, event_ticker=event_ticker
+        )
     except KalshiPayloadError as exc:
         record_rejects(engine, [RejectRecord("kalshi.rest.catalog", str(exc), now_ms, exc.raw or str(exc))])
         result.error = str(exc)
@@ -107,6 +137,7 @@ async def refresh_series(
         raise  # every series would fail the same way
     except KalshiError as exc:
         result.error = str(exc)
+        result.error_transient = is_transient(exc)
         return result
     rejects: list[RejectRecord] = []
     try:
@@ -136,7 +167,7 @@ async def refresh_series(
     record_rejects(engine, rejects)
     returned = {m.market_ticker for m in markets}
     statuses = STATUS_FILTER_TO_MARKET.get(status) if status else None
-    demoted = demote_vanished(engine, series_ticker, returned, statuses, now_ms)
+    demoted = demote_vanished(engine, series_ticker, returned, statuses, now_ms, event_ticker=event_ticker)
     result.events, result.markets = len(events), len(markets)
     result.rejects, result.demoted = len(rejects), len(demoted)
     result.skip_reasons.update(m.skip_reason for m in markets if m.skip_reason)
@@ -151,13 +182,20 @@ async def refresh_markets(
     series: Sequence[str],
     *,
     status: str | None = "open",
+    event_ticker: str | None = None,
     now_ms: int | None = None,
 ) -> CatalogSummary:
-    """Refresh the catalog of every series (idempotent: re-running changes nothing when the venue did not)."""
+    """Refresh the catalog of every series, or only `event_ticker` (which must belong to one of them: ValueError).
+
+    Idempotent: re-running changes nothing when the venue did not.
+    """
     if status is not None and status not in STATUS_FILTER_TO_MARKET:
         raise ValueError(f"status must be one of {', '.join(STATUS_FILTER_TO_MARKET)}")
+    chosen = list(series) if event_ticker is None else event_series(series, event_ticker)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    return CatalogSummary([await refresh_series(engine, client, s, status, now) for s in series])
+    return CatalogSummary(
+        [await refresh_series(engine, client, s, status, now, event_ticker=event_ticker) for s in chosen]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +210,13 @@ class SeriesScan:
 
 
 async def scan_markets(
-    client: KalshiRestClient, series: Sequence[str], *, status: str | None = None
+    client: KalshiRestClient, series: Sequence[str], *, status: str | None = None, event_ticker: str | None = None
 ) -> list[SeriesScan]:
-    """List each series' markets now: counts by status and a few sample tickers."""
+    """List each series' markets now (or only `event_ticker`'s, in its series): counts by status and samples."""
     out: list[SeriesScan] = []
-    for series_ticker in series:
+    for series_ticker in series if event_ticker is None else event_series(series, event_ticker):
         try:
-            markets = await client.list_markets(series_ticker=series_ticker, status=status)
+            markets = await client.list_markets(series_ticker=series_ticker, event_ticker=event_ticker, status=status)
         except KalshiAuthError:
             raise  # every series would fail the same way
         except KalshiError as exc:

@@ -9,6 +9,7 @@ the tape (feed `kalshi`).
 The tracked set is the catalog's listed markets of the configured series that are active (or created and about
 to open: the open sends no lifecycle event) and not closed; it is re-read every `catalog_refresh_s` and the
 subscription follows (markets added/removed), and a lifecycle `determined`/`settled` drops the market at once.
+On the same timer a channel whose `subscribe` the venue refused is subscribed again (also with fixed markets).
 Lifecycle events of other series are kept on the tape only. All writes are idempotent: a re-delivered ticker
 after a reconnect (same market, `ts_ms`) or trade (same `trade_id`) does not add a row.
 """
@@ -140,19 +141,20 @@ async def collect_kalshi(
         # the next window's market must still be picked up as it opens.
         while True:
             await asyncio.sleep(catalog_refresh_s)
-            want = await asyncio.to_thread(desired)
-            await stream.add_markets(want - stream.markets)
-            await stream.remove_markets(stream.markets - want)
+            if fixed is None:
+                want = await asyncio.to_thread(desired)
+                await stream.add_markets(want - stream.markets)
+                await stream.remove_markets(stream.markets - want)
+            await stream.resync()  # a subscribe the venue refused (e.g. market not found yet) is sent again
 
     async def run() -> None:
-        follower = asyncio.ensure_future(follow_catalog()) if fixed is None else None
+        follower = asyncio.ensure_future(follow_catalog())
         try:
             await consume()
         finally:
-            if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
     try:
         await _run_until(run(), stop)

@@ -73,14 +73,25 @@ def upsert_market_rows(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int
 
 
 def demote_vanished(
-    engine: Engine, series_ticker: str, returned: set[str], statuses: Sequence[str] | None, now_ms: int
+    engine: Engine,
+    series_ticker: str,
+    returned: set[str],
+    statuses: Sequence[str] | None,
+    now_ms: int,
+    *,
+    event_ticker: str | None = None,
 ) -> list[str]:
-    """Mark listed markets of a series that a complete refresh no longer returned as `vanished`.
+    """Mark listed markets of a series (or of one of its events) that a complete refresh of it no longer
+    returned as `vanished`.
 
     Only rows whose stored status is in `statuses` (the refresh's filter) are candidates; no other column changes.
     """
     sql = "SELECT market_ticker, status FROM markets WHERE series_ticker = :s AND catalog_status = 'listed'"
-    listed = read_frame(engine, sql, {"s": series_ticker})
+    params = {"s": series_ticker}
+    if event_ticker is not None:
+        sql += " AND event_ticker = :e"
+        params["e"] = event_ticker
+    listed = read_frame(engine, sql, params)
     if listed.height == 0:
         return []
     if statuses is not None:

@@ -146,6 +146,32 @@ class LoopSummary:
     takes: int
 
 
+def run_opportunity_catch_up(
+    engine: Engine,
+    now_ts: int,
+    params: LedgerParams,
+    *,
+    after_asof_ts: int | None = None,
+    emit_passes: bool = False,
+    max_snapshot_age_s: float = DEFAULT_MAX_SNAPSHOT_AGE_S,
+) -> list[OpportunityTick]:
+    """One loop tick at `now_ts`: every fresh batch after `after_asof_ts`, oldest first, so none is skipped
+    (without `after_asof_ts`, the newest only). Returns at least one tick; the last one that is `ok` carries the
+    `asof_ts` to pass as `after_asof_ts` next time."""
+    ticks: list[OpportunityTick] = []
+    last_asof = after_asof_ts
+    while True:
+        tick = run_opportunity_tick(engine, now_ts, params, emit_passes=emit_passes,
+                                    max_snapshot_age_s=max_snapshot_age_s, after_asof_ts=last_asof)
+        ticks.append(tick)
+        if tick.status != "ok":
+            return ticks
+        last_asof = tick.asof_ts
+        newest = _newest_batch(engine, now_ts)
+        if newest is None or last_asof is None or newest <= last_asof:
+            return ticks
+
+
 def run_opportunity_loop(
     engine: Engine,
     params: LedgerParams,
@@ -168,21 +194,15 @@ def run_opportunity_loop(
     last_asof: int | None = None
     while True:
         tick_start = clock()
-        now_ts = int(tick_start * 1000)
-        while True:  # every fresh batch since the last one, oldest first: none is skipped
-            tick = run_opportunity_tick(engine, now_ts, params, emit_passes=emit_passes,
-                                        max_snapshot_age_s=max_snapshot_age_s, after_asof_ts=last_asof)
+        for tick in run_opportunity_catch_up(engine, int(tick_start * 1000), params, after_asof_ts=last_asof,
+                                             emit_passes=emit_passes, max_snapshot_age_s=max_snapshot_age_s):
             ticks += 1
             evaluated += tick.evaluated
             takes += tick.takes
+            if tick.status == "ok":
+                last_asof = tick.asof_ts
             if on_tick is not None:
                 on_tick(tick)
-            if tick.status != "ok":
-                break
-            last_asof = tick.asof_ts
-            newest = _newest_batch(engine, now_ts)
-            if newest is None or last_asof is None or newest <= last_asof:
-                break
         elapsed = clock() - tick_start
         if duration_s is not None and clock() - started + max(0.0, interval_s - elapsed) >= duration_s:
             return LoopSummary(ticks, evaluated, takes)

@@ -2,9 +2,11 @@
 
 Tracked markets come from the catalog (`markets`): listed, of the configured series, with the given venue
 status (e.g. `active`) and not yet closed. Each poll fetches them with the batch form of `GET /markets`
-(`tickers=`, 100 per request) — the Market object carries the top of book on both sides, its sizes, the last
-price, volume and open interest — and stores one `quotes` row per market (source `rest`, quote time = the
-poll's receive time). Crossed quotes go to `rejects`.
+(`tickers=`, 100 per request, at most `concurrency` requests in flight — the seed's `--concurrency`, which
+bounded its one-request-per-market polls; the token bucket paces them either way) — the Market object carries
+the top of book on both sides, its sizes, the last price, volume and open interest — and stores one `quotes`
+row per market (source `rest`, quote time = the request's receive time). Crossed quotes go to `rejects`. A
+request that fails (after its retries) fails the poll; the other requests' quotes are still stored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -28,6 +31,7 @@ from kbtc.venues.records import RejectRecord
 
 _log = get_logger(__name__)
 TICKERS_PER_REQUEST = 100
+DEFAULT_CONCURRENCY = 5
 
 
 @dataclass(slots=True)
@@ -62,14 +66,32 @@ def tracked_markets(
     return [str(t) for t in read_frame(engine, sql, params)["market_ticker"].to_list()]
 
 
-async def poll_once(engine: Engine, client: KalshiRestClient, tickers: Sequence[str]) -> tuple[int, int]:
-    """One poll of every ticker; return (quotes stored, rejects)."""
+async def poll_once(
+    engine: Engine, client: KalshiRestClient, tickers: Sequence[str], *, concurrency: int = DEFAULT_CONCURRENCY
+) -> tuple[int, int, list[KalshiError]]:
+    """One poll of every ticker, `concurrency` requests at a time; return (quotes stored, rejects, request errors).
+
+    A fatal venue error (e.g. 401) is raised once the requests that did answer are stored.
+    """
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def fetch(chunk: Sequence[str]) -> tuple[list[Any], int]:
+        async with gate:
+            markets = await client.list_markets(tickers=list(chunk), limit=len(chunk))
+            return markets, int(time.time() * 1000)
+
+    chunks = [tickers[start : start + TICKERS_PER_REQUEST] for start in range(0, len(tickers), TICKERS_PER_REQUEST)]
+    answers = await asyncio.gather(*(fetch(chunk) for chunk in chunks), return_exceptions=True)
     quotes: list[QuoteRecord] = []
     rejects: list[RejectRecord] = []
-    for start in range(0, len(tickers), TICKERS_PER_REQUEST):
-        chunk = tickers[start : start + TICKERS_PER_REQUEST]
-        markets = await client.list_markets(tickers=chunk, limit=len(chunk))
-        received_ts = int(time.time() * 1000)
+    errors: list[KalshiError] = []
+    for answer in answers:
+        if isinstance(answer, KalshiError):
+            errors.append(answer)
+            continue
+        if isinstance(answer, BaseException):
+            raise answer  # a bug, not the venue: do not hide it
+        markets, received_ts = answer
         for market in markets:
             try:
                 if not isinstance(market, dict):
@@ -85,7 +107,10 @@ async def poll_once(engine: Engine, client: KalshiRestClient, tickers: Sequence[
             quotes.append(quote)
     write_quotes(engine, quotes)
     record_rejects(engine, rejects)
-    return len(quotes), len(rejects)
+    fatal = next((e for e in errors if isinstance(e, KalshiFatalError)), None)
+    if fatal is not None:
+        raise fatal
+    return len(quotes), len(rejects), errors
 
 
 async def poll_quotes(
@@ -97,9 +122,13 @@ async def poll_quotes(
     interval_s: float = 5.0,
     status: str | None = "active",
     max_horizon_s: float | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
     now_ms: int | None = None,
 ) -> PollSummary:
-    """Poll the tracked markets (as of `now_ms`, default now) every `interval_s` for `seconds` (at least once)."""
+    """Poll the tracked markets (as of `now_ms`, default now) every `interval_s` for `seconds` (at least once).
+
+    `failures` counts polls in which at least one request failed.
+    """
     summary = PollSummary()
     asof = now_ms if now_ms is not None else int(time.time() * 1000)
     tickers = tracked_markets(engine, series, status, asof, max_horizon_s)
@@ -109,15 +138,12 @@ async def poll_quotes(
     deadline = time.monotonic() + seconds
     while True:
         started = time.monotonic()
-        try:
-            stored, rejected = await poll_once(engine, client, tickers)
-            summary.quotes += stored
-            summary.rejects += rejected
-        except KalshiFatalError:
-            raise
-        except KalshiError as exc:
+        stored, rejected, errors = await poll_once(engine, client, tickers, concurrency=concurrency)
+        summary.quotes += stored
+        summary.rejects += rejected
+        if errors:
             summary.failures += 1
-            _log.warning("kalshi_poll_failed", error=str(exc))
+            _log.warning("kalshi_poll_failed", failed_requests=len(errors), error=str(errors[0]))
         summary.polls += 1
         next_at = started + interval_s
         if next_at >= deadline:

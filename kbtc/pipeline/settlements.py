@@ -9,6 +9,11 @@ Sources, merged per market:
 
 A stored non-null `result` that disagrees with the venue is counted as a conflict and kept unless `force`.
 Markets never seen before are created from the payload. Unparseable markets go to `rejects`.
+
+`limit` caps the markets fetched in one run, as the seed's `--limit` did: `limit // len(series)` per series
+(at least 1), live ones first, in the venue's order; paging stops there. 0 (our default) fetches everything
+in the window — the seed's 600 (200 a series) would drop most of a day's KXBTCD strikes. Each market's
+outcome is logged at DEBUG (`kalshi_settlement_market`: created / updated / conflict).
 """
 
 from __future__ import annotations
@@ -66,15 +71,20 @@ def _resolve_conflicts(
     stored = _stored_results(engine, [r.market_ticker for r in records])
     out = []
     for record in records:
+        outcome = "updated"
         if record.market_ticker not in stored:
             summary.created += 1
+            outcome = "created"
         old = stored.get(record.market_ticker)
         if old is not None and record.result is not None and old != record.result and not force:
             summary.conflicts += 1
+            outcome = "conflict"
             _log.warning("kalshi_settlement_conflict", market=record.market_ticker, stored=old, venue=record.result)
             out.append(replace(record, result=None))  # a null keeps the stored value
         else:
             out.append(record)
+        _log.debug("kalshi_settlement_market", market=record.market_ticker, outcome=outcome, stored=old,
+                   result=record.result, expiration_value=record.expiration_value, settled_ts=record.settled_ts)
     return out
 
 
@@ -100,11 +110,18 @@ async def refresh_settlements(
     since_seconds: float = 604_800,
     force: bool = False,
     dry_run: bool = False,
+    limit: int = 0,
     now_ms: int | None = None,
 ) -> SettlementSummary:
-    """Store the outcomes of markets settled in the last `since_seconds` (idempotent; `dry_run` only counts)."""
+    """Store the outcomes of markets settled in the last `since_seconds` (idempotent; `dry_run` only counts).
+
+    `limit` > 0 caps the markets fetched: `limit // len(series)` per series (at least 1).
+    """
     if status not in STATUS_CHOICES:
         raise ValueError(f"status must be one of {', '.join(STATUS_CHOICES)}")
+    if limit < 0:
+        raise ValueError("limit must be 0 (no cap) or positive")
+    per_series = max(1, limit // len(series)) if limit and series else None
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     since_ms = now - int(since_seconds * 1000)
     summary = SettlementSummary()
@@ -112,10 +129,11 @@ async def refresh_settlements(
         try:
             if status == "all":
                 raw = await client.list_markets(
-                    series_ticker=series_ticker, min_settled_ts=since_ms // 1000, max_settled_ts=now // 1000
+                    series_ticker=series_ticker, min_settled_ts=since_ms // 1000, max_settled_ts=now // 1000,
+                    max_items=per_series,
                 )
             else:
-                raw = await client.settled_markets(series_ticker, since_ms // 1000, now // 1000)
+                raw = await client.settled_markets(series_ticker, since_ms // 1000, now // 1000, max_items=per_series)
         except KalshiAuthError:
             raise  # every series would fail the same way
         except KalshiError as exc:

@@ -29,6 +29,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.db.store import read_frame
+from kbtc.log import get_logger
 from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, edges_over, load_history
 from kbtc.pipeline.edges import EdgeSettings, snapshot_rows
 from kbtc.pipeline.score_snapshots import SNAPSHOT_COLUMNS
@@ -36,6 +37,8 @@ from kbtc.scoring.calibration import calibration_error
 from kbtc.scoring.inference import paired_loss_difference
 from kbtc.scoring.metrics import outcome_from_result
 from kbtc.scoring.snapshots import LEAD_LABELS, score_frame, summary, with_buckets
+
+_log = get_logger(__name__)
 
 _GROUPS = {"vol": "vol", "basis": "basis", "edge": "params"}
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -225,6 +228,8 @@ def run_sweep(
         .select("setting", pl.exclude("setting"))
         if leads else pl.DataFrame()
     )
+    _log.info("sweep_done", settings=[s.label for s in settings], asofs=len(asofs), start_ts=start_ts, end_ts=end_ts,
+              snapshots={label: frame.height for label, frame in scored.items()})
     return SweepResult(comparison, by_lead, scored)
 
 

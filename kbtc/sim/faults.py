@@ -41,6 +41,18 @@ class FaultTarget(StrEnum):
     COINBASE_REST = "coinbase_rest"
 
 
+# The optional parameters the servers read from `Fault.params` (docs/SIMULATOR.md, docs/SIMULATOR_COINBASE.md).
+FAULT_PARAMS = frozenset({
+    "status",  # http_5xx: the status code (default 503)
+    "fields",  # missing_fields: names to drop; unknown_fields (Coinbase): a dict of keys to add
+    "api",  # Coinbase: only "advanced_trade" or "exchange" takes the fault
+    "channel",  # Coinbase WS: only frames of this channel take the fault
+    "code",  # Coinbase disconnect_clean: the close code (default 1001)
+    "reason",  # Coinbase disconnect_clean: the close reason
+    "retry_after_s",  # Coinbase http_429: send a Retry-After header
+})
+
+
 @dataclass(slots=True)
 class Fault:
     """One pending fault: applied `count` more times, with optional parameters."""

@@ -144,7 +144,10 @@ class Simulator:
         """Environment variables that point kbtc at this simulator."""
         env = {"KALSHI_REST_URL": self.kalshi_rest_url, "KALSHI_WS_URL": self.kalshi_ws_url}
         if self.coinbase is not None:
-            env |= {"COINBASE_WS_URL": self.coinbase.ws_url, "COINBASE_REST_URL": self.coinbase.rest_url}
+            # One candle server answers both the Advanced Trade and the Exchange candle paths.
+            env |= {"COINBASE_WS_URL": self.coinbase.ws_url, "COINBASE_REST_URL": self.coinbase.rest_url,
+                    "COINBASE_EXCHANGE_WS_URL": self.coinbase.exchange_ws_url,
+                    "COINBASE_EXCHANGE_REST_URL": self.coinbase.rest_url}
         return env
 
     async def start(self) -> None:

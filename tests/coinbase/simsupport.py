@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
-from kbtc.sim.coinbase import CoinbaseSim
 
+from kbtc.sim.coinbase import CoinbaseSim
 from kbtc.sim.faults import FaultPlan
 from kbtc.venues.coinbase.ws import CoinbaseFeed, FeedConfig
 

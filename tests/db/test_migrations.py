@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
@@ -9,6 +14,7 @@ from typer.testing import CliRunner
 from kbtc.cli import app
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import (
+    ALEMBIC_INI,
     DatabaseNotMigratedError,
     DatabaseTooNewError,
     check_database_revision,
@@ -71,6 +77,54 @@ def test_database_newer_than_code_is_refused(sqlite_url: str) -> None:
     assert "Traceback" not in result.output
 
 
+# Every command that opens the database, with the fewest arguments that get it that far.
+DATABASE_COMMANDS = [
+    ["status"],
+    ["compute-edges"],
+    ["run-live-edges", "--once"],
+    ["refresh-markets"],
+    ["poll-quotes", "--seconds", "0"],
+    ["refresh-settlements"],
+    ["collect-kalshi", "--seconds", "0"],
+    ["collect"],
+    ["health"],
+    ["export", "--table", "quotes"],
+    ["prune"],
+    ["import", "settlements", "settlements.csv"],
+    ["sweep", "--param", "vol.half_life=5m", "--from", "0", "--to", "60"],
+    ["score-snapshots"],
+    ["settle-ledger"],
+    ["run-opportunity-loop", "--once"],
+    ["report-model-performance", "--no-files"],
+    ["report-open-positions"],
+    ["db", "downgrade"],
+]
+
+
+@pytest.mark.parametrize("argv", DATABASE_COMMANDS, ids=" ".join)
+def test_every_command_refuses_a_database_newer_than_the_code(
+    argv: list[str], sqlite_url: str, isolated_env: Path
+) -> None:
+    (isolated_env / "settlements.csv").write_text("ticker,result\n")
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    engine.dispose()
+
+    result = CliRunner().invoke(app, argv, env={"DATABASE_URL": sqlite_url})
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip() == (
+        f"error: database schema revision 'ffff' is newer than this kbtc (head {head_revision()!r}); "
+        "upgrade kbtc, or point DATABASE_URL/DB_PATH at another database"
+    )
+    engine = make_engine(sqlite_url)
+    assert current_revision(engine) == "ffff"  # nothing was migrated or dropped
+    engine.dispose()
+
+
 def test_wal_and_pragmas_are_set(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     with engine.connect() as conn:
@@ -96,3 +150,16 @@ def test_cli_db_commands(sqlite_url: str) -> None:
     result = runner.invoke(app, ["db", "check"], env=env)
     assert result.exit_code == 0, result.output
     assert "models match migrations" in result.output
+
+
+def test_alembic_command_reports_a_bad_setting_in_one_line(isolated_env: Path) -> None:
+    env = {**os.environ, "KALSHI_ENV": "foo"}
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ALEMBIC_INI), "current"],
+        cwd=isolated_env, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid configuration: KALSHI_ENV: Input should be 'demo' or 'prod' (got 'foo')"
+    ]

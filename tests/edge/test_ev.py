@@ -40,6 +40,7 @@ def test_batch_prices_rows_with_the_engine_math() -> None:
         row(yes_bid=50.0, yes_ask=45.0),
         row(spot=None),
         row(fee_type="mystery"),
+        row(strike_type="functional"),
     ], infer_schema_length=None)
     out = price_rows(rows)
     first = out.row(0, named=True)
@@ -55,7 +56,7 @@ def test_batch_prices_rows_with_the_engine_math() -> None:
     assert second["kelly_no"] == pytest.approx(0.25 * ((1 - second["p_model"]) - cost) / (1 - cost))
     assert second["kelly_yes"] == 0.0
     assert out["skip_reason"].to_list() == [None, None, "missing_bounds", "sigma_not_ready", "missing_both_sides",
-                                            "crossed_market", "spot_missing", "invalid_edge"]
+                                            "crossed_market", "spot_missing", "invalid_edge", "unsupported_strike_type"]
 
 
 def test_batch_point_mode_and_window_average() -> None:

@@ -1,13 +1,14 @@
-"""Flow helpers: which errors retry, and Kalshi credentials from Prefect Secret blocks."""
+"""Flow helpers: which errors retry, Kalshi credentials from Prefect Secret blocks, and run names."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import httpx
 import pytest
 
-from flows.common import resolve_settings
+from flows.common import resolve_settings, run_name
 from kbtc.log import redactor
 from kbtc.transient import is_transient
 
@@ -68,3 +69,15 @@ def test_credentials_from_secret_blocks(prefect_server: None, monkeypatch: pytes
         assert resolve_settings().kalshi_api_key_id is None
     finally:
         redactor.clear()
+
+
+@pytest.mark.slow
+def test_run_name_fills_in_parameters_and_the_start_time(prefect_server: None) -> None:
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    @flow(flow_run_name=run_name("report-{scope}-{days:g}d"))
+    def named(scope: str, days: float) -> str:
+        return str(flow_run.name)
+
+    assert re.fullmatch(r"report-policy-7d-\d{8}T\d{6}Z", named("policy", 7.0))

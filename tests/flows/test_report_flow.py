@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
 from scoring_factories import HOUR, MINUTE, market, snapshot
 
-from flows.report import artifact_key, json_rows
+from flows.artifacts import HEALTH_KEY, json_rows
+from flows.report import artifact_key
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame, upsert
@@ -72,6 +74,44 @@ def test_opportunity_loop_flow(prefect_server: None, sqlite_url: str, monkeypatc
     upsert(engine, "edge_snapshots", [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
                                                close_ts=now + HOUR)])
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
-    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1}
+    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1,
+                                                                      "failures": 0}
     assert read_frame(engine, "SELECT decision FROM opportunities")["decision"].to_list() == ["TAKE"]
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_score_and_settle_flow_publishes_data_health(prefect_server: None, sqlite_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.report import score_and_settle
+
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    now = int(time.time() * 1000)
+    ticker = "KXBTCD-26NOV2517-T96000"
+    upsert(engine, "markets", [market(ticker, result="no", close_ts=now - HOUR, settled_ts=now - 50 * MINUTE)])
+    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 2 * HOUR, p_model=0.3, close_ts=now - HOUR)])
+    upsert(engine, "positions", [{"market_ticker": ticker, "side": "NO", "opened_ts": now - 2 * HOUR,
+                                  "contracts": 1.0, "entry_price_cents": 60.0, "entry_fee_dollars": 0.02,
+                                  "status": "open"}])
+    upsert(engine, "spot_ticks", [{"product_id": "BTC-USD", "source": "cb", "tick_ts": now - 5_000,
+                                   "venue_time_ns": (now - 5_000) * 10**6, "received_ts": now - 5_000,
+                                   "price": 95_000.0}])
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    result = score_and_settle()
+    assert result["settlement"]["settled"] == 1 and result["scoring"]["inserted"] == 1
+    assert result["artifact_keys"] == [HEALTH_KEY]
+    assert read_frame(engine, "SELECT status FROM positions")["status"][0] == "settled"
+    assert score_and_settle()["scoring"]["inserted"] == 0  # idempotent
+    engine.dispose()
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": {"key": {"any_": [HEALTH_KEY]}}, "limit": 10, "offset": 0, "sort": "CREATED_DESC"}
+    stored = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
+    assert stored and stored[0]["key"] == HEALTH_KEY
+    rows = stored[0]["data"]
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    spot = next(row for row in rows if row["kind"] == "freshness" and row["name"] == "spot_ticks")
+    assert spot["count"] == 1 and 0 <= spot["value"] < 600

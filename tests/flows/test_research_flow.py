@@ -33,9 +33,11 @@ def test_sweep_flow_publishes_artifacts(prefect_server: None, sqlite_url: str, t
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     monkeypatch.setenv("KALSHI_SERIES", "KXBTCD")
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LOG_PATH", str(tmp_path / "logs" / "app.jsonl"))
     out = parameter_sweep(["vol.prior_sigma_annual=0.3,0.9"], START_MS, START_MS + 120_000, 30.0)
     assert out["settings"] == ["vol.prior_sigma_annual=0.3", "vol.prior_sigma_annual=0.9"]
     assert out["artifact_keys"] == list(ARTIFACT_KEYS)
+    assert '"event":"sweep_done"' in (tmp_path / "logs" / "app.jsonl").read_text()  # the flow's JSONL log
     # Read back through the REST API (this Prefect client sends nulls the pinned server rejects).
     import httpx
     from prefect.settings import PREFECT_API_URL

@@ -14,7 +14,7 @@ from flows.demo import DemoConfig, SimulatorThread, environment, sim_config
 from kbtc.cli import app
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
-from kbtc.db.store import read_frame
+from kbtc.db.store import read_frame, upsert
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +74,43 @@ def test_collect_both_streams_command(sim_env: dict[str, str], monkeypatch: pyte
     assert result.exit_code == 0, result.output
     assert "coinbase:" in result.output and "kalshi:" in result.output
     assert _count(url, "SELECT COUNT(*) FROM spot_ticks") > before
+
+
+def test_refresh_settlements_flow_closes_the_ledger(prefect_server: None, sim_env: dict[str, str]) -> None:
+    from flows.kalshi import refresh_settlements_flow
+
+    url = sim_env["DATABASE_URL"]
+    with environment(sim_env):
+        first = refresh_settlements_flow(since_seconds=3600)  # stores results of the listing history
+        assert first["with_result"] > 0
+        engine = make_engine(url)
+        try:
+            ticker = read_frame(engine, "SELECT market_ticker FROM markets WHERE result IN ('yes', 'no') "
+                                        "ORDER BY market_ticker LIMIT 1")["market_ticker"][0]
+            upsert(engine, "positions", [{"market_ticker": ticker, "side": "YES", "opened_ts": 1, "contracts": 1.0,
+                                          "entry_price_cents": 40.0, "entry_fee_dollars": 0.02, "status": "open"}])
+            again = refresh_settlements_flow(since_seconds=3600)
+            status = read_frame(engine, "SELECT status FROM positions WHERE market_ticker = :t", {"t": ticker})
+        finally:
+            engine.dispose()
+    assert again["ledger"]["settled"] == 1 and status["status"].to_list() == ["settled"]
+
+
+def test_pipeline_flow_runs_one_full_cycle(prefect_server: None, sim_env: dict[str, str]) -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pipeline import pipeline
+
+    keys = ["kbtc-latest-edges", "kbtc-take-opportunities", "kbtc-data-health"]
+    with environment(sim_env):
+        cycle = pipeline(settlements_since_seconds=3600)
+    assert cycle["catalog"]["markets"] > 0
+    assert cycle["poll"]["polls"] == 1 and cycle["poll"]["quotes"] > 0
+    assert cycle["edges"]["markets"] > 0
+    assert cycle["settlements"]["fetched"] > 0
+    assert {"settled", "open_before"} <= set(cycle["ledger"]) and "inserted" in cycle["scoring"]
+    assert cycle["artifacts"] == keys
+    body = {"artifacts": {"key": {"any_": keys}}, "limit": 50, "offset": 0, "sort": "KEY_ASC"}
+    stored = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
+    assert {artifact["key"] for artifact in stored} == set(keys)

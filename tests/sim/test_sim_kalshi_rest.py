@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -169,6 +170,7 @@ async def test_trades_newest_first_with_paging_and_time_filter(sim: Simulator) -
     documented = sample("ws_trade.json")["msg"]
     assert {"trade_id", "count_fp", "yes_price_dollars", "no_price_dollars", "taker_side"} <= set(trades[0])
     assert set(trades[0]) >= set(documented) - {"market_ticker", "ts", "ts_ms"}
+    assert not {"yes_price", "no_price", "count"} & set(trades[0])  # today's shape: no integer twins
     one = (await get(sim, "/markets/trades", ticker=trades[0]["ticker"], limit=1000)).json()["trades"]
     assert {t["ticker"] for t in one} == {trades[0]["ticker"]}
 
@@ -195,6 +197,13 @@ async def test_legacy_cent_fields_switch(clock: ManualClock) -> None:
         legacy = sample("rest_orderbook_LEGACY_cents_pre_2026-03.json")
         assert set(book["orderbook"]) == set(legacy["orderbook"])
         assert all(isinstance(p, int) for p, _ in book["orderbook"]["yes"])
+        trades = (await get(sim, "/markets/trades", limit=100)).json()["trades"]
+        assert trades
+        for trade in trades:
+            assert trade["yes_price"] == round(Decimal(trade["yes_price_dollars"]) * 100)
+            assert trade["no_price"] == round(Decimal(trade["no_price_dollars"]) * 100)
+            assert trade["count"] == int(float(trade["count_fp"]))
+            assert all(isinstance(trade[name], int) for name in ("yes_price", "no_price", "count"))
 
 
 async def test_same_seed_same_answers(clock: ManualClock) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sim_support import START_MS, WsClient, fast_config, index_tick, sample
@@ -226,12 +227,26 @@ async def test_cfbenchmarks_average_at_the_close_is_the_settlement_value(
     ticks = await client.until(index_tick(close_s))
     last = ticks[-1]["msg"]
     assert set(last) == set(sample("ws_cfbenchmarks_value.json")["msg"])
-    assert last["last_60s_windowed_average_15min"]["window_size"] == 60
-    assert last["avg_60s_data"]["value"] == last["last_60s_windowed_average_15min"]["value"]
+    settlement = last["last_60s_windowed_average_15min"]
+    assert settlement["window_size"] == 60
+    # avg_60s_data is the trailing [time − 60 000, time), as in the documented sample: the close print is not in it
+    # yet; one tick later the trailing window is the settlement window.
+    trailing = last["avg_60s_data"]
+    documented = sample("ws_cfbenchmarks_value.json")["msg"]
+    time_ms = json.loads(documented["data"])["time"]
+    assert (documented["avg_60s_data"]["window_start_ts_ms"],
+            documented["avg_60s_data"]["window_end_ts_exclusive"]) == (time_ms - 60_000, time_ms)
+    assert (trailing["window_start_ts_ms"], trailing["window_end_ts_exclusive"], trailing["window_size"]) == (
+        close_s * 1000 - 60_000, close_s * 1000, 60)
+    source = wsim.venue.catalog.source
+    assert trailing["value"] == f"{source.index_at_seconds(np.arange(close_s - 60, close_s)).mean():.8f}"
+    clock.advance(1)
+    after = (await client.until(index_tick(close_s + 1)))[-1]["msg"]
+    assert after["avg_60s_data"]["value"] == settlement["value"]
     clock.advance(30)
     async with httpx.AsyncClient(base_url=wsim.kalshi_rest_url) as rest:
         final = (await rest.get(f"/markets/{window['ticker']}")).json()["market"]
-    assert final["expiration_value"] == f"{float(last['avg_60s_data']['value']):.2f}"
+    assert final["expiration_value"] == f"{float(settlement['value']):.2f}"
 
 
 async def test_same_seed_same_stream(clock: ManualClock) -> None:

@@ -19,12 +19,16 @@ async def test_one_simulator_serves_both_venues_from_one_path(monkeypatch: pytes
                        rate_limit_per_s=None, tick_interval_s=0.05)
     async with Simulator(config) as sim:
         env = sim.env()
-        assert set(env) == {"KALSHI_REST_URL", "KALSHI_WS_URL", "COINBASE_WS_URL", "COINBASE_REST_URL"}
+        assert set(env) == {"KALSHI_REST_URL", "KALSHI_WS_URL", "COINBASE_WS_URL", "COINBASE_REST_URL",
+                            "COINBASE_EXCHANGE_WS_URL", "COINBASE_EXCHANGE_REST_URL"}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = Settings()
         assert settings.kalshi_rest_url == sim.kalshi_rest_url and settings.kalshi_ws_url == sim.kalshi_ws_url
         assert settings.coinbase_ws_url == env["COINBASE_WS_URL"]
+        assert sim.coinbase is not None
+        assert settings.coinbase_exchange_ws_url == sim.coinbase.exchange_ws_url
+        assert settings.coinbase_exchange_rest_url == sim.coinbase.rest_url
 
         async with connect(env["COINBASE_WS_URL"]) as coinbase:
             await coinbase.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "ticker"}))

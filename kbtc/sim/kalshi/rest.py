@@ -307,7 +307,7 @@ class KalshiRest:
                   for t in self.venue.trades(m, min_s, max_s)]
         trades.sort(key=lambda t: (-t.second, t.ticker))
         chunk, cursor = page(trades, lambda t: [-t.second, t.ticker], q.get("cursor"), limit)
-        return {"trades": [t.to_json() for t in chunk], "cursor": cursor}
+        return {"trades": [self.venue.trade_json(t) for t in chunk], "cursor": cursor}
 
     # --- historical partition ----------------------------------------------------------------------------
 

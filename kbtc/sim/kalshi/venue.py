@@ -242,6 +242,16 @@ class KalshiVenue:
             "exchange_index": 0,
         }
 
+    def trade_json(self, trade: Trade) -> dict[str, Any]:
+        """A `GET /markets/trades` row; with `legacy_cents`, also the integer `yes_price`/`no_price` (cents) and
+        `count` removed on 2026-03-12 (§4 migration timeline)."""
+        body = trade.to_json()
+        if self.legacy_cents:
+            no_price = PRICE_UNITS - trade.yes_price
+            body |= {"yes_price": round(trade.yes_price / 100), "no_price": round(no_price / 100),
+                     "count": trade.count_c // 100}
+        return body
+
     def orderbook_json(self, market: Market, now_ms: int, depth: int) -> dict[str, Any]:
         """`GET /markets/{ticker}/orderbook`: bids only, ascending, best last (§3); `orderbook` too if legacy."""
         book = self.book(market, now_ms)

@@ -153,8 +153,10 @@ def _event_created(venue: KalshiVenue, market: Market) -> dict[str, Any]:
 
 
 def cfbenchmarks_msg(venue: KalshiVenue, second: int, window_s: int) -> dict[str, Any]:
-    """`cfbenchmarks_value` for the BRTI print of `second` (1 Hz), with the trailing 60-print average.
+    """`cfbenchmarks_value` for the BRTI print of `second` (1 Hz), with the trailing 60-second average.
 
+    `avg_60s_data` covers `[ts − 60 000, ts)` (§5 and the documented sample: start = `time` − 60 000,
+    `window_end_ts_exclusive` = `time`): the 60 prints before this one, not this one.
     `last_60s_windowed_average_15min` appears only in the minute before a window close: its window is
     `(close − 60 s, close]` and its count reaches 60 at the close tick (§5). The simulator's windows are
     the KXBTC15M windows of its time scale.
@@ -162,17 +164,17 @@ def cfbenchmarks_msg(venue: KalshiVenue, second: int, window_s: int) -> dict[str
     source = venue.catalog.source
     ts_ms = second * 1000
     value = source.index_usd(ts_ms)
-    first = max(second - 59, source.origin_s)
-    prints = source.index_at_seconds(np.arange(first, second + 1))
     msg: dict[str, Any] = {
         "index_id": "BRTI", "received_at": ts_ms,
         "data": json.dumps({"type": "value", "id": "BRTI", "time": ts_ms, "value": f"{value:.2f}"}),
-        "avg_60s_data": {"value": f"{prints.mean():.8f}", "window_size": len(prints),
-                         "window_start_ts_ms": first * 1000, "window_end_ts_exclusive": ts_ms + 1},
     }
+    trailing = source.index_at_seconds(np.arange(max(second - 60, source.origin_s), second))
+    if len(trailing):  # none only at the very first print of the path
+        msg["avg_60s_data"] = {"value": f"{trailing.mean():.8f}", "window_size": len(trailing),
+                               "window_start_ts_ms": ts_ms - 60_000, "window_end_ts_exclusive": ts_ms}
     close_s = -(-second // window_s) * window_s
     if close_s - second < 60:
-        in_window = prints[len(prints) - (60 - (close_s - second)):]
+        in_window = source.index_at_seconds(np.arange(max(close_s - 59, source.origin_s), second + 1))
         msg["last_60s_windowed_average_15min"] = {
             "value": f"{in_window.mean():.8f}", "window_size": len(in_window),
             "window_start_ts_ms": (close_s - 59) * 1000, "window_end_ts_exclusive": close_s * 1000 + 1,

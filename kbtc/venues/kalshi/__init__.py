@@ -22,7 +22,7 @@ from kbtc.venues.kalshi.errors import (
 )
 from kbtc.venues.kalshi.marketdata import IndexPriceRecord, LifecycleRecord, QuoteRecord, TradeRecord
 from kbtc.venues.kalshi.orderbook import DepthFill, OrderBook
-from kbtc.venues.kalshi.ratelimit import TokenBucket
+from kbtc.venues.kalshi.ratelimit import TokenBucket, shared_read_bucket
 from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy, rest_client_from_settings
 from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamSettings
 
@@ -57,4 +57,5 @@ __all__ = [
     "TradeRecord",
     "parse_markets",
     "rest_client_from_settings",
+    "shared_read_bucket",
 ]

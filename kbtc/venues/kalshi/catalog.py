@@ -6,9 +6,11 @@ A market that cannot be parsed becomes a `RejectRecord` with the reason and the 
 
 Strike types (§4, the eight documented values): `greater`, `greater_or_equal`, `less`, `less_or_equal`,
 `between` are priced (floor for greater*, cap for less*, both for between); `functional`, `custom` and
-`structured` are stored with the skip reason `unsupported_strike_type`. KXBTC15M is `greater_or_equal` with a
-`floor_strike` that is filled only after its window opens (the 60 s BRTI average before `open_time`), so
-until then it is stored with `missing_bounds`.
+`structured` are stored like the others and their record's `skip_reason` is `unsupported_strike_type`.
+KXBTC15M is `greater_or_equal` with a `floor_strike` that is filled only after its window opens (the 60 s BRTI
+average before `open_time`), so until then its record says `missing_bounds`. The reason is counted by
+`refresh-markets`, not stored: the edge engine derives the same reasons from `strike_type` and the bounds
+(`kbtc/edge/selection.py`; there a pending KXBTC15M strike is `strike_pending`).
 """
 
 from __future__ import annotations

@@ -108,6 +108,8 @@ class IndexPriceRecord(NamedTuple):
     value_usd: float
     avg_60s_usd: float | None
     avg_60s_count: int | None
+    avg_15min_usd: float | None = None
+    avg_15min_count: int | None = None
 
     def as_row(self) -> dict[str, Any]:
         """The record as a table row."""
@@ -255,7 +257,12 @@ def parse_lifecycle(envelope: Mapping[str, Any], received_ts: int) -> LifecycleR
 
 
 def parse_index_value(envelope: Mapping[str, Any], received_ts: int) -> IndexPriceRecord:
-    """A `cfbenchmarks_value` frame → an index print with Kalshi's trailing 60 s average."""
+    """A `cfbenchmarks_value` frame → an index print with Kalshi's trailing 60 s average.
+
+    `last_60s_windowed_average_15min` (present only in the minute before each :00/:15/:30/:45, window
+    `(close − 60 s, close]`, its count reaching 60 at the close: the KXBTC15M settlement proxy, §5) becomes
+    `avg_15min_usd` / `avg_15min_count`; NULL outside that minute.
+    """
     msg = envelope.get("msg")
     if not isinstance(msg, Mapping):
         raise FieldError("msg: missing")
@@ -271,15 +278,25 @@ def parse_index_value(envelope: Mapping[str, Any], received_ts: int) -> IndexPri
     value_ts = time_ms(data.get("time"), "data.time") or time_ms(msg.get("received_at"), "received_at")
     if value is None or value_ts is None:
         raise FieldError("data.value/time: missing")
-    avg = msg.get("avg_60s_data") if isinstance(msg.get("avg_60s_data"), Mapping) else {}
-    assert isinstance(avg, Mapping)
-    window = avg.get("window_size")
+    avg_usd, avg_count = _window_average(msg, "avg_60s_data")
+    close_usd, close_count = _window_average(msg, "last_60s_windowed_average_15min")
     return IndexPriceRecord(
         index_id=_require_ticker(msg, "index_id"),
         value_ts=value_ts,
         received_ts=received_ts,
         value_usd=value,
-        avg_60s_usd=number(avg.get("value"), "avg_60s_data.value"),
-        avg_60s_count=int(window) if isinstance(window, int) and not isinstance(window, bool) else None,
+        avg_60s_usd=avg_usd,
+        avg_60s_count=avg_count,
+        avg_15min_usd=close_usd,
+        avg_15min_count=close_count,
     )
+
+
+def _window_average(msg: Mapping[str, Any], key: str) -> tuple[float | None, int | None]:
+    """(`value`, `window_size`) of one of the `cfbenchmarks_value` averages; (None, None) when absent."""
+    window = msg.get(key)
+    if not isinstance(window, Mapping):
+        return None, None
+    size = window.get("window_size")
+    return number(window.get("value"), f"{key}.value"), size if type(size) is int else None
 

@@ -7,6 +7,8 @@ Prices are kept as integer $0.0001 units (exact, sub-penny ticks included) and s
 NO levels are kept in NO-leg prices: by default the `orderbook_delta` channel quotes NO levels in NO-leg
 prices; a subscription with `use_yes_price: true` quotes them in YES-leg prices, which `apply_delta`
 converts (`1 − p`) when the book was created with `use_yes_price=True`.
+Legacy payloads (before 2026-03-12) are read like current ones: integer-cent `yes`/`no` snapshot ladders and
+integer-cent `price` / integer `delta` deltas, each used only when its `*_dollars` / `*_fp` twin is absent.
 Sequence checks live in the stream client (`seq` is per subscription, not per book).
 """
 
@@ -55,9 +57,7 @@ def _levels(raw: Any, *, cents: bool) -> dict[int, float]:
         if not isinstance(level, list | tuple) or len(level) < 2:
             raise FieldError(f"book level is not [price, size]: {level!r}")
         if cents:
-            units = round(_finite(level[0], "book price") * 100)
-            if not 0 <= units <= UNITS_PER_DOLLAR:
-                raise FieldError(f"book price outside 0-100 cents: {level[0]!r}")
+            units = _cent_units(level[0], "book price")
         else:
             parsed = price_units(level[0], "book price")
             if parsed is None:
@@ -95,6 +95,48 @@ def parse_book_sides(payload: Mapping[str, Any]) -> tuple[dict[int, float], dict
     return sides[0], sides[1]
 
 
+def _dollar_units(value: Any, field: str) -> int:
+    """A dollar price as $0.0001 units (the range is checked first: a huge float would overflow `round`)."""
+    dollars = _finite(value, field)
+    if not 0.0 <= dollars <= 1.0:
+        raise FieldError(f"{field}: outside $0-$1: {value!r}")
+    return round(dollars * UNITS_PER_DOLLAR)
+
+
+def _cent_units(value: Any, field: str) -> int:
+    """A legacy integer-cent price as $0.0001 units."""
+    cents = _finite(value, field)
+    if not 0.0 <= cents <= 100.0:
+        raise FieldError(f"{field}: outside 0-100 cents: {value!r}")
+    return round(cents * 100)
+
+
+def parse_delta(msg: Mapping[str, Any]) -> tuple[str, int, float]:
+    """(side, price in $0.0001, signed size change) of an `orderbook_delta` msg; `FieldError` names what is wrong.
+
+    Current fields: `price_dollars`, `delta_fp`. Payloads from before 2026-03-12 carry the integer-cent `price`
+    and the integer `delta`, read only when the current twin is absent (as for snapshots and every other message).
+    """
+    price = msg.get("price_dollars")
+    if price is not None:
+        units = _dollar_units(price, "price_dollars")
+    elif msg.get("price") is not None:
+        units = _cent_units(msg["price"], "price")
+    else:
+        raise FieldError("price_dollars: missing")
+    change = msg.get("delta_fp")
+    if change is not None:
+        size = _finite(change, "delta_fp")
+    elif msg.get("delta") is not None:
+        size = _finite(msg["delta"], "delta")
+    else:
+        raise FieldError("delta_fp: missing")
+    side = msg.get("side")
+    if side is None:
+        raise FieldError("side: missing")
+    return side, units, size
+
+
 class OrderBook:
     """One market's book: YES and NO bid ladders, best prices and sizes, depth to a size."""
 
@@ -119,9 +161,10 @@ class OrderBook:
 
     def apply_delta(self, side: str, price_dollars: str, delta_fp: str, seq: int | None = None) -> None:
         """Add a signed size change at one level (`orderbook_delta` msg: side, price_dollars, delta_fp)."""
-        units = round(_finite(price_dollars, "price_dollars") * UNITS_PER_DOLLAR)
-        if not 0 <= units <= UNITS_PER_DOLLAR:
-            raise FieldError(f"price_dollars: outside $0-$1: {price_dollars!r}")
+        self.apply_change(side, _dollar_units(price_dollars, "price_dollars"), _finite(delta_fp, "delta_fp"), seq)
+
+    def apply_change(self, side: str, units: int, change: float, seq: int | None = None) -> None:
+        """Add a signed size change at a price in $0.0001 (`parse_delta` gives the arguments)."""
         if side == "yes":
             ladder = self.yes_bids
         elif side == "no":
@@ -130,7 +173,7 @@ class OrderBook:
                 units = UNITS_PER_DOLLAR - units
         else:
             raise FieldError(f"side: not yes/no: {side!r}")
-        size = ladder.get(units, 0.0) + _finite(delta_fp, "delta_fp")
+        size = ladder.get(units, 0.0) + change
         if size > _EPSILON:
             ladder[units] = size
         else:

@@ -1,12 +1,15 @@
 """Async REST client for Kalshi market data (kalshi_api.md §3): catalog, books, trades, historical data.
 
-Every call: a timeout; the shared token bucket; a fresh RSA-PSS signature when a signer is configured
-(public endpoints accept signed requests, and signed requests are metered against our key, §2/§6);
+Every call: a timeout; the token bucket (`rest_client_from_settings` shares one per process and base URL);
+a fresh RSA-PSS signature when a signer is configured (public endpoints accept signed requests, and signed
+requests are metered against our key, §2/§6);
 capped exponential backoff with jitter on timeouts, dropped connections, 429 and 5xx only. Any other 4xx
 raises at once: `KalshiAuthError` for 401/403, else `KalshiApiError` with the venue's `code` and `message`.
 A 200 whose body is not the documented JSON object raises `KalshiPayloadError` carrying the raw body.
 
-List endpoints page with `cursor` until it comes back empty or missing, repeating the filters on every page.
+List endpoints page with `cursor` until it comes back empty or missing, repeating the filters on every page;
+the page size (`limit`) is the client's `page_size` (`KALSHI_MARKET_LIMIT`) unless a call passes its own, capped
+at each endpoint's maximum (1000; `GET /events` 200).
 The base URL and the httpx transport are injectable (tests and the simulator use them).
 """
 
@@ -34,7 +37,7 @@ from kbtc.venues.kalshi.errors import (
     KalshiTransientError,
 )
 from kbtc.venues.kalshi.parsing import time_ms
-from kbtc.venues.kalshi.ratelimit import DEFAULT_COST, TokenBucket
+from kbtc.venues.kalshi.ratelimit import DEFAULT_COST, TokenBucket, shared_read_bucket
 
 if TYPE_CHECKING:
     from kbtc.config import Settings
@@ -50,6 +53,8 @@ _TS_FAMILIES: dict[str, tuple[tuple[str, ...], tuple[str | None, ...]]] = {
     "updated": (("min_updated_ts",), (None,)),
 }
 MAX_ORDERBOOK_TICKERS = 100
+MAX_PAGE_SIZE = 1000  # GET /markets, /markets/trades, /historical/markets (§3)
+MAX_EVENTS_PAGE_SIZE = 200  # GET /events (§3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,10 @@ class KalshiRestClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> None:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             transport=transport,
@@ -122,6 +130,7 @@ class KalshiRestClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng
+        self.page_size = page_size
         self.requests_sent = 0
         self.retries = 0
 
@@ -217,13 +226,27 @@ class KalshiRestClient:
             query["cursor"] = cursor
 
     async def collect(
-        self, path: str, key: str, params: Mapping[str, Any] | None = None, *, limit: int | None = None
+        self,
+        path: str,
+        key: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        max_items: int | None = None,
     ) -> list[Any]:
-        """Every item of every page."""
+        """Every item of every page, or the first `max_items` (paging stops there)."""
         out: list[Any] = []
+        if max_items is not None and limit is not None:
+            limit = max(1, min(limit, max_items))
         async for page in self.pages(path, key, params, limit=limit):
             out.extend(page)
+            if max_items is not None and len(out) >= max_items:
+                return out[:max_items]
         return out
+
+    def _limit(self, limit: int | None, maximum: int = MAX_PAGE_SIZE) -> int:
+        """A call's page size: its own `limit`, else the client's `page_size`, capped at the endpoint's maximum."""
+        return min(self.page_size if limit is None else limit, maximum)
 
     # -- endpoints ----------------------------------------------------------------------------------------
 
@@ -244,7 +267,7 @@ class KalshiRestClient:
         with_nested_markets: bool = False,
         min_close_ts: int | None = None,
         tickers: Sequence[str] = (),
-        limit: int = 200,
+        limit: int | None = None,
     ) -> list[Any]:
         """`GET /events` to completion (status matches any child market: unopened/open/closed/settled)."""
         params: dict[str, Any] = {
@@ -255,7 +278,7 @@ class KalshiRestClient:
             "tickers": ",".join(tickers) or None,
         }
         query = {k: v for k, v in params.items() if v is not None}
-        return await self.collect("/events", "events", query, limit=min(limit, 200))
+        return await self.collect("/events", "events", query, limit=self._limit(limit, MAX_EVENTS_PAGE_SIZE))
 
     async def get_event(self, event_ticker: str, *, with_nested_markets: bool = True) -> dict[str, Any]:
         """`GET /events/{ticker}` → the EventData object (nested markets in `event.markets`)."""
@@ -265,9 +288,12 @@ class KalshiRestClient:
             event = {**event, "markets": body["markets"]}  # the deprecated top-level array
         return event
 
-    async def list_markets(self, *, limit: int = 1000, **filters: Any) -> list[Any]:
-        """`GET /markets` to completion; `filters` as in `market_filters` (validated before any request)."""
-        return await self.collect("/markets", "markets", market_filters(**filters), limit=min(limit, 1000))
+    async def list_markets(
+        self, *, limit: int | None = None, max_items: int | None = None, **filters: Any
+    ) -> list[Any]:
+        """`GET /markets` to completion (or `max_items`); `filters` as in `market_filters` (validated first)."""
+        return await self.collect("/markets", "markets", market_filters(**filters), limit=self._limit(limit),
+                                  max_items=max_items)
 
     async def get_market(self, market_ticker: str) -> dict[str, Any]:
         """`GET /markets/{ticker}` → the Market object."""
@@ -291,28 +317,41 @@ class KalshiRestClient:
         return out
 
     async def list_trades(
-        self, *, ticker: str | None = None, min_ts: int | None = None, max_ts: int | None = None, limit: int = 1000
+        self,
+        *,
+        ticker: str | None = None,
+        min_ts: int | None = None,
+        max_ts: int | None = None,
+        limit: int | None = None,
     ) -> list[Any]:
         """`GET /markets/trades` to completion (`min_ts`/`max_ts` in Unix seconds)."""
         params = {k: v for k, v in {"ticker": ticker, "min_ts": min_ts, "max_ts": max_ts}.items() if v is not None}
-        return await self.collect("/markets/trades", "trades", params, limit=min(limit, 1000))
+        return await self.collect("/markets/trades", "trades", params, limit=self._limit(limit))
 
     async def get_historical_cutoff(self) -> dict[str, Any]:
         """`GET /historical/cutoff` → `market_settled_ts`, `trades_created_ts`, ..."""
         return await self.get("/historical/cutoff")
 
-    async def list_historical_markets(self, *, limit: int = 1000, **filters: Any) -> list[Any]:
-        """`GET /historical/markets` to completion (markets settled before the cutoff)."""
+    async def list_historical_markets(
+        self, *, limit: int | None = None, max_items: int | None = None, **filters: Any
+    ) -> list[Any]:
+        """`GET /historical/markets` to completion or `max_items` (markets settled before the cutoff)."""
         query = {k: v for k, v in filters.items() if v is not None}
-        return await self.collect("/historical/markets", "markets", query, limit=min(limit, 1000))
+        return await self.collect("/historical/markets", "markets", query, limit=self._limit(limit),
+                                  max_items=max_items)
 
-    async def settled_markets(self, series_ticker: str, min_settled_ts: int, max_settled_ts: int) -> list[Any]:
+    async def settled_markets(
+        self, series_ticker: str, min_settled_ts: int, max_settled_ts: int, *, max_items: int | None = None
+    ) -> list[Any]:
         """Markets of a series settled in [min, max] (Unix seconds): the live listing merged with the
-        historical one when the window reaches behind the cutoff (§3 "Historical partition"); live wins."""
+        historical one when the window reaches behind the cutoff (§3 "Historical partition"); live wins.
+        At most `max_items`, live ones first."""
         live = await self.list_markets(
             series_ticker=series_ticker, status="settled",
-            min_settled_ts=min_settled_ts, max_settled_ts=max_settled_ts,
+            min_settled_ts=min_settled_ts, max_settled_ts=max_settled_ts, max_items=max_items,
         )
+        if max_items is not None and len(live) >= max_items:
+            return live
         cutoff = await self.get_historical_cutoff()
         cutoff_ts = _epoch_s(cutoff.get("market_settled_ts"))
         if cutoff_ts is None or cutoff_ts <= min_settled_ts:
@@ -325,7 +364,7 @@ class KalshiRestClient:
                 settled = _epoch_s(market.get("settlement_ts"))
                 if settled is None or min_settled_ts <= settled <= max_settled_ts:
                     merged.append(market)
-        return merged
+        return merged if max_items is None else merged[:max_items]
 
 
 def _object(body: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -359,10 +398,15 @@ def _epoch_s(value: Any) -> int | None:
 def rest_client_from_settings(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, signer: KalshiSigner | None = None
 ) -> KalshiRestClient:
-    """A client for `KALSHI_REST_URL`, signing when credentials are configured, paced at the read budget."""
+    """A client for `KALSHI_REST_URL`, signing when credentials are configured, paced at the read budget,
+    paging with `KALSHI_MARKET_LIMIT` items per request.
+
+    Every client made here for the same URL and budget shares one token bucket (`shared_read_bucket`).
+    """
     return KalshiRestClient(
         settings.kalshi_rest_url,
         signer=signer if signer is not None else KalshiSigner.from_settings(settings),
         transport=transport,
-        bucket=TokenBucket.for_reads(settings.kalshi_reads_per_second),
+        bucket=shared_read_bucket(settings.kalshi_rest_url, settings.kalshi_reads_per_second),
+        page_size=settings.kalshi_market_limit,
     )

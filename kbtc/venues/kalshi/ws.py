@@ -11,10 +11,16 @@
 - `seq` is checked per `sid` on `orderbook_snapshot`/`orderbook_delta` (and `cfbenchmarks_value`). A jump, or
   error 25 (subscription buffer overflow), marks that sid's books stale and sends `get_snapshot` for its
   markets; deltas for a stale book are ignored until its snapshot arrives. Every gap is a feed event.
+- A delta or snapshot that arrives in order but cannot be applied (a field missing or malformed) is a lost
+  update too: it goes to `rejects`, and its book (every book of the sid when the ticker is unreadable) is
+  marked stale and re-snapshotted, recorded as a gap. A book whose snapshots keep failing is left stale after
+  `MAX_SNAPSHOT_RETRIES` requests (an error feed event), so a broken venue cannot make us loop.
 - Liveness: websockets answers Kalshi's 10 s pings and sends its own (a missing pong drops the socket);
   a silence watchdog reconnects when no frame arrived for `silence_timeout_s`.
 - Error replies: 9 (auth required) raises `KalshiAuthError`; codes meaning our command is malformed raise
-  `KalshiStreamError`; 25 triggers a re-snapshot; every other code is recorded as a feed event.
+  `KalshiStreamError`; 25 triggers a re-snapshot; every other code is recorded as a feed event. A refused
+  `subscribe` (e.g. 16, a market not found) leaves its channel unsubscribed: it is subscribed again at the
+  next sync (`resync()`, a market change, or another channel's `subscribed` reply).
 - Every raw frame goes to `on_frame` (the tape) before it is parsed.
 """
 
@@ -25,7 +31,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -49,7 +55,7 @@ from kbtc.venues.kalshi.marketdata import (
     parse_trade,
     quote_from_ticker,
 )
-from kbtc.venues.kalshi.orderbook import OrderBook
+from kbtc.venues.kalshi.orderbook import OrderBook, parse_delta
 from kbtc.venues.kalshi.parsing import FieldError, time_ms
 from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
 
@@ -61,6 +67,7 @@ ERROR_BUFFER_OVERFLOW = 25
 # Error codes that mean our command itself is malformed (§5 "Error codes"): retrying cannot help, so stop.
 # Others (6 already subscribed, 7 unknown sid, 16 market not found, 10/17/18 server-side) are recorded only.
 FATAL_ERROR_CODES = frozenset({1, 2, 3, 4, 5, 8, 11, 12, 13, 14, 15})
+MAX_SNAPSHOT_RETRIES = 3  # consecutive unusable snapshots of one book before we stop asking
 
 
 class BookUpdate(NamedTuple):
@@ -122,6 +129,7 @@ class KalshiStream:
         self._last_seq: dict[int, int] = {}
         self._pending_sends: list[dict[str, Any]] = []
         self._sent: dict[str, set[str]] = {}  # channel → markets its subscription covers
+        self._snapshot_failures: dict[str, int] = {}  # ticker ("" = unreadable) → unusable snapshots in a row
         self.connection_id = ""
         self.connects = 0
         self.frames = 0
@@ -133,7 +141,7 @@ class KalshiStream:
         new = set(tickers) - self.markets
         if new:
             self.markets.update(new)
-            self._sync_markets()
+            self._sync()
             await self._flush_sends()
 
     async def remove_markets(self, tickers: Iterable[str]) -> None:
@@ -143,17 +151,37 @@ class KalshiStream:
             self.markets.difference_update(gone)
             for ticker in gone:
                 self.books.pop(ticker, None)
-            self._sync_markets()
+            self._sync()
             await self._flush_sends()
 
-    def _sync_markets(self) -> None:
-        """Queue the `update_subscription` commands that bring acknowledged subscriptions to the desired set."""
+    async def resync(self) -> None:
+        """Subscribe channels whose `subscribe` the venue refused, and send any market change not sent yet."""
+        self._sync()
+        await self._flush_sends()
+
+    def _other_channels(self) -> list[str]:
+        """The channels wanted besides the market channels."""
+        channels = ["market_lifecycle_v2"] if self.settings.lifecycle else []
+        if self.settings.index_ids:
+            channels.append("cfbenchmarks_value")
+        return channels
+
+    def _sync(self) -> None:
+        """Queue the commands that bring the subscriptions to the desired state.
+
+        A channel with neither a `sid` nor a subscribe in flight (its subscribe was refused) is subscribed again;
+        acknowledged market channels get `update_subscription` `add_markets`/`delete_markets`.
+        """
         if self._ws is None:
             return  # the next connection subscribes from the desired state
+        in_flight = set(self._pending.values())
+        for channel in self._other_channels():
+            if channel not in self._sids and channel not in in_flight:
+                self._subscribe(channel)
         for channel in MARKET_CHANNELS:
             sid = self._sids.get(channel)
             if sid is None:
-                if channel not in self._pending.values() and self.markets:
+                if channel not in in_flight and self.markets:
                     self._subscribe(channel)
                 continue
             sent = self._sent.setdefault(channel, set())
@@ -251,15 +279,14 @@ class KalshiStream:
         self._last_seq.clear()
         self._pending_sends.clear()
         self._sent.clear()
+        self._snapshot_failures.clear()
         for book in self.books.values():
             book.stale = True
         if self.markets:
             for channel in MARKET_CHANNELS:
                 self._subscribe(channel)
-        if self.settings.lifecycle:
-            self._subscribe("market_lifecycle_v2")
-        if self.settings.index_ids:
-            self._subscribe("cfbenchmarks_value")
+        for channel in self._other_channels():
+            self._subscribe(channel)
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[StreamItem]:
         while True:
@@ -292,11 +319,11 @@ class KalshiStream:
             kind = frame.get("type")
             msg = frame.get("msg")
             if kind == "orderbook_delta":
-                return self._delta(frame, received_ts)
+                return self._delta(frame, text, received_ts)
             if kind == "ticker":
                 return [quote_from_ticker(_mapping(msg), received_ts)]
             if kind == "orderbook_snapshot":
-                return self._snapshot(frame, _mapping(msg), received_ts)
+                return self._snapshot(frame, text, received_ts)
             if kind == "trade":
                 return [parse_trade(_mapping(msg), received_ts, "ws")]
             if kind == "market_lifecycle_v2":
@@ -307,9 +334,9 @@ class KalshiStream:
                 return self._control(kind, frame)
             return []  # event_lifecycle, event_fee_update and unknown types: kept on the tape only
         except (FieldError, ValueError, TypeError, KeyError) as exc:  # orjson.JSONDecodeError is a ValueError
-            return [RejectRecord(f"kalshi.ws.{_type_of(text)}", str(exc)[:128], received_ts, text)]
+            return [RejectRecord(f"kalshi.ws.{_type_of(text)}", _reason(exc), received_ts, text)]
 
-    def _delta(self, frame: dict[str, Any], received_ts: int) -> list[StreamItem]:
+    def _delta(self, frame: dict[str, Any], text: str, received_ts: int) -> list[StreamItem]:
         """The hot path: one `orderbook_delta` frame (seq check inlined; the gap path is `_check_seq`)."""
         sid, seq = frame.get("sid"), frame.get("seq")
         if type(sid) is int and type(seq) is int:
@@ -319,13 +346,54 @@ class KalshiStream:
             self._last_seq[sid] = seq
         else:
             seq = None
-        msg = frame["msg"]
-        book = self.books.get(msg["market_ticker"])
-        if book is None or book.stale:
-            return []
-        book.apply_delta(msg["side"], msg["price_dollars"], msg["delta_fp"], seq)
+        msg = frame.get("msg")
+        try:
+            if type(msg) is not dict:
+                raise FieldError("msg: missing")
+            book = self.books.get(msg["market_ticker"])
+            if book is None or book.stale:
+                return []
+            side, units, change = parse_delta(msg)
+            book.apply_change(side, units, change, seq)
+        except (FieldError, KeyError, TypeError) as exc:
+            # The seq is consumed but the update is lost: the book would silently diverge from the venue's.
+            return self._unusable_book_frame(frame, text, received_ts, exc)
         ts_ms = msg.get("ts_ms")
         return [BookUpdate(book, ts_ms if type(ts_ms) is int else received_ts, received_ts, False)]
+
+    def _unusable_book_frame(
+        self, frame: Mapping[str, Any], text: str, received_ts: int, exc: Exception
+    ) -> list[StreamItem]:
+        """Reject an in-order delta/snapshot that cannot be applied and re-snapshot the book(s) it was for."""
+        kind = str(frame.get("type"))
+        reason = _reason(exc)
+        items: list[StreamItem] = [RejectRecord(f"kalshi.ws.{kind}", reason, received_ts, text)]
+        msg = frame.get("msg")
+        raw_ticker = msg.get("market_ticker") if isinstance(msg, Mapping) else None
+        ticker = raw_ticker if isinstance(raw_ticker, str) and raw_ticker else None
+        candidates = [ticker] if ticker is not None else sorted(self.markets)
+        if kind == "orderbook_delta":
+            # A stale or missing book is awaiting its snapshot already, and ignores deltas until then.
+            targets = [t for t in candidates if (b := self.books.get(t)) is not None and not b.stale]
+        else:
+            key = ticker or ""
+            failures = self._snapshot_failures[key] = self._snapshot_failures.get(key, 0) + 1
+            targets = [t for t in candidates if t in self.markets]
+            if failures > MAX_SNAPSHOT_RETRIES:
+                for target in targets:
+                    if (book := self.books.get(target)) is not None:
+                        book.stale = True
+                items.append(self._event(FeedEventKind.ERROR, "orderbook_delta",
+                                         detail=f"{failures} unusable snapshots for {ticker or 'a market'} ({reason});"
+                                                " the book stays stale until the next gap or reconnect"))
+                return items
+        if not targets:
+            return items
+        detail = f"unusable {kind} for {ticker or 'every market'}: {reason}"
+        items.append(self._event(FeedEventKind.GAP, "orderbook_delta", detail=detail))
+        sid = frame.get("sid") if type(frame.get("sid")) is int else self._sids.get("orderbook_delta")
+        items.extend(self._request_snapshots(sid, targets))
+        return items
 
     def _control(self, kind: str, frame: Mapping[str, Any]) -> list[StreamItem]:
         msg = frame.get("msg")
@@ -334,7 +402,7 @@ class KalshiStream:
             self._pending.pop(int(frame.get("id") or 0), None)
             if channel and msg.get("sid") is not None:
                 self._sids[channel] = int(msg["sid"])
-                self._sync_markets()  # markets added while the subscribe was in flight
+                self._sync()  # markets added while the subscribe was in flight (and refused channels)
             return []
         if kind != "error":
             # `ok`/`unsubscribed` replies consume a `seq` on the sid they answer (§5 "Sequence numbers").
@@ -348,6 +416,13 @@ class KalshiStream:
             raise KalshiAuthError(f"WebSocket error {code}: {text}")
         if code in FATAL_ERROR_CODES:
             raise KalshiStreamError(code if isinstance(code, int) else None, text)
+        command_id = frame.get("id")
+        refused = self._pending.pop(command_id, None) if type(command_id) is int else None
+        if refused is not None:
+            # No sid for this channel: `_sync` subscribes it again (a pending entry would block that forever).
+            _log.warning("kalshi_ws_subscribe_refused", channel=refused, code=code, error=text)
+            return [self._event(FeedEventKind.ERROR, refused,
+                                detail=f"code {code}: {text} (subscribe refused; retried at the next sync)")]
         events: list[StreamItem] = [self._event(FeedEventKind.ERROR, detail=f"code {code}: {text}")]
         if code == ERROR_BUFFER_OVERFLOW:
             sid = frame.get("sid") if frame.get("sid") is not None else self._sids.get("orderbook_delta")
@@ -372,23 +447,36 @@ class KalshiStream:
             book.stale = True
         items: list[StreamItem] = [self._event(FeedEventKind.GAP, "orderbook_delta",
                                                expected_seq=expected, received_seq=received)]
-        if sid is not None and self.markets:
-            self._queue("update_subscription",
-                        {"sids": [sid], "market_tickers": sorted(self.markets), "action": "get_snapshot"})
-            items.append(self._event(FeedEventKind.SNAPSHOT, "orderbook_delta", detail=f"{len(self.markets)} markets"))
+        items.extend(self._request_snapshots(sid, sorted(self.markets)))
         return items
 
-    def _snapshot(self, frame: Mapping[str, Any], msg: Mapping[str, Any], received_ts: int) -> list[StreamItem]:
+    def _request_snapshots(self, sid: int | None, tickers: Sequence[str]) -> list[StreamItem]:
+        """Mark these books stale and queue `get_snapshot` for them on the order-book sid."""
+        for ticker in tickers:
+            if (book := self.books.get(ticker)) is not None:
+                book.stale = True
+        if sid is None or not tickers:
+            return []
+        self._queue("update_subscription",
+                    {"sids": [sid], "market_tickers": sorted(tickers), "action": "get_snapshot"})
+        return [self._event(FeedEventKind.SNAPSHOT, "orderbook_delta", detail=f"{len(tickers)} markets")]
+
+    def _snapshot(self, frame: Mapping[str, Any], text: str, received_ts: int) -> list[StreamItem]:
         items = self._check_seq(frame, "orderbook_delta")
-        ticker = msg.get("market_ticker")
-        if not isinstance(ticker, str) or not ticker:
-            raise FieldError("market_ticker: missing")
-        seq = frame.get("seq") if isinstance(frame.get("seq"), int) else None
-        book_ts = time_ms(msg.get("ts_ms"), "ts_ms") or received_ts
-        book = self.books.get(ticker)
-        if book is None:
-            book = self.books[ticker] = OrderBook(ticker, use_yes_price=self.settings.use_yes_price)
-        book.apply_snapshot(msg, seq)
+        try:
+            msg = _mapping(frame.get("msg"))
+            ticker = msg.get("market_ticker")
+            if not isinstance(ticker, str) or not ticker:
+                raise FieldError("market_ticker: missing")
+            seq = frame.get("seq") if isinstance(frame.get("seq"), int) else None
+            book_ts = time_ms(msg.get("ts_ms"), "ts_ms") or received_ts
+            book = self.books.get(ticker)
+            if book is None:
+                book = self.books[ticker] = OrderBook(ticker, use_yes_price=self.settings.use_yes_price)
+            book.apply_snapshot(msg, seq)
+        except (FieldError, KeyError, TypeError) as exc:
+            return [*items, *self._unusable_book_frame(frame, text, received_ts, exc)]
+        self._snapshot_failures.pop(ticker, None)
         items.append(BookUpdate(book, book_ts, received_ts, True))
         return items
 
@@ -397,6 +485,13 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise FieldError("msg: missing")
     return value
+
+
+def _reason(exc: Exception) -> str:
+    """A reject reason a reader can act on (`KeyError('delta_fp')` → "delta_fp: missing")."""
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0] if exc.args else 'field'}: missing"[:128]
+    return str(exc)[:128]
 
 
 def _type_of(text: str) -> str:

@@ -169,3 +169,7 @@ def test_cfbenchmarks_index_value() -> None:
     record = parse_index_value(sample("ws_cfbenchmarks_value.json"), RECEIVED)
     assert (record.index_id, record.value_ts, record.value_usd) == ("BRTI", 1710000000123, 68000.12)
     assert (record.avg_60s_usd, record.avg_60s_count) == (68000.12, 3)
+    assert (record.avg_15min_usd, record.avg_15min_count) == (68000.23, 14)
+    outside = sample("ws_cfbenchmarks_value.json")
+    del outside["msg"]["last_60s_windowed_average_15min"]  # sent only in the minute before a quarter hour
+    assert parse_index_value(outside, RECEIVED).as_row()["avg_15min_usd"] is None

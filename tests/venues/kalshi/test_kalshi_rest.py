@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kalshi_samples import sample
 
+from kbtc.config import load_settings
 from kbtc.venues.kalshi.auth import KalshiSigner
 from kbtc.venues.kalshi.errors import (
     KalshiApiError,
@@ -20,8 +24,8 @@ from kbtc.venues.kalshi.errors import (
     KalshiPayloadError,
     KalshiRetriesExhaustedError,
 )
-from kbtc.venues.kalshi.ratelimit import TokenBucket
-from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy, market_filters
+from kbtc.venues.kalshi.ratelimit import TokenBucket, shared_read_bucket
+from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy, market_filters, rest_client_from_settings
 
 BASE = "http://kalshi.test/trade-api/v2"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -192,6 +196,36 @@ async def test_token_bucket_paces_requests() -> None:
         assert await bucket.acquire() == 0.0
     waits = [await bucket.acquire() for _ in range(20)]
     assert sum(waits) == pytest.approx(1.0) and now["t"] == pytest.approx(1.0)
+
+
+async def test_clients_of_a_process_share_one_bucket_per_base_url() -> None:
+    settings = load_settings(KALSHI_REST_URL="http://shared.test/trade-api/v2", KALSHI_READS_PER_SECOND=7)
+    first, second = rest_client_from_settings(settings), rest_client_from_settings(settings)
+    other = rest_client_from_settings(load_settings(KALSHI_REST_URL="http://other.test/trade-api/v2"))
+    try:
+        assert first.bucket is second.bucket is shared_read_bucket("http://shared.test/trade-api/v2/", 7)
+        assert first.bucket.rate_per_s == 70.0 and other.bucket is not first.bucket
+    finally:
+        for client in (first, second, other):
+            await client.aclose()
+
+
+def test_a_shared_bucket_paces_every_event_loop_and_thread() -> None:
+    bucket = TokenBucket(1000.0, 10.0)  # one 10-token request per 10 ms
+
+    async def burst() -> None:
+        await asyncio.gather(*(bucket.acquire() for _ in range(5)))
+
+    started = time.monotonic()
+    asyncio.run(burst())  # a command's asyncio.run, then another one: the bucket is not tied to a loop
+    asyncio.run(burst())
+    threads = [threading.Thread(target=asyncio.run, args=(burst(),)) for _ in range(2)]  # flow tasks in threads
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 20 requests of 10 tokens, the first from the full bucket: at least 19 × 10 ms, whichever loop asked.
+    assert time.monotonic() - started >= 0.18
 
 
 async def test_event_and_settled_merge_with_historical() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,8 +18,9 @@ from kbtc.config import load_settings
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
-from kbtc.pipeline.kalshi_catalog import refresh_markets
+from kbtc.pipeline.kalshi_catalog import refresh_markets, scan_markets
 from kbtc.pipeline.kalshi_collector import collect_kalshi
+from kbtc.pipeline.kalshi_store import write_index_prices
 from kbtc.pipeline.poll_quotes import poll_quotes
 from kbtc.pipeline.settlements import refresh_settlements
 from kbtc.pipeline.tape import read_tape, tape_files
@@ -31,9 +33,9 @@ from kbtc.venues.kalshi.errors import KalshiAuthError
 from kbtc.venues.kalshi.marketdata import IndexPriceRecord
 from kbtc.venues.kalshi.orderbook import OrderBook
 from kbtc.venues.kalshi.ratelimit import TokenBucket
-from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy
+from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy, rest_client_from_settings
 from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamSettings
-from kbtc.venues.records import FeedEventKind, FeedEventRecord
+from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
 
 START_MS = 1_790_000_000_000  # 2026-09-21T12:53:20Z
 SERIES = ("KXBTC15M", "KXBTCD", "KXBTC")
@@ -94,6 +96,48 @@ async def test_catalog_paging_filters_and_refresh(engine: Engine) -> None:
     assert sorted(stored["market_ticker"].to_list()) == sorted(m["ticker"] for m in open_markets)
     assert set(stored["fee_type"].to_list()) <= {"quadratic", "quadratic_with_maker_fees", "flat"}
     assert read_frame(engine, "SELECT count(*) AS n FROM rejects")["n"][0] == 0
+
+
+async def test_kalshi_market_limit_is_the_page_size_of_every_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = ManualClock(START_MS + 30_000)
+    monkeypatch.setenv("KALSHI_READS_PER_SECOND", "1000")
+    async with Simulator(_config(), clock=clock) as sim:
+        monkeypatch.setenv("KALSHI_REST_URL", sim.kalshi_rest_url)
+        async with rest_client_from_settings(load_settings()) as client:
+            everything = await client.list_markets(series_ticker="KXBTCD")
+            events = await client.list_events(series_ticker="KXBTCD")
+            assert client.requests_sent == 2  # default KALSHI_MARKET_LIMIT (1000): one page each
+        monkeypatch.setenv("KALSHI_MARKET_LIMIT", "4")
+        async with rest_client_from_settings(load_settings()) as client:
+            paged = await client.list_markets(series_ticker="KXBTCD")
+            assert client.requests_sent == math.ceil(len(everything) / 4) > 1
+            assert await client.list_events(series_ticker="KXBTCD") == events
+            assert client.requests_sent == math.ceil(len(everything) / 4) + math.ceil(len(events) / 4)
+            # A call's own limit still wins (poll-quotes asks for exactly its batch).
+            assert len(await client.list_markets(series_ticker="KXBTCD", limit=1000)) == len(everything)
+    assert [m["ticker"] for m in paged] == [m["ticker"] for m in everything]
+
+
+async def test_refresh_restricted_to_one_event_lists_and_demotes_only_that_event(engine: Engine) -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim, _client(sim) as client:
+        events = await client.list_events(series_ticker="KXBTCD", status="open", with_nested_markets=True)
+        event = events[0]
+        wanted = sorted(m["ticker"] for m in event["markets"])
+        only = await refresh_markets(engine, client, SERIES, status=None, event_ticker=event["event_ticker"],
+                                     now_ms=clock())
+        assert [(s.series_ticker, s.events, s.markets) for s in only.series] == [("KXBTCD", 1, len(wanted))]
+        assert sorted(read_frame(engine, "SELECT market_ticker FROM markets")["market_ticker"]) == wanted
+        everything = await refresh_markets(engine, client, SERIES, status=None, now_ms=clock())
+        again = await refresh_markets(engine, client, SERIES, status=None, event_ticker=event["event_ticker"],
+                                      now_ms=clock())
+        with pytest.raises(ValueError, match="belongs to series 'KXBTCD'"):
+            await refresh_markets(engine, client, ["KXBTC15M"], event_ticker=event["event_ticker"])
+        scans = await scan_markets(client, SERIES, event_ticker=event["event_ticker"])
+    assert everything.ok and again.ok and again.series[0].demoted == 0
+    assert [(s.series_ticker, s.markets) for s in scans] == [("KXBTCD", len(wanted))]
+    stored = read_frame(engine, "SELECT catalog_status, count(*) AS n FROM markets GROUP BY catalog_status")
+    assert stored.to_dicts() == [{"catalog_status": "listed", "n": sum(s.markets for s in everything.series)}]
 
 
 @pytest.mark.slow
@@ -290,18 +334,62 @@ def test_commands_against_the_simulator(sqlite_url: str, tmp_path: Path, monkeyp
         assert all(series in scan.output for series in SERIES)
         refresh = runner.invoke(app, ["refresh-markets", "--status", "open"])
         assert refresh.exit_code == 0, refresh.output
-        poll = runner.invoke(app, ["poll-quotes", "--seconds", "0", "--status", "active"])
+        poll = runner.invoke(app, ["poll-quotes", "--seconds", "0", "--status", "active", "--concurrency", "2"])
         assert poll.exit_code == 0 and "polls=1" in poll.output, poll.output
         collect = runner.invoke(app, ["collect-kalshi", "--seconds", "1.5"])
         assert collect.exit_code == 0 and "connects=1" in collect.output, collect.output
         shared = runner.invoke(app, ["collect", "--kalshi", "--seconds", "1.5"])
         assert shared.exit_code == 0 and "kalshi: CollectSummary" in shared.output, shared.output
-        settle = runner.invoke(app, ["refresh-settlements", "--since-seconds", "3600"])
+        settle = runner.invoke(app, ["refresh-settlements", "--since-seconds", "3600", "--limit", "4", "--debug"])
         assert settle.exit_code == 0, settle.output
+        assert "fetched=3 " in settle.output, settle.output  # 4 // 3 series = 1 each
     engine = make_engine(sqlite_url)
     counts = {t: read_frame(engine, f"SELECT count(*) AS n FROM {t}")["n"][0]
               for t in ("markets", "quotes", "orderbook_snapshots", "feed_events")}
     assert all(n > 0 for n in counts.values()), counts
+
+
+@pytest.mark.slow
+def test_series_and_event_settings_narrow_the_catalog_commands(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from typer.testing import CliRunner
+
+    from kbtc.cli import app
+
+    upgrade_database(sqlite_url)
+    with _sim_in_thread(_config(start_ms=None)) as sim:
+        for name, value in {**sim.env(), "DATABASE_URL": sqlite_url, "DATA_DIR": str(tmp_path),
+                            "LOG_PATH": str(tmp_path / "log.jsonl")}.items():
+            monkeypatch.setenv(name, value)
+        body = httpx.get(f"{sim.kalshi_rest_url}/events",
+                         params={"series_ticker": "KXBTCD", "status": "open", "with_nested_markets": "true"}).json()
+        event = body["events"][0]
+        runner = CliRunner()
+
+        monkeypatch.setenv("KALSHI_SERIES_TICKER", "KXBTC15M")
+        scan = runner.invoke(app, ["scan-markets"])
+        assert scan.exit_code == 0, scan.output
+        assert "KXBTC15M" in scan.output and "KXBTCD" not in scan.output
+        mismatch = runner.invoke(app, ["refresh-markets"], env={"KALSHI_EVENT_TICKER": event["event_ticker"]})
+        assert mismatch.exit_code == 2 and "Traceback" not in mismatch.output
+        assert mismatch.output.strip().startswith("error: KALSHI_EVENT_TICKER: event ")
+        assert "belongs to series 'KXBTCD'" in mismatch.output
+
+        bogus = runner.invoke(app, ["refresh-markets", "--status", "bogus"])
+        assert bogus.exit_code == 2 and "--status must be one of" in bogus.output, bogus.output
+        monkeypatch.delenv("KALSHI_SERIES_TICKER")
+        monkeypatch.setenv("KALSHI_EVENT_TICKER", event["event_ticker"])
+        refresh = runner.invoke(app, ["refresh-markets", "--status", "all"])
+        assert refresh.exit_code == 0, refresh.output
+        assert "KXBTC15M" not in refresh.output
+        scan = runner.invoke(app, ["scan-markets"])
+        assert scan.exit_code == 0 and "KXBTCD" in scan.output and "KXBTC15M" not in scan.output, scan.output
+    engine = make_engine(sqlite_url)
+    stored = read_frame(engine, "SELECT DISTINCT event_ticker FROM markets")["event_ticker"].to_list()
+    engine.dispose()
+    assert stored == [event["event_ticker"]]
 
 
 @pytest.mark.slow
@@ -354,17 +442,27 @@ async def test_collector_follows_the_catalog_as_windows_open(sqlite_url: str, tm
     assert set(opened_later["market_ticker"].to_list()) & streamed  # subscribed once it opened
 
 
-async def test_cfbenchmarks_index_prints() -> None:
+async def test_cfbenchmarks_index_prints(engine: Engine) -> None:
     clock = ManualClock(START_MS + 30_000)
     async with Simulator(_config(), clock=clock) as sim:
         settings = StreamSettings(backoff=Backoff(0.01, 0.05), lifecycle=False, index_ids=("BRTI",))
         stream = KalshiStream(sim.kalshi_ws_url, [], settings=settings)
         async with contextlib.aclosing(stream.items()) as items, _ticking(clock):
-            got = await _until(items, lambda g: sum(isinstance(i, IndexPriceRecord) for i in g) >= 3, 10.0)
+            # Past a window close (every 2 simulated minutes here): prints inside and outside its last minute.
+            got = await _until(items, lambda g: sum(isinstance(i, IndexPriceRecord) for i in g) >= 90, 10.0)
     prints = [i for i in got if isinstance(i, IndexPriceRecord)]
     assert all(p.index_id == "BRTI" and p.value_usd > 0 and p.avg_60s_usd is not None for p in prints)
     assert [p.value_ts for p in prints] == sorted(p.value_ts for p in prints)
     assert not [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP]
+    window_ms = 120_000
+    for p in prints:
+        in_last_minute = -p.value_ts % window_ms < 60_000
+        assert (p.avg_15min_usd is not None) == in_last_minute, p
+        if in_last_minute:
+            assert p.avg_15min_count == 60 - -p.value_ts % window_ms // 1000
+    write_index_prices(engine, prints)
+    stored = read_frame(engine, "SELECT value_ts, avg_15min_usd, avg_15min_count FROM index_prices ORDER BY value_ts")
+    assert stored.rows() == [(p.value_ts, p.avg_15min_usd, p.avg_15min_count) for p in prints]
 
 
 @pytest.mark.slow
@@ -390,3 +488,75 @@ async def test_collector_started_on_an_empty_catalog_picks_markets_up_without_an
                                            catalog_refresh_s=0.2, clock_ms=clock)
             await refresher
     assert summary.markets >= 1 and summary.quotes > 0
+
+
+@pytest.mark.slow
+async def test_unusable_delta_is_resnapshotted_to_the_simulators_book() -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        tickers = await _open_tickers(sim, "KXBTCD")
+        stream = KalshiStream(sim.kalshi_ws_url, tickers, settings=FAST_STREAM)
+        async with contextlib.aclosing(stream.items()) as items:
+            await _until(items, lambda g: sum(isinstance(i, BookUpdate) and i.is_snapshot for i in g) == len(tickers),
+                         10.0)
+            # The next data messages lose `delta_fp` (ticker frames too, where it changes nothing).
+            sim.faults.inject("kalshi_ws", "missing_fields", count=3, fields=["delta_fp"])
+            async with _ticking(clock):
+                got = await _until(items, lambda g: any(isinstance(i, RejectRecord) for i in g), 10.0)
+                broken = {json.loads(r.raw)["msg"]["market_ticker"] for r in got if isinstance(r, RejectRecord)}
+                got += await _until(items, lambda g: {i.book.market_ticker for i in g if isinstance(i, BookUpdate)
+                                                      and i.is_snapshot} >= broken, 10.0)
+            with contextlib.suppress(TimeoutError):
+                got += await _until(items, lambda g: False, 0.5)
+            async with _client(sim) as client:
+                books = await client.get_orderbooks(tickers)
+    rejects = [i for i in got if isinstance(i, RejectRecord)]
+    assert rejects and {r.reason for r in rejects} == {"delta_fp: missing"}
+    gaps = [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP]
+    assert gaps and all((g.detail or "").startswith("unusable orderbook_delta for ") for g in gaps)
+    for payload in books:
+        venue = OrderBook(payload["ticker"])
+        venue.apply_snapshot(payload)
+        ours = stream.books[payload["ticker"]]
+        assert (ours.yes_bids, ours.no_bids) == (venue.yes_bids, venue.no_bids), payload["ticker"]
+
+
+async def test_refused_subscribe_is_retried_at_the_next_sync() -> None:
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        # Created 10 s from now: until then the venue answers a subscribe with error 16 (market not found),
+        # as Kalshi may right after a market's `created` event.
+        upcoming = min((m for m in sim.catalog.markets(clock() + 600_000) if m.created_ms > clock()),
+                       key=lambda m: m.created_ms)
+        settings = StreamSettings(backoff=Backoff(0.01, 0.05), silence_timeout_s=10.0, lifecycle=False)
+        stream = KalshiStream(sim.kalshi_ws_url, [upcoming.ticker], settings=settings)
+        async with contextlib.aclosing(stream.items()) as items:
+            got = await _until(items, lambda g: sum(isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.ERROR
+                                                    for i in g) == 3, 10.0)
+            clock.advance((upcoming.created_ms - clock()) / 1000 + 1)
+            await stream.resync()
+            got += await _until(items, lambda g: any(isinstance(i, BookUpdate) for i in g), 10.0)
+    errors = [i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.ERROR]
+    assert {e.subject for e in errors} == {"orderbook_delta", "ticker", "trade"}
+    assert all((e.detail or "").startswith("code 16: Market not found (subscribe refused") for e in errors)
+    book = next(i for i in got if isinstance(i, BookUpdate))
+    assert book.is_snapshot and book.book.market_ticker == upcoming.ticker
+    assert stream.connects == 1  # recovered without a reconnect
+
+
+@pytest.mark.slow
+async def test_collector_retries_a_refused_subscribe_on_its_timer(sqlite_url: str, tmp_path: Path) -> None:
+    upgrade_database(sqlite_url)
+    engine = make_engine(sqlite_url)
+    clock = ManualClock(START_MS + 30_000)
+    async with Simulator(_config(), clock=clock) as sim:
+        upcoming = min((m for m in sim.catalog.markets(clock() + 600_000) if m.created_ms > clock()),
+                       key=lambda m: m.created_ms)
+        settings = load_settings(KALSHI_WS_URL=sim.kalshi_ws_url, data_dir=tmp_path)
+        async with _ticking(clock):  # the market is created ~10 simulated seconds (0.2 s) in
+            await collect_kalshi(settings, engine, 2.0, markets=[upcoming.ticker], stream_settings=FAST_STREAM,
+                                 tape_root=tmp_path / "tape", catalog_refresh_s=0.3)
+    errors = read_frame(engine, "SELECT subject, detail FROM feed_events WHERE kind = 'error'")
+    assert set(errors["subject"].to_list()) >= {"orderbook_delta", "ticker", "trade"}
+    books = read_frame(engine, "SELECT DISTINCT market_ticker FROM orderbook_snapshots")["market_ticker"].to_list()
+    assert books == [upcoming.ticker]

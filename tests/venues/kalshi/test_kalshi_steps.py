@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fake_venue import FakeKalshi, market
 from sqlalchemy import Engine, text
@@ -91,10 +93,12 @@ async def test_failed_series_is_reported_and_left_alone(engine: Engine) -> None:
         venue.fail["/events"] = 503
         summary = await refresh_markets(engine, client, ["KXBTCD"], status="open", now_ms=NOW + 1)
         assert not summary.ok and "503" in (summary.series[0].error or "")
+        assert summary.series[0].error_transient  # a retry may succeed: the flow's task retries it
         assert all(r["catalog_status"] == "listed" for r in _markets(engine).values())
         venue.fail = {}
         unknown = await refresh_markets(engine, client, ["KXNOPE", "KXBTCD"], status="open", now_ms=NOW + 2)
         assert "404" in (unknown.series[0].error or "") and unknown.series[1].markets == 5
+        assert not unknown.series[0].error_transient and unknown.series[1].error is None
         venue.fail = {"/series": 401}
         with pytest.raises(KalshiAuthError):
             await refresh_markets(engine, client, ["KXBTCD"], now_ms=NOW)
@@ -189,3 +193,61 @@ def test_poll_quotes_command_exits_0_when_nothing_is_tracked(
     done = CliRunner().invoke(app, ["poll-quotes", "--seconds", "0"])
     assert done.exit_code == 0, done.output
     assert "markets=0 polls=0" in done.output and "nothing to poll" in done.output
+
+
+async def test_poll_quotes_concurrency_bounds_requests_in_flight(engine: Engine) -> None:
+    venue = _venue()
+    venue.markets = [market(f"KXBTCD-26AUG1717-T{60000 + 10 * i}.99", floor_strike=60000 + 10 * i + 0.99)
+                     for i in range(250)]  # three batch requests per poll
+    in_flight, peak = 0, []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight
+        in_flight += 1
+        peak.append(in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        if "tickers" in request.url.params and "KXBTCD-26AUG1717-T62000.99" in request.url.params["tickers"]:
+            return httpx.Response(503, json={"code": "boom", "message": "injected"})
+        return venue.handle(request)
+
+    client = KalshiRestClient("http://kalshi.test/trade-api/v2", transport=httpx.MockTransport(handle),
+                              bucket=TokenBucket(1e9, 1e9), retry=RetryPolicy(2, Backoff(0.0, 0.0)))
+    async with client:
+        await refresh_markets(engine, client, ["KXBTCD"], status="open", now_ms=NOW)
+        peak.clear()
+        serial = await poll_quotes(engine, client, ["KXBTCD"], seconds=0, concurrency=1, now_ms=NOW)
+        assert max(peak) == 1
+        peak.clear()
+        parallel = await poll_quotes(engine, client, ["KXBTCD"], seconds=0, concurrency=5, now_ms=NOW)
+        assert max(peak) == 3
+    # The chunk holding T62000.99 (tickers 200-249) fails after its retries; the other two are stored.
+    for summary in (serial, parallel):
+        assert (summary.markets, summary.polls, summary.quotes, summary.failures) == (250, 1, 200, 1)
+
+
+async def test_refresh_settlements_limit_splits_over_series_and_debug_logs_each_market(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    venue = _venue()
+    for m in venue.markets:
+        m.update(status="finalized", result="no", expiration_value="70100.55", settlement_value_dollars="0.0000",
+                 settlement_ts="2026-08-17T21:06:00Z")
+    now = NOW + 3_600_000
+    async with _client(venue) as client:
+        capped = await refresh_settlements(engine, client, ["KXBTCD"], since_seconds=86_400, now_ms=now, limit=2,
+                                           dry_run=True)
+        settled_pages = [r for r in venue.requests if r.url.params.get("status") == "settled"]
+        assert capped.fetched == 2 and len(settled_pages) == 1 and settled_pages[0].url.params["limit"] == "2"
+        split = await refresh_settlements(engine, client, ["KXBTCD", "KXBTC15M"], since_seconds=86_400,
+                                          now_ms=now, limit=3, dry_run=True)
+        assert split.fetched == 2  # 3 // 2 = 1 per series
+        with caplog.at_level(logging.DEBUG, logger="kbtc.pipeline.settlements"):
+            everything = await refresh_settlements(engine, client, ["KXBTCD", "KXBTC15M"], since_seconds=86_400,
+                                                   now_ms=now)
+    assert everything.fetched == 6 and everything.created == 6
+    logged = [r for r in caplog.records if r.getMessage() == "kalshi_settlement_market"]
+    assert {r.fields["market"] for r in logged} == {m["ticker"] for m in venue.markets}  # type: ignore[attr-defined]
+    assert {r.fields["outcome"] for r in logged} == {"created"}  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="limit"):
+        await refresh_settlements(engine, client, ["KXBTCD"], limit=-1)

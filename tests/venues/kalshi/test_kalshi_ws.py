@@ -18,8 +18,8 @@ from kbtc.venues.backoff import Backoff
 from kbtc.venues.kalshi.auth import KalshiSigner
 from kbtc.venues.kalshi.errors import KalshiAuthError, KalshiStreamError
 from kbtc.venues.kalshi.marketdata import QuoteRecord
-from kbtc.venues.kalshi.ws import BookUpdate, KalshiStream, StreamItem, StreamSettings
-from kbtc.venues.records import FeedEventKind, FeedEventRecord
+from kbtc.venues.kalshi.ws import MAX_SNAPSHOT_RETRIES, BookUpdate, KalshiStream, StreamItem, StreamSettings
+from kbtc.venues.records import FeedEventKind, FeedEventRecord, RejectRecord
 
 FAST = StreamSettings(backoff=Backoff(base_s=0.01, cap_s=0.05), silence_timeout_s=5.0)
 
@@ -161,3 +161,75 @@ def test_bad_frames_become_rejects() -> None:
     assert stream.handle_frame(json.dumps(sample("ws_event_fee_update.json")), 5) == []
     index = stream.handle_frame(json.dumps(sample("ws_cfbenchmarks_value.json")), 5)
     assert getattr(index[-1], "value_usd", None) == 68000.12
+
+
+async def test_unusable_in_order_delta_resnapshots_its_book() -> None:
+    async with FakeKalshiWs() as server:
+        stream = KalshiStream(server.url, ["A", "B"], settings=FAST)
+        async with contextlib.aclosing(stream.items()) as items:
+            await _take(items, lambda g: sum(isinstance(i, BookUpdate) for i in g) == 2)
+            ws = server.connections[0]
+            broken = json.loads(server.delta_frame("A", "yes", "0.4100", "-5.00"))  # the venue's book changed
+            del broken["msg"]["delta_fp"]  # ... but the frame we get cannot say how
+            await ws.send(json.dumps(broken))
+            got = await _take(items, lambda g: any(isinstance(i, BookUpdate) and i.is_snapshot for i in g))
+            await ws.send(server.delta_frame("B", "no", "0.5500", "-7.00"))
+            got += await _take(items, lambda g: any(isinstance(i, BookUpdate) and not i.is_snapshot for i in g))
+    reject = next(i for i in got if isinstance(i, RejectRecord))
+    assert (reject.source, reject.reason) == ("kalshi.ws.orderbook_delta", "delta_fp: missing")
+    gap = next(i for i in got if isinstance(i, FeedEventRecord) and i.kind == FeedEventKind.GAP)
+    assert gap.detail == "unusable orderbook_delta for A: delta_fp: missing"
+    assert FeedEventKind.SNAPSHOT in _kinds(got)
+    snapshot_cmd = [c["params"] for c in server.commands if c["cmd"] == "update_subscription"]
+    assert snapshot_cmd == [{"sids": [server.sids["orderbook_delta"]], "market_tickers": ["A"],
+                             "action": "get_snapshot"}]  # only the book the frame was for
+    for ticker in ("A", "B"):
+        assert (stream.books[ticker].yes_bids, stream.books[ticker].no_bids) == (
+            server.books[ticker].yes_bids, server.books[ticker].no_bids)
+
+
+def test_unusable_snapshots_are_requested_again_a_few_times_only() -> None:
+    stream = KalshiStream("ws://unused/trade-api/ws/v2", ["A"])
+    bad = json.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": 1,
+                      "msg": {"market_ticker": "A", "yes_dollars_fp": [["0.40"]]}})
+    outcomes = []
+    for _ in range(MAX_SNAPSHOT_RETRIES + 1):
+        items = stream.handle_frame(bad.replace('"seq": 1', f'"seq": {len(outcomes) + 1}'), 5)
+        assert isinstance(items[0], RejectRecord) and items[0].reason.startswith("book level is not [price, size]")
+        outcomes.append([i.kind for i in items if isinstance(i, FeedEventRecord)])
+    assert outcomes[:-1] == [[FeedEventKind.GAP, FeedEventKind.SNAPSHOT]] * MAX_SNAPSHOT_RETRIES
+    assert outcomes[-1] == [FeedEventKind.ERROR] and stream.books["A"].stale
+    good = json.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": MAX_SNAPSHOT_RETRIES + 2,
+                       "msg": {"market_ticker": "A", "yes_dollars_fp": [["0.40", "1.00"]]}})
+    assert isinstance(stream.handle_frame(good, 6)[0], BookUpdate) and not stream.books["A"].stale
+    # An unreadable ticker: every tracked book is re-snapshotted.
+    items = stream.handle_frame(json.dumps({"type": "orderbook_delta", "sid": 1, "seq": MAX_SNAPSHOT_RETRIES + 3,
+                                            "msg": {"side": "yes", "price_dollars": "0.4", "delta_fp": "1"}}), 7)
+    assert getattr(items[0], "reason", "") == "market_ticker: missing" and stream.books["A"].stale
+    assert [getattr(i, "detail", "") for i in items[1:]] == ["unusable orderbook_delta for every market: "
+                                                             "market_ticker: missing", "1 markets"]
+
+
+def test_legacy_cent_snapshots_and_deltas_build_the_same_book() -> None:
+    current, legacy = (KalshiStream("ws://unused/trade-api/ws/v2", ["M"]) for _ in range(2))
+    frames = {
+        current: [{"yes_dollars_fp": [["0.4000", "10.00"]], "no_dollars_fp": [["0.5500", "7.00"]]},
+                  {"side": "yes", "price_dollars": "0.4100", "delta_fp": "5.00"},
+                  {"side": "no", "price_dollars": "0.5500", "delta_fp": "-7.00"}],
+        legacy: [{"yes": [[40, 10]], "no": [[55, 7]]},
+                 {"side": "yes", "price": 41, "delta": 5},
+                 {"side": "no", "price_dollars": "0.5500", "delta": -7}],  # Jan 2026: dollars next to int counts
+    }
+    for stream, msgs in frames.items():
+        snapshot, *deltas = msgs
+        items = stream.handle_frame(json.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": 1,
+                                                "msg": {"market_ticker": "M", **snapshot}}), 5)
+        for seq, delta in enumerate(deltas, start=2):
+            items += stream.handle_frame(json.dumps({"type": "orderbook_delta", "sid": 1, "seq": seq,
+                                                     "msg": {"market_ticker": "M", **delta}}), 5)
+        assert [type(i) for i in items] == [BookUpdate] * 3
+    assert legacy.books["M"].yes_bids == current.books["M"].yes_bids == {4000: 10.0, 4100: 5.0}
+    assert legacy.books["M"].no_bids == current.books["M"].no_bids == {}
+    reject = legacy.handle_frame(json.dumps({"type": "orderbook_delta", "sid": 1, "seq": 4, "msg": {
+        "market_ticker": "M", "side": "yes", "price": 140, "delta": 1}}), 5)[0]
+    assert getattr(reject, "reason", "") == "price: outside 0-100 cents: 140"
