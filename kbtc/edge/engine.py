@@ -36,7 +36,7 @@ from kbtc.edge.params import MODEL_VERSION, EdgeParams
 from kbtc.edge.pricing import PRICING_OUTPUTS, price
 from kbtc.edge.quality import off_grid_rows, price_grids
 from kbtc.edge.selection import gate, select_band
-from kbtc.edge.window import fixed_window_prints, spot_price
+from kbtc.edge.window import first_print_offset_ms, fixed_window_prints, spot_price
 
 MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "market_ticker": pl.String,
@@ -202,10 +202,14 @@ def compute_edges(
     engine: Literal["in-memory", "streaming"] = "streaming" if pairs >= _STREAMING_FROM_ROWS else "in-memory"
     gated = select_band(gate(joined, params), params).collect(engine=engine)
 
-    window_ms = round(params.window_prints * params.print_interval_s * 1000)
-    needs_prints = gated.filter(
-        pl.col("skip_reason").is_null() & (pl.col("spot_ts") > pl.col("close_ts") - window_ms)
-    ).select(pl.col("spot_ts").alias("info_ts"), "close_ts")
+    # A print is fixed once its second has passed: from the first print on (not from the window's open, a
+    # second earlier) the fixed prints are needed; before it none is fixed and Σ = 0.
+    in_window = pl.col("spot_ts") >= pl.col("close_ts") - first_print_offset_ms(
+        params.window_prints, params.print_interval_s
+    )
+    needs_prints = gated.filter(pl.col("skip_reason").is_null() & in_window).select(
+        pl.col("spot_ts").alias("info_ts"), "close_ts"
+    )
     if params.settlement == "average" and needs_prints.height and prints is not None:
         fixed = fixed_window_prints(
             prints, needs_prints, window_prints=params.window_prints, print_interval_s=params.print_interval_s
@@ -221,7 +225,6 @@ def compute_edges(
     )
     priced = price(staged, params)
     sigma_ok = pl.col("sigma_annual").is_finite() & (pl.col("sigma_annual") >= 0)
-    in_window = pl.col("spot_ts") > pl.col("close_ts") - window_ms
     prints_missing = (
         in_window & pl.col("fixed_sum_usd").is_null() if params.settlement == "average" else pl.lit(False)
     )
