@@ -136,13 +136,13 @@ def with_probability(
     else:
         # The original's horizon is max(T, 0); at T ≤ 0 it never reads σ. (Not `max_horizontal(t, 0)`: it
         # skips a NaN and would turn a NaN horizon into an expired market.)
-        diffusion = pl.when(t > 0).then(var_per_s * t).otherwise(0.0)
+        point_diffusion = pl.when(t > 0).then(var_per_s * t).otherwise(0.0)
         staged = staged.with_columns(
             pl.lit(None, pl.Float64).alias("prints_left"),
             pl.col("model_spot_usd").alias("_x"),
             pl.col("floor_strike").alias("_k_lo"),
             pl.col("cap_strike").alias("_k_hi"),
-            (diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
+            (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
         )
         in_window_without_prints = pl.lit(False)
 
