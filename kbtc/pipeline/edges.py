@@ -16,7 +16,7 @@ from kbtc.db.engine import write_transaction
 from kbtc.db.schema import Edge, EdgeSnapshot
 from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
-from kbtc.edge.basis import BasisParams, estimate_basis
+from kbtc.edge.basis import BasisParams, estimate_basis, reference_spot_span_ms
 from kbtc.edge.volatility import VolParams, estimate_volatility
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.volatility import persist_vol_estimates
@@ -129,6 +129,7 @@ def compute_edge_tick(
         quote_max_age_s=params.quote_max_age_s,
         index_id=settings.index_id,
         basis_lookback_s=settings.basis.lookback_s,
+        reference_span_ms=reference_spot_span_ms(settings.basis) if settings.basis.enabled else None,
         catalog=catalog,
     )
     vol = estimate_volatility(inputs.spot, [asof_ts], settings.vol)
@@ -138,6 +139,7 @@ def compute_edge_tick(
         references=inputs.settled_references,
         index_prints=inputs.index_prints,
         params=settings.basis,
+        reference_spot=inputs.reference_spot,
     )
     state = market_state(inputs.spot, [asof_ts], vol, basis)
     quotes = inputs.quotes.with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
