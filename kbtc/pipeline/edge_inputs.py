@@ -109,6 +109,8 @@ def _compiled(dialect: Dialect, sql: str) -> tuple[str, tuple[str, ...] | None]:
 
 
 def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    if frame.width == 0:  # selecting literals from a frame without columns would make one all-null row
+        return pl.DataFrame(schema=schema)
     columns = [
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()

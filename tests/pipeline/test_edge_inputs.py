@@ -123,3 +123,9 @@ def test_empty_database_gives_typed_empty_frames(migrated_url: str) -> None:
     assert inputs.markets.height == inputs.quotes.height == inputs.spot.height == 0
     assert inputs.spot.schema["price"] == pl.Float64
     eng.dispose()
+
+
+def test_no_series_gives_no_markets_and_no_quotes(engine: Engine) -> None:
+    inputs = load_edge_inputs(engine, ASOF, series=[], product_id="BTC-USD")
+    assert inputs.markets.height == 0 and inputs.quotes.height == 0  # not one all-null row
+    assert inputs.markets.schema["close_ts"] == pl.Int64
