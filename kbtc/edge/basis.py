@@ -17,6 +17,9 @@ Evidence, best first (`basis_status`):
 - `disabled`: `enabled=False`: basis 0 ± 0, so the engine's arithmetic is unchanged and the value of the
   correction can be measured by switching it off.
 
+While index prints are fresh the engine does not use the basis at all: the index is the spot
+(kbtc.edge.engine.market_state, `basis_status = "spot_is_index"`); the estimate covers the feed's gaps.
+
 Estimator: an exponentially time-weighted mean and variance of the observed gaps (half-life per source); the
 sparse references are shrunk toward the prior by `prior_weight_obs` pseudo-observations.
 `basis_std_usd = sqrt(var·(1 + 1/n_eff))` is the spread of the next 60 s gap around the estimate, including the

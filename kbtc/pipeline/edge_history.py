@@ -34,11 +34,11 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from kbtc.db.store import read_frame
-from kbtc.edge import compute_edges, market_state, quotes_asof
+from kbtc.edge import compute_edges, quotes_asof
 from kbtc.edge.basis import estimate_basis, reference_spot_span_ms
 from kbtc.edge.volatility import estimate_volatility
 from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS
-from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.edges import EdgeSettings, tick_state
 from kbtc.venues.kalshi.marketdata import parse_lifecycle
 from kbtc.venues.kalshi.parsing import FieldError
 
@@ -290,7 +290,7 @@ def edges_over(
     vol = estimate_volatility(inputs.spot, times.tolist(), settings.vol)
     basis = estimate_basis(inputs.spot, times, references=inputs.references, index_prints=inputs.index_prints,
                            params=settings.basis)
-    state = market_state(inputs.spot, times.tolist(), vol, basis)
+    state = tick_state(inputs.spot, times.tolist(), vol, basis, index_prints=inputs.index_prints, params=params)
     # The live tick reads spot within its lookback only: an older tick is no spot at all.
     spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
     fresh = pl.col("spot_ts") >= pl.col("asof_ts") - spot_lookback_ms
@@ -315,8 +315,8 @@ def edges_over(
         if settings.book_max_age_s is not None:
             books = _books_asof(inputs.books, chunk_frame, round(settings.book_max_age_s * 1000))
         edges = compute_edges(
-            markets, quotes, state.filter(pl.col("asof_ts").is_in(chunk)), prints=inputs.spot, books=books,
-            params=params,
+            markets, quotes, state.filter(pl.col("asof_ts").is_in(chunk)), prints=inputs.spot,
+            index_prints=inputs.index_prints, books=books, params=params,
         )
         # Live loads no market closed more than the tolerance before the tick: drop what it never saw.
         edges = edges.filter(

@@ -291,3 +291,41 @@ def test_fixed_window_prints_before_the_first_print_are_zero() -> None:
     # 60 s and 59.5 s before the close: no print fixed; 59 s: the first; 58.5 s: still one.
     assert fixed["fixed_count"].to_list() == [0, 0, 1, 1]
     assert fixed["fixed_sum_usd"][:2].to_list() == [0.0, 0.0] and fixed["fixed_sum_usd"][2] is not None
+
+
+def index_ticks(start: int, end: int, level: float = S + 37.0) -> pl.DataFrame:
+    ts = np.arange(start, end + 1, 1000)
+    return pl.DataFrame({"ts": ts, "price": np.full(ts.size, level)})
+
+
+def test_fresh_index_prints_are_the_spot_and_the_fixed_prints() -> None:
+    spot = spot_ticks()
+    index = index_ticks(A - 120_000, A)
+    basis = pl.DataFrame({"asof_ts": [A], "basis_usd": [15.0], "basis_std_usd": [4.0], "basis_status": ["references"]})
+    state = market_state(spot, [A], vol([A]), basis, index_prints=index)
+    assert state.select("spot_source", "spot_usd", "spot_ts", "basis_usd", "basis_std_usd", "basis_status").row(0) == (
+        "index", S + 37.0, A, 0.0, 0.0, "spot_is_index")
+    edges = compute_edges(pl.DataFrame(MARKETS), quotes_asof(quote_history(), [A]), state, prints=spot,
+                          index_prints=index)
+    window = edges.filter(pl.col("market_ticker") == "WINDOW-1").row(0, named=True)
+    # In settlement units already: no basis on the spot or on the 30 fixed prints (the index's own prints).
+    assert window["skip_reason"] is None and window["spot_source"] == "index"
+    assert window["model_spot_usd"] == S + 37.0 and window["fixed_sum_usd"] == pytest.approx(30 * (S + 37.0))
+    coinbase = run([A]).filter(pl.col("market_ticker") == "WINDOW-1").row(0, named=True)
+    assert coinbase["spot_source"] == "coinbase" and coinbase["model_var"] > 0
+    assert window["model_var"] == pytest.approx(coinbase["model_var"], rel=1e-12)  # no basis variance (±4 ignored)
+
+
+def test_index_spot_falls_back_to_coinbase_when_stale_or_just_started() -> None:
+    spot = spot_ticks()
+    basis = pl.DataFrame({"asof_ts": [A], "basis_usd": [15.0], "basis_std_usd": [4.0], "basis_status": ["references"]})
+    for index in (index_ticks(A - 120_000, A - 11_000),  # newest print 11 s old: stale
+                  index_ticks(A - 40_000, A)):  # printing for 40 s only: the window's early prints are unknown
+        state = market_state(spot, [A], vol([A]), basis, index_prints=index)
+        row = state.row(0, named=True)
+        assert row["spot_source"] == "coinbase" and row["spot_usd"] == pytest.approx(spot["price"][-1])
+        assert (row["basis_usd"], row["basis_std_usd"], row["basis_status"]) == (15.0, 4.0, "references")
+    # A replay mixes both: each as-of time decides for itself, with no look-ahead.
+    index = index_ticks(A - 120_000, A - 20_000)
+    state = market_state(spot, [A - 30_000, A], vol([A - 30_000, A]), index_prints=index).sort("asof_ts")
+    assert state["spot_source"].to_list() == ["index", "coinbase"]

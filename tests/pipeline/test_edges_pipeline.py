@@ -266,3 +266,25 @@ def test_live_basis_sees_references_older_than_the_spot_lookback_as_a_replay_doe
     # The live tick equals the replay of the same as-of time.
     [batch] = edges_over(history, [asof], settings)
     assert_frame_equal(batch.edges, live, check_exact=False, rel_tol=1e-12, abs_tol=0)
+
+
+def test_stored_index_prints_are_the_spot_and_recorded_in_the_snapshot(engine: Engine) -> None:
+    asof = ASOF
+    seed_database(engine, asof)
+    upsert(engine, "index_prices", [
+        {"index_id": "BRTI", "value_ts": asof - 1000 * i, "received_ts": asof - 1000 * i + 200,
+         "value_usd": 100_012.0} for i in range(300)
+    ])
+    tick = compute_edge_tick(engine, asof, EdgeSettings(persist_vol=False))
+    snaps = read_frame(engine, "SELECT spot_source, spot_usd, basis_usd, basis_std_usd, model_version "
+                               "FROM edge_snapshots")
+    assert snaps.height == 4 and set(snaps["spot_source"]) == {"index"}
+    assert set(snaps["spot_usd"]) == {100_012.0} and set(snaps["basis_usd"]) == {0.0}
+    assert set(snaps["basis_std_usd"]) == {0.0} and tick.edges["basis_status"].unique().to_list() == ["spot_is_index"]
+    # Switched off (or without index prints) the spot is Coinbase plus the basis estimate.
+    off = compute_edge_tick(engine, asof + 1, EdgeSettings(params=EdgeParams(index_spot=False), persist_vol=False))
+    row = off.edges.filter(pl.col("skip_reason").is_null()).row(0, named=True)
+    assert row["spot_source"] == "coinbase" and row["spot_usd"] == pytest.approx(100_000.0, abs=0.01)
+    assert row["basis_status"] == "index"  # the index still measures the basis
+    stored = read_frame(engine, f"SELECT DISTINCT spot_source FROM edge_snapshots WHERE asof_ts = {asof + 1}")
+    assert stored["spot_source"].to_list() == ["coinbase"]
