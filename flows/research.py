@@ -22,8 +22,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from flows.report import json_rows
 from kbtc.config import load_settings
 from kbtc.db.engine import make_engine
-from kbtc.edge.params import EdgeParams
-from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.edges import edge_settings_from
 from kbtc.pipeline.sweep import SweepResult, run_sweep, sweep_plot, sweep_settings
 
 ARTIFACT_KEYS = ("kbtc-sweep", "kbtc-sweep-comparison", "kbtc-sweep-by-lead-time", "kbtc-plot-sweep")
@@ -33,10 +32,7 @@ ARTIFACT_KEYS = ("kbtc-sweep", "kbtc-sweep-comparison", "kbtc-sweep-by-lead-time
 def sweep_task(params: list[str], start_ts: int, end_ts: int, cadence_s: float) -> SweepResult:
     """Score every setting over the period (reads the database once; writes nothing)."""
     settings = load_settings()
-    base = EdgeSettings(
-        params=EdgeParams(series=settings.kalshi_series, max_spot_age_s=settings.coinbase_stale_seconds),
-        product_id=settings.coinbase_product_id,
-    )
+    base = edge_settings_from(settings)
     engine = make_engine(settings.sqlalchemy_url)
     try:
         return run_sweep(engine, sweep_settings(base, params), start_ts, end_ts, cadence_s)

@@ -46,6 +46,22 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pw" not in s.public_view()["(effective) DATABASE_URL"]
 
 
+def test_edge_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbtc.pipeline.edges import edge_settings_from
+
+    default = edge_settings_from(load_settings())
+    assert default.basis.enabled and default.params.index_spot and default.vol.fallback == "prior"
+    monkeypatch.setenv("EDGE_BASIS", "off")
+    monkeypatch.setenv("EDGE_INDEX_SPOT", "off")
+    monkeypatch.setenv("EDGE_SIGMA_FALLBACK", "NONE")
+    s = load_settings()
+    assert (s.edge_basis, s.edge_index_spot, s.edge_sigma_fallback) == (False, False, "none")
+    edge = edge_settings_from(s)
+    assert not edge.basis.enabled and not edge.params.index_spot and edge.vol.fallback == "none"
+    flagged = edge_settings_from(s, basis=True, index_spot=True, sigma_fallback="prior")  # a command's flags win
+    assert flagged.basis.enabled and flagged.params.index_spot and flagged.vol.fallback == "prior"
+
+
 def test_dotenv_file_is_read(isolated_env: Path) -> None:
     (isolated_env / ".env").write_text("KALSHI_SERIES=KXBTC15M\nCOLLECTOR_SECONDS=30\nKALSHI_API_KEY_ID=abc-123\n")
     s = load_settings()
@@ -63,6 +79,8 @@ def test_dotenv_file_is_read(isolated_env: Path) -> None:
         ("COINBASE_STALE_SECONDS", "-1"),
         ("TRADING_ENABLED", "maybe"),
         ("KALSHI_MARKET_LIMIT", "5000"),
+        ("EDGE_BASIS", "sometimes"),
+        ("EDGE_SIGMA_FALLBACK", "default"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 from sqlalchemy import Engine
 
+from kbtc.config import Settings
 from kbtc.db.engine import write_transaction
 from kbtc.db.schema import Edge, EdgeSnapshot
 from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis, reference_spot_span_ms
-from kbtc.edge.volatility import VolParams, estimate_volatility
+from kbtc.edge.params import SettlementMode
+from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility
 from kbtc.edge.window import first_print_offset_ms
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.volatility import persist_vol_estimates
@@ -48,6 +50,32 @@ class EdgeSettings:
         payload["basis"] = asdict(self.basis)
         payload["product_id"] = self.product_id
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def edge_settings_from(
+    settings: Settings,
+    *,
+    contracts: float = 1.0,
+    settlement: SettlementMode = "average",
+    basis: bool | None = None,
+    index_spot: bool | None = None,
+    sigma_fallback: FallbackPolicy | None = None,
+) -> EdgeSettings:
+    """The edge settings of the configuration (series, spot product, staleness, EDGE_* switches); the keyword
+    arguments (a command's flags) override it where given."""
+    params = EdgeParams(
+        settlement=settlement,
+        contracts=contracts,
+        series=settings.kalshi_series,
+        max_spot_age_s=settings.coinbase_stale_seconds,
+        index_spot=settings.edge_index_spot if index_spot is None else index_spot,
+    )
+    return EdgeSettings(
+        params=params,
+        vol=VolParams(fallback=settings.edge_sigma_fallback if sigma_fallback is None else sigma_fallback),
+        basis=BasisParams(enabled=settings.edge_basis if basis is None else basis),
+        product_id=settings.coinbase_product_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)

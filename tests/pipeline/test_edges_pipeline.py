@@ -288,3 +288,27 @@ def test_stored_index_prints_are_the_spot_and_recorded_in_the_snapshot(engine: E
     assert row["basis_status"] == "index"  # the index still measures the basis
     stored = read_frame(engine, f"SELECT DISTINCT spot_source FROM edge_snapshots WHERE asof_ts = {asof + 1}")
     assert stored["spot_source"].to_list() == ["coinbase"]
+
+
+@pytest.mark.parametrize("any_db_url", ["sqlite"], indirect=True)
+def test_commands_switch_the_basis_and_the_sigma_fallback(engine: Engine, migrated_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    now = int(time.time() * 1000)
+    seed_database(engine, now)
+    runner = CliRunner()
+    result = runner.invoke(app, ["compute-edges", "--no-basis"])
+    assert result.exit_code == 0, result.output
+    snaps = read_frame(engine, "SELECT basis_usd, basis_std_usd, params_json FROM edge_snapshots")
+    assert set(snaps["basis_usd"]) == {0.0} and set(snaps["basis_std_usd"]) == {0.0}
+    assert {json.loads(p)["basis"]["enabled"] for p in snaps["params_json"]} == {False}
+    # Five minutes of spot: σ is not ready. With EDGE_SIGMA_FALLBACK=none the markets are skipped, not priced
+    # at the prior σ.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM spot_ticks WHERE tick_ts < :t"), {"t": now - 300_000})
+    monkeypatch.setenv("EDGE_SIGMA_FALLBACK", "none")
+    result = runner.invoke(app, ["run-live-edges", "--once", "--debug"])
+    assert result.exit_code == 0, result.output
+    assert "'sigma_not_ready': 4" in result.output
+    result = runner.invoke(app, ["run-live-edges", "--once", "--sigma-fallback", "prior"])
+    assert result.exit_code == 0 and "'priced': 4" in result.output, result.output
