@@ -46,7 +46,9 @@ class EdgeParams:
     statuses: tuple[str, ...] = ("active", "open")
     series: tuple[str, ...] = ("KXBTC", "KXBTCD", "KXBTC15M")
     expired_tolerance_s: float = 5.0
-    report_expired_s: float = 60.0  # an expired market is reported (`expired_contract`) this long, then dropped
+    # An expired market passed to the engine is reported (`expired_contract`) this long, then dropped; the live
+    # loaders and the replay never pass one closed more than `expired_tolerance_s` earlier.
+    report_expired_s: float = 60.0
     max_horizon_s: float = 21_600.0
     pct_band: float = 3.0
     top_n: int = 40
