@@ -1,6 +1,6 @@
 """Soak: both collectors and every scheduled step against the simulator, for a duration, on SQLite and PostgreSQL.
 
-    python -m benchmarks.soak --duration 120                  # CI size (2 minutes per backend)
+    python -m benchmarks.soak --duration 60 --backend both    # CI (.ci/run): 1 minute per backend, 2 in all
     python -m benchmarks.soak --duration 1800 --backend sqlite  # the documented 30-minute run
 
 The two collectors run as long-lived `kbtc` processes for the whole duration. Every step runs as a `kbtc`
@@ -11,6 +11,10 @@ turn. Measured per backend:
 - failed runs: step or collector processes that exited non-zero (target 0);
 - "database is locked": occurrences in any output or log line (target 0);
 - RSS growth of each collector from the end of the warm-up to the end of the run, in % (limit 10).
+
+The exit status is 1 when any backend misses a target (a failed run, any "database is locked", an RSS growth
+above the limit or not measured); each reason is printed, with the output of every failed run, so CI fails
+and says why.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 from benchmarks.common import bench_line
@@ -34,6 +39,7 @@ from kbtc.sim.markets import CatalogConfig
 from kbtc.sim.simulator import SimConfig, Simulator
 
 RSS_LIMIT_PCT = 10.0
+COLLECTORS = ("kalshi", "coinbase")
 # (name, arguments, period in seconds)
 SCHEDULE: list[tuple[str, list[str], float]] = [
     ("refresh-markets", ["refresh-markets"], 60),
@@ -49,6 +55,8 @@ SCHEDULE: list[tuple[str, list[str], float]] = [
     ("health", ["health"], 60),
 ]
 LOCKED = "database is locked"
+FAILURE_OUTPUT_CHARS = 3000  # enough for a traceback or the warnings that explain an exit status
+STOP_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -71,15 +79,27 @@ def _rss_kib(pid: int) -> int | None:
 
 
 def _failure(name: str, code: int | None, output: Path) -> str:
-    # The run's output is the tail of its file: the next run of the same step has not started yet.
-    tail = output.read_text(errors="replace")[-400:].strip().replace("\n", " | ")
-    return f"{name} exited {code}: …{tail}"
+    """A failed run and the end of its own output file (one file per run)."""
+    text = output.read_text(errors="replace").strip()
+    tail = text if len(text) <= FAILURE_OUTPUT_CHARS else "…" + text[-FAILURE_OUTPUT_CHARS:]
+    status = "did not finish" if code is None else f"exited {code}"
+    return f"{name} {status} ({output.name}):\n    " + tail.replace("\n", "\n    ")
 
 
 def _spawn(args: list[str], env: dict[str, str], cwd: Path, out: Path) -> subprocess.Popen[bytes]:
-    with out.open("ab") as sink:
+    with out.open("wb") as sink:
         return subprocess.Popen([sys.executable, "-m", "kbtc.cli", *args], env=env, cwd=cwd,
                                 stdout=sink, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int | None:
+    """Wait for a run to end; kill one that overstays `STOP_TIMEOUT_S` and return None for it."""
+    try:
+        return proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
 
 
 def soak(duration_s: float, database_url: str, work: Path, env_base: dict[str, str]) -> SoakResult:
@@ -96,12 +116,12 @@ def soak(duration_s: float, database_url: str, work: Path, env_base: dict[str, s
     subprocess.run([sys.executable, "-m", "kbtc.cli", "refresh-markets"], env=env, cwd=work,
                    capture_output=True, check=False)
     seconds = str(int(duration_s))
-    collectors = {
-        "kalshi": _spawn(["collect-kalshi", "--seconds", seconds], env, work, logs / "collector-kalshi.txt"),
-        "coinbase": _spawn(["collect", "--coinbase", "--seconds", seconds], env, work, logs / "collector-coinbase.txt"),
-    }
+    commands = {"kalshi": ["collect-kalshi", "--seconds", seconds],
+                "coinbase": ["collect", "--coinbase", "--seconds", seconds]}
+    collectors = {name: _spawn(commands[name], env, work, logs / f"collector-{name}.txt") for name in COLLECTORS}
     samples: dict[str, list[tuple[float, int]]] = {name: [] for name in collectors}
-    running: dict[str, subprocess.Popen[bytes]] = {}
+    running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    run_number = count(1)
     next_due = {name: 0.0 for name, _, _ in SCHEDULE}
     started = time.monotonic()
     last_sample = 0.0
@@ -111,13 +131,14 @@ def soak(duration_s: float, database_url: str, work: Path, env_base: dict[str, s
             if now < next_due[name]:
                 continue
             next_due[name] = now + period
-            proc = running.get(name)
-            if proc is not None and proc.poll() is None:
+            previous = running.get(name)
+            if previous is not None and previous[0].poll() is None:
                 result.skipped[name] = result.skipped.get(name, 0) + 1  # CANCEL_NEW
                 continue
-            if proc is not None and proc.returncode != 0:
-                result.failures.append(_failure(name, proc.returncode, logs / f"{name}.txt"))
-            running[name] = _spawn(args, env, work, logs / f"{name}.txt")
+            if previous is not None and previous[0].returncode != 0:
+                result.failures.append(_failure(name, previous[0].returncode, previous[1]))
+            output = logs / f"{name}-{next(run_number):04d}.txt"
+            running[name] = (_spawn(args, env, work, output), output)
             result.runs[name] = result.runs.get(name, 0) + 1
         if now - last_sample >= 5:
             last_sample = now
@@ -126,15 +147,14 @@ def soak(duration_s: float, database_url: str, work: Path, env_base: dict[str, s
                 if rss is not None:
                     samples[name].append((now, rss))
         time.sleep(0.2)
-    for name, proc in running.items():
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=120)
-        if proc.returncode != 0:
-            result.failures.append(_failure(name, proc.returncode, logs / f"{name}.txt"))
+    for name, (proc, output) in running.items():
+        code = _stop(proc)
+        if code != 0:
+            result.failures.append(_failure(name, code, output))
     for name, proc in collectors.items():
-        proc.wait(timeout=120)
-        if proc.returncode != 0:
-            result.failures.append(_failure(f"collector {name}", proc.returncode, logs / f"collector-{name}.txt"))
+        code = _stop(proc)
+        if code != 0:
+            result.failures.append(_failure(f"collector {name}", code, logs / f"collector-{name}.txt"))
     texts = [p.read_text(errors="replace") for p in logs.glob("*.txt")]
     log_file = work / "logs" / "app.jsonl"
     if log_file.exists():
@@ -176,6 +196,20 @@ class _SimThread:
         self._thread.join(30)
 
 
+def missed_targets(backend: str, result: SoakResult) -> list[str]:
+    """Why this backend's soak fails its targets (empty when it meets them all)."""
+    reasons = [f"{backend}: {len(result.failures)} failed run(s)"] if result.failures else []
+    if result.locked:
+        reasons.append(f"{backend}: '{LOCKED}' {result.locked} time(s)")
+    for name in COLLECTORS:
+        growth = result.rss_growth_pct.get(name)
+        if growth is None:
+            reasons.append(f"{backend}: RSS growth of the {name} collector not measured")
+        elif growth > RSS_LIMIT_PCT:
+            reasons.append(f"{backend}: RSS of the {name} collector grew {growth:.1f} % (limit {RSS_LIMIT_PCT:g} %)")
+    return reasons
+
+
 def _postgres_database(admin_url: str) -> tuple[str, str]:
     import psycopg
     from sqlalchemy.engine import make_url
@@ -189,7 +223,7 @@ def _postgres_database(admin_url: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    """Run the soak on the chosen backends and print BENCH lines."""
+    """Run the soak on the chosen backends, print BENCH lines, and exit 1 when a target is missed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds per backend")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
@@ -201,6 +235,7 @@ def main() -> None:
     env_base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "KALSHI_SERIES": "KXBTC15M,KXBTCD,KXBTC"}
     catalog = CatalogConfig(window_minutes=2, event_minutes=10, history_s=6 * 3600, historical_cutoff_s=1200)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    missed: list[str] = []
     with _SimThread(SimConfig(seed=3, catalog=catalog)) as sim, tempfile.TemporaryDirectory() as tmp:
         env_base |= sim.env()
         for backend in backends:
@@ -234,6 +269,11 @@ def main() -> None:
                 # A shrinking RSS counts as no growth (the raw number is in the summary line above).
                 print(bench_line(f"soak_{backend}_rss_growth_{name}", max(growth, 0.0), "%", RSS_LIMIT_PCT,
                                  higher_is_better=False))
+            missed += missed_targets(backend, result)
+    if missed:
+        print("soak FAILED:\n" + "\n".join(f"  {reason}" for reason in missed))
+        raise SystemExit(1)
+    print("soak ok: no failed run, no 'database is locked', RSS growth within the limit")
 
 
 if __name__ == "__main__":

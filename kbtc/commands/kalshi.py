@@ -87,7 +87,11 @@ def poll_quotes_command(  # noqa: PLR0917 — typer maps each option to a parame
     concurrency: Annotated[int, typer.Option(min=1, help="Batch requests (100 markets each) in flight at once.")] = 5,
     series: SeriesOption = None,
 ) -> None:
-    """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets."""
+    """Poll top of book over REST (batch `GET /markets?tickers=`) for the tracked markets.
+
+    No tracked market is a normal state (between two windows, before the next catalog refresh): the command
+    says so and exits 0, as the `poll-quotes` flow completes.
+    """
     from kbtc.pipeline.poll_quotes import poll_quotes
 
     settings = setup()
@@ -97,8 +101,8 @@ def poll_quotes_command(  # noqa: PLR0917 — typer maps each option to a parame
     console.print(f"markets={summary.markets} polls={summary.polls} quotes={summary.quotes} "
                   f"rejects={summary.rejects} failures={summary.failures}")
     if summary.markets == 0:
-        console.print("no tracked markets match (run refresh-markets first?)")
-        raise typer.Exit(1)
+        console.print("nothing to poll: the catalog lists no unclosed market of these series within the horizon "
+                      "(normal between two windows; on a new database, run refresh-markets first)")
 
 
 def refresh_settlements_command(  # noqa: PLR0917 — typer maps each option to a parameter

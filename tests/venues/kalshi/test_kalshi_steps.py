@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -167,6 +169,30 @@ async def test_scan_markets_counts_by_status() -> None:
     async with _client(venue) as client:
         scans = await scan_markets(client, ["KXBTCD", "KXNOPE"])
     assert scans[0].by_status == {"active": 4, "closed": 1} and scans[1].markets == 0
+
+
+def test_poll_quotes_command_exits_0_when_nothing_is_tracked(
+    engine: Engine, migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between two windows every listed market has closed until the next catalog refresh: a normal state.
+    from typer.testing import CliRunner
+
+    from kbtc.cli import app
+
+    async def catalog() -> None:
+        async with _client(_venue()) as client:
+            assert (await refresh_markets(engine, client, ["KXBTCD", "KXBTC15M"], status="open", now_ms=NOW)).ok
+
+    asyncio.run(catalog())
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE markets SET close_ts = :past"), {"past": int(time.time() * 1000) - 60_000})
+    # No request may be sent: nothing listens on the venue URL.
+    for name, value in {"DATABASE_URL": migrated_url, "KALSHI_REST_URL": "http://127.0.0.1:9/trade-api/v2",
+                        "KALSHI_SERIES": "KXBTCD,KXBTC15M", "LOG_PATH": str(tmp_path / "app.jsonl")}.items():
+        monkeypatch.setenv(name, value)
+    done = CliRunner().invoke(app, ["poll-quotes", "--seconds", "0"])
+    assert done.exit_code == 0, done.output
+    assert "markets=0 polls=0" in done.output and "nothing to poll" in done.output
 
 
 async def test_poll_quotes_concurrency_bounds_requests_in_flight(engine: Engine) -> None:
