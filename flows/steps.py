@@ -119,10 +119,11 @@ def edge_tick_task(settings: Settings, asof_ts: int, contracts: float = 1.0) -> 
 
 
 @task(name="opportunity-tick", **task_options(120, retry_delays_s=TICK_RETRY_DELAYS_S))
-def opportunity_tick_task(settings: Settings, now_ts: int, params: LedgerParams) -> pl.DataFrame:
+def opportunity_tick_task(settings: Settings, now_ts: int, params: LedgerParams,
+                          emit_passes: bool = True) -> pl.DataFrame:
     """Decide TAKE/PASS on the newest snapshot batch (idempotent per batch); return the decisions."""
     with engine_for(settings) as engine:
-        return run_opportunity_tick(engine, now_ts, params).decisions
+        return run_opportunity_tick(engine, now_ts, params, emit_passes=emit_passes).decisions
 
 
 @task(name="opportunity-catch-up", **task_options(120, retry_delays_s=TICK_RETRY_DELAYS_S))
