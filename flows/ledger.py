@@ -28,10 +28,13 @@ def opportunity_loop(
     interval_seconds: float = 10.0,
     min_ev: float = 0.03,
     cost_buffer: float = 0.01,
-    emit_passes: bool = False,
+    emit_passes: bool = True,
     both_sides: bool = False,
 ) -> dict[str, int]:
-    """Record TAKE/PASS decisions for each new snapshot batch for `duration_seconds`; return the totals."""
+    """Record TAKE/PASS decisions for each new snapshot batch for `duration_seconds`; return the totals.
+
+    Unlike the CLI (the original's opt-in `--emit-passes`), the flow records PASS rows by default: every
+    evaluation is in the ledger, with its reason codes (no survivorship)."""
     settings = flow_settings()
     logger = get_run_logger()
     params = LedgerParams(min_ev_dollars=min_ev, cost_buffer_dollars=cost_buffer, both_sides=both_sides)

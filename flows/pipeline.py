@@ -52,8 +52,12 @@ def pipeline(
     expiry_scale: float = 1.0,
     sigma_ready_statuses: list[str] | None = None,
     health_window_seconds: float = 3_600.0,
+    emit_passes: bool = True,
 ) -> dict[str, Any]:
     """Run one cycle of the pipeline; return each step's summary.
+
+    The ledger records PASS rows too (`emit_passes`): every evaluation is in `opportunities`, so the report's
+    scope `all` shows what the gates saved or cost.
 
     `expiry_scale` multiplies the ledger's near-expiry thresholds and `sigma_ready_statuses` widens which
     volatility statuses may trade: the demo's accelerated markets need both; production keeps the defaults.
@@ -67,7 +71,8 @@ def pipeline(
         summary["poll"] = poll_quotes_task(settings, 0.0, 1.0)
     edges = edge_tick_task(settings, now_ms())
     decisions = opportunity_tick_task(settings, now_ms(), ledger_params(
-        min_ev=min_ev, cost_buffer=cost_buffer, expiry_scale=expiry_scale, sigma_ready_statuses=sigma_ready_statuses))
+        min_ev=min_ev, cost_buffer=cost_buffer, expiry_scale=expiry_scale, sigma_ready_statuses=sigma_ready_statuses),
+        emit_passes)
     summary["settlements"] = refresh_settlements_task(settings, settlements_since_seconds)
     summary["ledger"] = settle_ledger_task(settings.sqlalchemy_url)
     summary["scoring"] = score_snapshots_task(settings.sqlalchemy_url, now_ms())

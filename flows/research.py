@@ -23,8 +23,7 @@ from flows.artifacts import json_rows
 from flows.common import flow_settings, task_options
 from kbtc.config import Settings
 from kbtc.db.migrate import open_engine
-from kbtc.edge.params import EdgeParams
-from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.edges import edge_settings_from
 from kbtc.pipeline.sweep import SweepResult, run_sweep, sweep_plot, sweep_settings
 
 ARTIFACT_KEYS = ("kbtc-sweep", "kbtc-sweep-comparison", "kbtc-sweep-by-lead-time", "kbtc-plot-sweep")
@@ -33,10 +32,7 @@ ARTIFACT_KEYS = ("kbtc-sweep", "kbtc-sweep-comparison", "kbtc-sweep-by-lead-time
 @task(name="sweep", **task_options(7200))
 def sweep_task(settings: Settings, params: list[str], start_ts: int, end_ts: int, cadence_s: float) -> SweepResult:
     """Score every setting over the period (reads the database once; writes nothing)."""
-    base = EdgeSettings(
-        params=EdgeParams(series=settings.kalshi_series, max_spot_age_s=settings.coinbase_stale_seconds),
-        product_id=settings.coinbase_product_id,
-    )
+    base = edge_settings_from(settings)
     engine = open_engine(settings.sqlalchemy_url)
     try:
         return run_sweep(engine, sweep_settings(base, params), start_ts, end_ts, cadence_s)

@@ -23,8 +23,7 @@ from sqlalchemy import Engine
 from flows.common import TICK_RETRY_DELAYS_S, task_options
 from kbtc.config import Settings
 from kbtc.db.migrate import open_engine
-from kbtc.edge.params import EdgeParams
-from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick
+from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, edge_settings_from
 from kbtc.pipeline.health import DataHealth, data_health
 from kbtc.pipeline.opportunities import OpportunityTick, run_opportunity_catch_up, run_opportunity_tick
 from kbtc.scoring.ledger import LedgerParams
@@ -70,10 +69,9 @@ def run_with_client(settings: Settings, step: Callable[[Engine, KalshiRestClient
 
 
 def edge_settings(settings: Settings, contracts: float = 1.0) -> EdgeSettings:
-    """The edge engine's settings for the configured series and spot product (as `kbtc compute-edges`)."""
-    params = EdgeParams(contracts=contracts, series=settings.kalshi_series,
-                        max_spot_age_s=settings.coinbase_stale_seconds)
-    return EdgeSettings(params=params, product_id=settings.coinbase_product_id)
+    """The edge engine's settings for the configured series, spot product and EDGE_* switches (as `kbtc
+    compute-edges`)."""
+    return edge_settings_from(settings, contracts=contracts)
 
 
 @task(name="refresh-markets", **task_options(300))
@@ -121,10 +119,11 @@ def edge_tick_task(settings: Settings, asof_ts: int, contracts: float = 1.0) -> 
 
 
 @task(name="opportunity-tick", **task_options(120, retry_delays_s=TICK_RETRY_DELAYS_S))
-def opportunity_tick_task(settings: Settings, now_ts: int, params: LedgerParams) -> pl.DataFrame:
+def opportunity_tick_task(settings: Settings, now_ts: int, params: LedgerParams,
+                          emit_passes: bool = True) -> pl.DataFrame:
     """Decide TAKE/PASS on the newest snapshot batch (idempotent per batch); return the decisions."""
     with engine_for(settings) as engine:
-        return run_opportunity_tick(engine, now_ts, params).decisions
+        return run_opportunity_tick(engine, now_ts, params, emit_passes=emit_passes).decisions
 
 
 @task(name="opportunity-catch-up", **task_options(120, retry_delays_s=TICK_RETRY_DELAYS_S))

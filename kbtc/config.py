@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     # Collectors
     collector_seconds: float = Field(default=60.0, ge=0)
 
+    # Edge engine (docs/EDGE_VALIDATION.md): the Coinbase-to-index basis correction (on/off, so its value can be
+    # measured), the settlement index's own prints as spot when fresh, and σ's fallback when the estimate is not
+    # ready (`prior`: the prior σ; `none`: no σ, the market is skipped as sigma_not_ready).
+    edge_basis: bool = True
+    edge_index_spot: bool = True
+    edge_sigma_fallback: Literal["prior", "none"] = "prior"
+
     @field_validator("kalshi_market_tickers", "kalshi_series", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
@@ -110,7 +117,7 @@ class Settings(BaseSettings):
     def _lower_env(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("coinbase_source", mode="before")
+    @field_validator("coinbase_source", "edge_sigma_fallback", mode="before")
     @classmethod
     def _lower_source(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

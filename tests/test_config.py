@@ -54,6 +54,20 @@ def test_series_ticker_narrows_the_catalog_series(monkeypatch: pytest.MonkeyPatc
     assert s.catalog_series == ("KXBTC15M",)
     assert s.kalshi_series == ("KXBTC", "KXBTCD", "KXBTC15M")  # the other steps keep KALSHI_SERIES
     assert s.kalshi_event_ticker is None
+def test_edge_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbtc.pipeline.edges import edge_settings_from
+
+    default = edge_settings_from(load_settings())
+    assert default.basis.enabled and default.params.index_spot and default.vol.fallback == "prior"
+    monkeypatch.setenv("EDGE_BASIS", "off")
+    monkeypatch.setenv("EDGE_INDEX_SPOT", "off")
+    monkeypatch.setenv("EDGE_SIGMA_FALLBACK", "NONE")
+    s = load_settings()
+    assert (s.edge_basis, s.edge_index_spot, s.edge_sigma_fallback) == (False, False, "none")
+    edge = edge_settings_from(s)
+    assert not edge.basis.enabled and not edge.params.index_spot and edge.vol.fallback == "none"
+    flagged = edge_settings_from(s, basis=True, index_spot=True, sigma_fallback="prior")  # a command's flags win
+    assert flagged.basis.enabled and flagged.params.index_spot and flagged.vol.fallback == "prior"
 
 
 def test_dotenv_file_is_read(isolated_env: Path) -> None:
@@ -73,6 +87,8 @@ def test_dotenv_file_is_read(isolated_env: Path) -> None:
         ("COINBASE_STALE_SECONDS", "-1"),
         ("TRADING_ENABLED", "maybe"),
         ("KALSHI_MARKET_LIMIT", "5000"),
+        ("EDGE_BASIS", "sometimes"),
+        ("EDGE_SIGMA_FALLBACK", "default"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

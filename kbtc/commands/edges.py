@@ -20,30 +20,63 @@ if TYPE_CHECKING:
 _log = get_logger("kbtc.commands.edges")
 
 
-def _edge_settings(settings: Settings, contracts: float, settlement: str) -> EdgeSettings:
-    from kbtc.pipeline.edges import EdgeSettings
+def _edge_settings(
+    settings: Settings,
+    *,
+    contracts: float,
+    settlement: str,
+    basis: bool | None,
+    index_spot: bool | None,
+    sigma_fallback: str | None,
+) -> EdgeSettings:
+    from kbtc.pipeline.edges import edge_settings_from
 
     if settlement not in ("average", "point"):
         raise fail(f"--settlement must be average or point, got {settlement!r}")
-    params = EdgeParams(
-        settlement=settlement,  # type: ignore[arg-type]
+    if sigma_fallback not in (None, "prior", "none"):
+        raise fail(f"--sigma-fallback must be prior or none, got {sigma_fallback!r}")
+    return edge_settings_from(
+        settings,
         contracts=contracts,
-        series=settings.kalshi_series,
-        max_spot_age_s=settings.coinbase_stale_seconds,
+        settlement=settlement,  # type: ignore[arg-type]
+        basis=basis,
+        index_spot=index_spot,
+        sigma_fallback=sigma_fallback,  # type: ignore[arg-type]
     )
-    return EdgeSettings(params=params, product_id=settings.coinbase_product_id)
 
 
-def compute_edges_command(
+# The model switches of both tick commands; unset, each follows its setting (EDGE_BASIS, EDGE_INDEX_SPOT,
+# EDGE_SIGMA_FALLBACK).
+BasisOption = Annotated[
+    bool | None,
+    typer.Option("--basis/--no-basis", help="Correct Coinbase to the settlement index (default: EDGE_BASIS)."),
+]
+IndexSpotOption = Annotated[
+    bool | None,
+    typer.Option("--index-spot/--no-index-spot",
+                 help="Use fresh index prints as the spot (default: EDGE_INDEX_SPOT)."),
+]
+SigmaFallbackOption = Annotated[
+    str | None,
+    typer.Option(help="σ when the estimate is not ready: prior, or none (skip: sigma_not_ready). "
+                      "Default: EDGE_SIGMA_FALLBACK."),
+]
+
+
+def compute_edges_command(  # noqa: PLR0917 — typer maps each option to a parameter
     debug: Annotated[bool, typer.Option("--debug", help="Debug logging, and print every market's outcome.")] = False,
     contracts: Annotated[float, typer.Option(help="Order size the fees and EVs are computed for.")] = 1.0,
     settlement: Annotated[str, typer.Option(help="average (60 s settlement average) or point.")] = "average",
+    basis: BasisOption = None,
+    index_spot: IndexSpotOption = None,
+    sigma_fallback: SigmaFallbackOption = None,
 ) -> None:
     """Run one edge tick now: write edges and edge_snapshots and print the sanity lines."""
     from kbtc.pipeline.edges import compute_edge_tick, sanity_lines
 
     settings = setup(debug)
-    edge_settings = _edge_settings(settings, contracts, settlement)
+    edge_settings = _edge_settings(settings, contracts=contracts, settlement=settlement, basis=basis,
+                                   index_spot=index_spot, sigma_fallback=sigma_fallback)
     engine = engine_or_exit(settings)
     try:
         tick = compute_edge_tick(engine, int(time.time() * 1000), edge_settings)
@@ -66,6 +99,9 @@ def run_live_edges(  # noqa: PLR0917 — typer maps each option to a parameter
     once: Annotated[bool, typer.Option("--once", help="One tick, then exit.")] = False,
     contracts: Annotated[float, typer.Option(help="Order size the fees and EVs are computed for.")] = 1.0,
     settlement: Annotated[str, typer.Option(help="average or point.")] = "average",
+    basis: BasisOption = None,
+    index_spot: IndexSpotOption = None,
+    sigma_fallback: SigmaFallbackOption = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Compute edges every INTERVAL seconds for DURATION seconds (a tick's failure is logged; the loop goes on)."""
@@ -74,7 +110,8 @@ def run_live_edges(  # noqa: PLR0917 — typer maps each option to a parameter
     from kbtc.pipeline.loop import run_bounded_loop
 
     settings = setup(debug)
-    edge_settings = _edge_settings(settings, contracts, settlement)
+    edge_settings = _edge_settings(settings, contracts=contracts, settlement=settlement, basis=basis,
+                                   index_spot=index_spot, sigma_fallback=sigma_fallback)
     engine = engine_or_exit(settings)
     catalog = MarketCatalogCache()  # the market list, re-read only when the catalog changes
 

@@ -11,7 +11,6 @@ import typer
 from kbtc.commands.common import console, engine_or_exit, err_console, fail, setup
 from kbtc.commands.spot import parse_time_s
 from kbtc.config import Settings
-from kbtc.edge.params import EdgeParams
 
 if TYPE_CHECKING:
     from kbtc.pipeline.edges import EdgeSettings
@@ -40,11 +39,9 @@ def _period(start: str | None, end: str | None) -> tuple[int | None, int | None]
 
 
 def _base_settings(settings: Settings, contracts: float) -> EdgeSettings:
-    from kbtc.pipeline.edges import EdgeSettings
+    from kbtc.pipeline.edges import edge_settings_from
 
-    params = EdgeParams(contracts=contracts, series=settings.kalshi_series,
-                        max_spot_age_s=settings.coinbase_stale_seconds)
-    return EdgeSettings(params=params, product_id=settings.coinbase_product_id)
+    return edge_settings_from(settings, contracts=contracts)
 
 
 def replay_command(  # noqa: PLR0917 — typer maps each option to a parameter

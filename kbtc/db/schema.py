@@ -342,6 +342,8 @@ class EdgeSnapshot(Base):
     spot_usd: Mapped[float | None] = mapped_column(Float)
     spot_ts: Mapped[int | None] = mapped_column(BigInteger)
     spot_age_s: Mapped[float | None] = mapped_column(Float)
+    # Where the model spot came from: `index` (settlement-index prints, no basis) or `coinbase` (+ basis).
+    spot_source: Mapped[str | None] = mapped_column(String(16))
     basis_usd: Mapped[float | None] = mapped_column(Float)
     basis_std_usd: Mapped[float | None] = mapped_column(Float)
     sigma_annual: Mapped[float | None] = mapped_column(Float)

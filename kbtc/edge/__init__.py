@@ -1,7 +1,8 @@
-"""Pure edge computations: volatility, settlement-index basis, probability, fees, EV — frames in, frames out.
+"""Edge computations: volatility, settlement-index basis, probability, fees, EV — frames in, frames out.
 
 No I/O and no clock anywhere in this package:
-- `volatility`, `basis`: σ and the Coinbase → settlement-index basis at as-of times.
+- `volatility`, `basis`: σ and the Coinbase → settlement-index basis at as-of times (NumPy inside: their
+  exponentially weighted recursions, `vol_recursion`, have no Polars expression).
 - `probability`: P(YES) under zero-drift GBM for the 60-second settlement average (or a point).
 - `fees`: exact integer Kalshi fees; `ev`: EV, break-even, Kelly, depth-aware EV.
 - `selection`, `quality`: which markets are priced, and a reason code for every one that is not.

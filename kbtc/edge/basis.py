@@ -17,6 +17,9 @@ Evidence, best first (`basis_status`):
 - `disabled`: `enabled=False`: basis 0 ± 0, so the engine's arithmetic is unchanged and the value of the
   correction can be measured by switching it off.
 
+While index prints are fresh the engine does not use the basis at all: the index is the spot
+(kbtc.edge.engine.market_state, `basis_status = "spot_is_index"`); the estimate covers the feed's gaps.
+
 Estimator: an exponentially time-weighted mean and variance of the observed gaps (half-life per source); the
 sparse references are shrunk toward the prior by `prior_weight_obs` pseudo-observations.
 `basis_std_usd = sqrt(var·(1 + 1/n_eff))` is the spread of the next 60 s gap around the estimate, including the
@@ -73,6 +76,14 @@ class BasisParams:
             raise ValueError("min_observations, index_min_minutes >= 1 and prior_weight_obs >= 0 required")
         if self.prior_std_usd < 0 or self.min_std_usd < 0:
             raise ValueError("standard deviations must be non-negative")
+
+
+def reference_spot_span_ms(params: BasisParams) -> int:
+    """How far before a reference's window end the Coinbase ticks for its average reach (ms).
+
+    The earliest mark is `end − w`; it takes a tick at most `max_tick_age_s` older.
+    """
+    return round((params.average_window_s + params.max_tick_age_s) * 1000)
 
 
 def coinbase_window_average(
@@ -206,12 +217,15 @@ def estimate_basis(
     references: pl.DataFrame | None = None,
     index_prints: pl.DataFrame | None = None,
     params: BasisParams | None = None,
+    reference_spot: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Estimate index − Coinbase at each as-of time: `asof_ts, basis_usd, basis_std_usd, basis_n, basis_status`.
 
-    `spot` (load_spot) must cover the reference minutes inside `lookback_s` and the index minutes inside
-    `index_lookback_s`; `references` comes from load_settled_references, `index_prints` from load_index_prints
-    (`ts`, `price`). Either may be None or empty. One row per as-of time, in the given order.
+    `spot` (load_spot) must cover the index minutes inside `index_lookback_s`, and `reference_spot` (default
+    `spot`) the reference minutes inside `lookback_s` — a live tick passes its recent spot plus the older
+    reference minutes alone (kbtc.pipeline.edge_inputs.load_spot_windows), a replay the whole period.
+    `references` comes from load_settled_references, `index_prints` from load_index_prints (`ts`, `price`).
+    Either may be None or empty. One row per as-of time, in the given order.
     """
     params = params or BasisParams()
     asof = np.asarray(asof_ts, dtype=np.int64)
@@ -223,7 +237,7 @@ def estimate_basis(
     if params.enabled:
         # Lower-priority evidence first, so the index overwrites references where both qualify.
         if references is not None and references.height:
-            gaps = reference_gaps(spot, references, params)
+            gaps = reference_gaps(spot if reference_spot is None else reference_spot, references, params)
             stats = _weighted_stats(
                 gaps["known_ts"].to_numpy().astype(np.int64),
                 gaps["gap_usd"].to_numpy(),

@@ -12,16 +12,22 @@ Inputs:
   price_ranges, …).
 - `quotes`: one row per (asof_ts, market_ticker): the latest quote at or before the as-of time
   (quote_ts, yes/no bid/ask cents, sizes) — `quotes_asof` builds it from a quote history.
-- `state`: one row per asof_ts: spot_usd, spot_ts, sigma_annual, sigma_status and optionally basis_usd,
-  basis_std_usd, basis_status (`market_state` builds it from spot ticks and the volatility/basis frames).
-- `prints`: spot ticks (ts, price[, best_bid, best_ask]) covering open settlement windows, for the fixed prints.
+- `state`: one row per asof_ts: spot_usd, spot_ts, spot_source, sigma_annual, sigma_status and optionally
+  basis_usd, basis_std_usd, basis_status (`market_state` builds it from spot ticks, index prints and the
+  volatility/basis frames).
+- `prints`: spot ticks (ts, price[, best_bid, best_ask]) covering open settlement windows, for the fixed prints;
+  `index_prints` (ts, price): the settlement index's own prints, for the fixed prints of as-of times whose
+  spot is the index (`spot_source = "index"`).
 - `books` (optional): bid ladders (asof_ts, market_ticker, side, price_cents, size); when given, the EV of the
   full order size walking the book is added (`depth_*` columns; null without a book).
 
 Time: the probability's horizon runs from the spot's own time (`spot_ts`) to the close — the information is as
 old as the spot — while selection uses the as-of time. Stale spots are gated (`spot_stale`).
-Basis (`basis_usd`, index − spot) is added to spot and to the fixed prints; its standard deviation enters the
-variance (`probability`).
+Spot source: when fresh settlement-index prints are available (BRTI relayed by Kalshi's `cfbenchmarks_value`),
+the index itself is the spot and its prints are the window's fixed prints — already in settlement units, so
+no basis (0 ± 0, `basis_status = "spot_is_index"`). Otherwise Coinbase: the basis (`basis_usd`, index −
+Coinbase) is added to spot and to the fixed prints, and its standard deviation enters the variance
+(`probability`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from kbtc.edge.params import MODEL_VERSION, EdgeParams
 from kbtc.edge.pricing import PRICING_OUTPUTS, price
 from kbtc.edge.quality import off_grid_rows, price_grids
 from kbtc.edge.selection import gate, select_band
-from kbtc.edge.window import fixed_window_prints, spot_price
+from kbtc.edge.window import first_print_offset_ms, fixed_window_prints, spot_price
 
 MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "market_ticker": pl.String,
@@ -74,11 +80,15 @@ STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "basis_usd": pl.Float64,
     "basis_std_usd": pl.Float64,
     "basis_status": pl.String,
+    "spot_source": pl.String,
 }
+SPOT_SOURCE_COINBASE = "coinbase"
+SPOT_SOURCE_INDEX = "index"
+BASIS_STATUS_SPOT_IS_INDEX = "spot_is_index"
 EDGE_COLUMNS = (
     "asof_ts", "market_ticker", "event_ticker", "series_ticker", "status", "strike_type", "floor_strike",
     "cap_strike", "close_ts", "settlement_ts", "time_to_close_s", "horizon_s", "spot_usd", "spot_ts", "spot_age_s",
-    "basis_usd", "basis_std_usd", "basis_status", "model_spot_usd", "sigma_annual", "sigma_status",
+    "spot_source", "basis_usd", "basis_std_usd", "basis_status", "model_spot_usd", "sigma_annual", "sigma_status",
     "fixed_sum_usd", "distance_pct", "quote_ts", "quote_age_s", "yes_bid_cents", "yes_ask_cents", "no_bid_cents",
     "no_ask_cents", "yes_bid_size", "yes_ask_size", "p_market", "yes_ask_used_cents", "no_ask_used_cents",
     "yes_side_reason", "no_side_reason", "fee_type", "fee_multiplier", "contracts", *PRICING_OUTPUTS,
@@ -117,11 +127,18 @@ def market_state(
     asof_ts: Sequence[int],
     vol: pl.DataFrame | None = None,
     basis: pl.DataFrame | None = None,
+    *,
+    index_prints: pl.DataFrame | None = None,
+    index_max_age_s: float = 10.0,
+    index_since_s: float = 59.0,
 ) -> pl.DataFrame:
     """One row per as-of time: the latest spot at or before it, joined with the vol and basis estimates.
 
     `vol` has asof_ts, sigma_annual, sigma_status (kbtc.edge.volatility); `basis` has asof_ts, basis_usd,
-    basis_std_usd, basis_status (kbtc.edge.basis).
+    basis_std_usd, basis_status (kbtc.edge.basis). With `index_prints` (ts, price), an as-of time whose latest
+    index print is at most `index_max_age_s` old, and which had one of that age `index_since_s` earlier too
+    (the index was printing when the oldest fixed print an open window needs was fixed: `(n − 1)·Δ`), takes
+    the index as its spot (`spot_source = "index"`, basis 0 ± 0); every other one Coinbase (`"coinbase"`).
     """
     ticks = (
         spot.select(pl.col("ts").cast(pl.Int64).alias("spot_ts"), spot_price(spot).alias("spot_usd"))
@@ -136,7 +153,43 @@ def market_state(
     for extra in (vol, basis):
         if extra is not None:
             frame = frame.join(extra.with_columns(pl.col("asof_ts").cast(pl.Int64)), on="asof_ts", how="left")
-    return typed(frame, STATE_SCHEMA)
+    state = typed(frame, STATE_SCHEMA).with_columns(pl.lit(SPOT_SOURCE_COINBASE).alias("spot_source"))
+    if index_prints is None or index_prints.height == 0:
+        return state
+    return _with_index_spot(state, index_prints, round(index_max_age_s * 1000), round(index_since_s * 1000))
+
+
+def _with_index_spot(state: pl.DataFrame, index_prints: pl.DataFrame, max_age_ms: int, since_ms: int) -> pl.DataFrame:
+    """Replace the spot of the as-of times with a fresh, established index print by that print (see market_state)."""
+    prints = (
+        index_prints.select(pl.col("ts").cast(pl.Int64).alias("index_ts"), pl.col("price").cast(pl.Float64))
+        .filter(pl.col("price").is_finite() & (pl.col("price") > 0))
+        .sort("index_ts")
+    )
+    asofs = state.select("asof_ts").sort("asof_ts")
+    latest = asofs.join_asof(prints, left_on="asof_ts", right_on="index_ts", strategy="backward",
+                             tolerance=max_age_ms)
+    earlier = (
+        asofs.with_columns((pl.col("asof_ts") - since_ms).alias("since_ts"))
+        .join_asof(prints.select(pl.col("index_ts").alias("earlier_ts")), left_on="since_ts", right_on="earlier_ts",
+                   strategy="backward", tolerance=max_age_ms)
+        .select("asof_ts", "earlier_ts")
+    )
+    use = pl.col("index_ts").is_not_null() & pl.col("earlier_ts").is_not_null()
+    return (
+        state.join(latest, on="asof_ts", how="left")
+        .join(earlier, on="asof_ts", how="left")
+        .with_columns(
+            pl.when(use).then(pl.col("price")).otherwise(pl.col("spot_usd")).alias("spot_usd"),
+            pl.when(use).then(pl.col("index_ts")).otherwise(pl.col("spot_ts")).alias("spot_ts"),
+            pl.when(use).then(0.0).otherwise(pl.col("basis_usd")).alias("basis_usd"),
+            pl.when(use).then(0.0).otherwise(pl.col("basis_std_usd")).alias("basis_std_usd"),
+            pl.when(use).then(pl.lit(BASIS_STATUS_SPOT_IS_INDEX)).otherwise(pl.col("basis_status"))
+            .alias("basis_status"),
+            pl.when(use).then(pl.lit(SPOT_SOURCE_INDEX)).otherwise(pl.col("spot_source")).alias("spot_source"),
+        )
+        .select(list(STATE_SCHEMA))
+    )
 
 
 def _universe(markets: pl.DataFrame, quotes: pl.DataFrame, asofs: pl.DataFrame, params: EdgeParams) -> pl.LazyFrame:
@@ -166,6 +219,7 @@ def compute_edges(
     state: pl.DataFrame,
     *,
     prints: pl.DataFrame | None = None,
+    index_prints: pl.DataFrame | None = None,
     books: pl.DataFrame | None = None,
     params: EdgeParams | None = None,
 ) -> pl.DataFrame:
@@ -173,7 +227,11 @@ def compute_edges(
     params = params or EdgeParams()
     markets = typed(markets, MARKET_SCHEMA).unique("market_ticker", keep="last")
     quotes = typed(quotes, QUOTE_SCHEMA)
-    state = typed(state, STATE_SCHEMA).unique("asof_ts", keep="last")
+    state = (
+        typed(state, STATE_SCHEMA)
+        .with_columns(pl.col("spot_source").fill_null(SPOT_SOURCE_COINBASE))
+        .unique("asof_ts", keep="last")
+    )
     off_grid = off_grid_rows(quotes, price_grids(markets)).with_columns(pl.lit(True).alias("off_grid"))
     basis = pl.col("basis_usd").fill_null(0.0)
     joined = (
@@ -202,26 +260,37 @@ def compute_edges(
     engine: Literal["in-memory", "streaming"] = "streaming" if pairs >= _STREAMING_FROM_ROWS else "in-memory"
     gated = select_band(gate(joined, params), params).collect(engine=engine)
 
-    window_ms = round(params.window_prints * params.print_interval_s * 1000)
-    needs_prints = gated.filter(
-        pl.col("skip_reason").is_null() & (pl.col("spot_ts") > pl.col("close_ts") - window_ms)
-    ).select(pl.col("spot_ts").alias("info_ts"), "close_ts")
-    if params.settlement == "average" and needs_prints.height and prints is not None:
-        fixed = fixed_window_prints(
-            prints, needs_prints, window_prints=params.window_prints, print_interval_s=params.print_interval_s
-        ).rename({"info_ts": "spot_ts"})
-        gated = gated.join(fixed, on=["spot_ts", "close_ts"], how="left")
+    # A print is fixed once its second has passed: from the first print on (not from the window's open, a
+    # second earlier) the fixed prints are needed; before it none is fixed and Σ = 0.
+    in_window = pl.col("spot_ts") >= pl.col("close_ts") - first_print_offset_ms(
+        params.window_prints, params.print_interval_s
+    )
+    needs_prints = gated.filter(pl.col("skip_reason").is_null() & in_window).select(
+        pl.col("spot_ts").alias("info_ts"), "close_ts", "spot_source"
+    )
+    fixed_parts = []
+    # The fixed prints come from the spot's own source: index prints (settlement units) or Coinbase ticks.
+    for source, ticks in ((SPOT_SOURCE_COINBASE, prints), (SPOT_SOURCE_INDEX, index_prints)):
+        keys = needs_prints.filter(pl.col("spot_source") == source)
+        if params.settlement == "average" and keys.height and ticks is not None:
+            fixed_parts.append(
+                fixed_window_prints(
+                    ticks, keys, window_prints=params.window_prints, print_interval_s=params.print_interval_s
+                ).with_columns(pl.lit(source).alias("spot_source"))
+            )
+    if fixed_parts:
+        fixed = pl.concat(fixed_parts).rename({"info_ts": "spot_ts"})
+        gated = gated.join(fixed, on=["spot_ts", "close_ts", "spot_source"], how="left")
     else:
         gated = gated.with_columns(
             pl.lit(None, pl.Float64).alias("fixed_sum_usd"), pl.lit(None, pl.Int64).alias("fixed_count")
         )
     staged = gated.lazy().with_columns(
-        # Fixed prints are spot proxies: move them to index units like the spot.
+        # Coinbase proxies move to index units like the spot (with the index as spot the basis is 0).
         (pl.col("fixed_sum_usd") + pl.col("fixed_count") * basis).alias("fixed_sum_usd"),
     )
     priced = price(staged, params)
     sigma_ok = pl.col("sigma_annual").is_finite() & (pl.col("sigma_annual") >= 0)
-    in_window = pl.col("spot_ts") > pl.col("close_ts") - window_ms
     prints_missing = (
         in_window & pl.col("fixed_sum_usd").is_null() if params.settlement == "average" else pl.lit(False)
     )

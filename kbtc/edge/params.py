@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-MODEL_VERSION = "gbm-avg60-v1"
+MODEL_VERSION = "gbm-avg60-v2"  # v2: the index as spot when fresh; the window's first second
 SECONDS_PER_YEAR = 365 * 24 * 3600  # 24/7 market: 365-day year (model_math.md §2.2)
 
 SettlementMode = Literal["average", "point"]
@@ -25,6 +25,8 @@ class EdgeParams:
     - `settlement="average"` prices the 60-print settlement average; `"point"` is the original formula.
     - the upper horizon bound has no hidden 1-hour grace (the issue's window is [now − 5 s, now + 6 h]).
     - `max_spot_age_s` gates a stale spot in the engine (the original only gated it in the opportunity loop).
+    - `index_spot`: where settlement-index prints at most `max_spot_age_s` old are available, they are the spot
+      and the window's fixed prints (no basis); elsewhere Coinbase plus the basis (kbtc.edge.engine).
     """
 
     settlement: SettlementMode = "average"
@@ -44,12 +46,15 @@ class EdgeParams:
     statuses: tuple[str, ...] = ("active", "open")
     series: tuple[str, ...] = ("KXBTC", "KXBTCD", "KXBTC15M")
     expired_tolerance_s: float = 5.0
-    report_expired_s: float = 60.0  # an expired market is reported (`expired_contract`) this long, then dropped
+    # An expired market passed to the engine is reported (`expired_contract`) this long, then dropped; the live
+    # loaders and the replay never pass one closed more than `expired_tolerance_s` earlier.
+    report_expired_s: float = 60.0
     max_horizon_s: float = 21_600.0
     pct_band: float = 3.0
     top_n: int = 40
     quote_max_age_s: float = 300.0
     max_spot_age_s: float = 10.0
+    index_spot: bool = True
     max_spot_quote_lag_s: float = 10.0
     min_ask_cents: float = 1.0
     max_ask_cents: float = 99.0

@@ -15,16 +15,19 @@ at the close (kalshi_api.md §8), which model_math.md §1.3 prices as follows, a
 The basis uncertainty to the settlement index (`basis_std_usd`) is added to the log-variance; inside the
 window it is scaled by `n/m`, because a level error in the average is an `n/m` times larger error in `F`.
 
-`point` mode is the original system's formula (seed_system.md §3.3): `N(d2)` over `max(T, 0)` with the
-deterministic step `≥ lower`, `≤ upper`, `lower ≤ S < upper` at T ≤ 0.
+`point` mode is the original system's formula (seed_system.md §3.3): `N(d2)` over T with the deterministic
+step `≥ lower`, `≤ upper`, `lower ≤ S < upper` at T ≤ 0 (σ is not read there), and the original's invalid
+inputs: null for σ ≤ 0 when T > 0 (no indicator at σ = 0) and for a bound ≤ 0 (no "K ≤ 0 is always
+exceeded"); a range's `p_model` is the original's `clamp(clamp(F(cap)) − clamp(F(floor)))`. The one extension:
+`greater_or_equal` / `less_or_equal`, which the original did not price, are priced as `greater` / `less`.
 
-Conventions (documented in docs/EDGE_VALIDATION.md):
+Conventions of `average` mode (documented in docs/EDGE_VALIDATION.md):
 - When the total variance is 0 (T ≤ 0 after the window, or σ = 0) the outcome is the strict indicator of the
   strike type's own inequality (`greater` is `>`, `greater_or_equal` is `≥`, `between` is `floor ≤ A ≤ cap`),
   not the `v → 0` limit 0.5 at the strike.
 - `K ≤ 0`: `P(A > K) = 1`; a `between` with `floor ≤ 0` is "below cap".
-- Invalid inputs (spot ≤ 0, σ < 0, NaN, a missing bound, cap ≤ floor, an unknown strike type) give null,
-  never a fake probability.
+- Invalid inputs (spot ≤ 0, σ < 0, a NaN or infinite spot, σ or horizon, a missing bound, cap ≤ floor, an
+  unknown strike type) give null, never a fake probability — in both modes.
 - Tails are computed from the smaller tail: `e = ½·erfc(|d|/√2)`, so `P(above)` and `P(below)` keep full
   relative precision far out (never `1 − N(d)` for a small result). A range bucket whose strikes both lie
   far *below* the centre is `L(cap) − L(floor)` (both near 0), otherwise `U(floor) − U(cap)`.
@@ -60,10 +63,17 @@ PROBABILITY_INPUTS = (
 def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: float) -> pl.Expr:
     """Number of settlement prints still to come: `min(n, ⌈T/Δ⌉)`, 0 once the window has ended.
 
-    Prints sit at `close − jΔ`, j = 0…n−1; the one exactly at "now" counts as fixed.
+    Prints sit at `close − jΔ`, j = 0…n−1; the one exactly at "now" counts as fixed. Null for a NaN or infinite
+    horizon (`min_horizontal` would skip a NaN and answer n).
     """
     ceil = (horizon_s / print_interval_s).ceil()
-    return pl.when(horizon_s <= 0).then(0.0).otherwise(pl.min_horizontal(ceil, float(window_prints)))
+    return (
+        pl.when(~horizon_s.is_finite())
+        .then(None)
+        .when(horizon_s <= 0)
+        .then(0.0)
+        .otherwise(pl.min_horizontal(ceil, float(window_prints)))
+    )
 
 
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
@@ -123,16 +133,18 @@ def with_probability(
             (pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
             (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
         )
-        in_window_without_prints = (pl.col("prints_left") < n) & pl.col("fixed_sum_usd").is_null()
+        # A NaN sum would reach erfc as NaN and be read as a tie: only a finite sum prices the window.
+        in_window_without_prints = (pl.col("prints_left") < n) & ~pl.col("fixed_sum_usd").is_finite().fill_null(False)
     else:
+        # The original's horizon is max(T, 0); at T ≤ 0 it never reads σ. (Not `max_horizontal(t, 0)`: it
+        # skips a NaN and would turn a NaN horizon into an expired market.)
+        point_diffusion = pl.when(t > 0).then(var_per_s * t).otherwise(0.0)
         staged = staged.with_columns(
             pl.lit(None, pl.Float64).alias("prints_left"),
             pl.col("model_spot_usd").alias("_x"),
             pl.col("floor_strike").alias("_k_lo"),
             pl.col("cap_strike").alias("_k_hi"),
-            (var_per_s * pl.max_horizontal(t, 0.0) + (basis_std / pl.col("model_spot_usd")) ** 2).alias(
-                "model_var"
-            ),
+            (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
         )
         in_window_without_prints = pl.lit(False)
 
@@ -184,21 +196,27 @@ def with_probability(
         .then(floor.is_finite() & cap.is_finite() & (cap > floor))
         .otherwise(False)
     )
-    # Polars orders NaN above every number: `< ∞` rejects NaN; a NaN or infinite σ or horizon makes v non-finite.
+    # Polars orders NaN above every number (`NaN > 0` is true): `< ∞` and `is_finite` reject NaN.
+    if mode == "average":
+        inputs_ok = (sigma >= 0) & (sigma < math.inf) & ~in_window_without_prints
+    else:  # the original's None: σ ≤ 0 when T > 0, any bound the type uses ≤ 0 (seed_system.md §3.3)
+        positive_bounds = pl.when(greater).then(floor > 0).when(less).then(cap > 0).otherwise(floor > 0)
+        inputs_ok = ((t <= 0) | ((sigma > 0) & (sigma < math.inf))) & positive_bounds
     valid = (
         bounds_ok
+        & inputs_ok
         & (x > 0)
         & (x < math.inf)
         & (pl.col("model_spot_usd") > 0)
         & (pl.col("model_spot_usd") < math.inf)
-        & (sigma >= 0)
-        & (t > -math.inf)
+        & t.is_finite()
         & (v < math.inf)
-        & ~in_window_without_prints
     )
-    raw = pl.when(valid).then(smooth)
-    return (
-        staged.with_columns(raw.alias("p_model_raw"))
-        .with_columns(pl.col("p_model_raw").clip(prob_clip, 1.0 - prob_clip).alias("p_model"))
-        .drop(*_TEMPS, strict=False)
-    )
+    staged = staged.with_columns(pl.when(valid).then(smooth).alias("p_model_raw"))
+    clipped = pl.col("p_model_raw")
+    if mode == "point":
+        # With T > 0 the original clamps both CDFs of a range before the difference (≤ 2ε from clip(raw)).
+        eps_a, eps_b = a.clip(prob_clip, 1.0 - prob_clip), b.clip(prob_clip, 1.0 - prob_clip)
+        clipped = pl.when(_BT & (t > 0)).then(sgn * (eps_b - eps_a)).otherwise(clipped)
+        clipped = pl.when(valid).then(clipped)
+    return staged.with_columns(clipped.clip(prob_clip, 1.0 - prob_clip).alias("p_model")).drop(*_TEMPS, strict=False)

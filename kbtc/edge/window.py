@@ -25,6 +25,15 @@ def spot_price(frame: pl.DataFrame | pl.LazyFrame) -> pl.Expr:
     return pl.when((bid > 0) & (ask >= bid)).then((bid + ask) / 2.0).otherwise(price)
 
 
+def first_print_offset_ms(window_prints: int, print_interval_s: float) -> int:
+    """How long before the close the window's first print is fixed: `(n − 1)·Δ`, in ms.
+
+    From then on at least one print is known; before it the market prices as "before the window" (the
+    probability's `prints_left` is n), even though the averaging window `(close − nΔ, close]` has opened.
+    """
+    return (window_prints - 1) * round(print_interval_s * 1000)
+
+
 def fixed_window_prints(
     spot: pl.DataFrame,
     keys: pl.DataFrame,
@@ -38,13 +47,15 @@ def fixed_window_prints(
     `spot` has (ts, price[, best_bid, best_ask]); `keys` has `info_ts` and `close_ts` (epoch ms). Prints sit at
     `close − jΔ`, j = 0…n−1, and a print is fixed when its time is ≤ `info_ts`. A print whose proxy is missing or
     older than `max_print_age_s` makes the row's `fixed_sum_usd` null (the engine skips it as
-    `window_prints_missing`). Keys before the window get a sum of 0 and a count of 0.
+    `window_prints_missing`). Keys before the first print (`close − (n−1)Δ`) — including those inside the
+    window's first second, `(close − nΔ, close − (n−1)Δ)` — get a sum of 0 and a count of 0.
     """
     interval_ms = round(print_interval_s * 1000)
     out_schema = {"info_ts": pl.Int64, "close_ts": pl.Int64, "fixed_sum_usd": pl.Float64, "fixed_count": pl.Int64}
     unique = keys.select(pl.col("info_ts").cast(pl.Int64), pl.col("close_ts").cast(pl.Int64)).unique()
-    opened = unique.filter(pl.col("info_ts") > pl.col("close_ts") - window_prints * interval_ms)
-    before = unique.filter(pl.col("info_ts") <= pl.col("close_ts") - window_prints * interval_ms).with_columns(
+    first_print = pl.col("close_ts") - first_print_offset_ms(window_prints, print_interval_s)
+    opened = unique.filter(pl.col("info_ts") >= first_print)
+    before = unique.filter(pl.col("info_ts") < first_print).with_columns(
         pl.lit(0.0).alias("fixed_sum_usd"), pl.lit(0, pl.Int64).alias("fixed_count")
     )
     if opened.height == 0:

@@ -19,8 +19,9 @@ time, in minutes without a tick: kbtc.pipeline.vol_spot), references once publis
 complete, books with book_ts ≤ as-of. Rows count from their venue time, as in the live loaders (the
 collector's millisecond latency is not modelled); a status counts from its lifecycle event's receive time.
 Markets closed more than `expired_tolerance` before the as-of time are not evaluated, as live.
-Known differences from the live tick: `catalog_status` is ignored (a market delisted after the period was
-listed during it), and the basis sees Coinbase ticks for references older than the live spot lookback.
+Known difference from the live tick: `catalog_status` is ignored (a market delisted after the period was
+listed during it). The basis sees the same references with the same Coinbase minutes as live: the live tick
+reads the minutes of references older than its spot lookback on their own (edge_inputs.load_spot_windows).
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from kbtc.db.store import read_frame
-from kbtc.edge import compute_edges, market_state, quotes_asof
-from kbtc.edge.basis import estimate_basis
+from kbtc.edge import compute_edges, quotes_asof
+from kbtc.edge.basis import estimate_basis, reference_spot_span_ms
 from kbtc.edge.volatility import estimate_volatility
-from kbtc.pipeline.edge_inputs import MARKET_COLUMNS
-from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS
+from kbtc.pipeline.edges import EdgeSettings, tick_state
 from kbtc.pipeline.vol_spot import CANDLE_MS, CANDLE_SCHEMA, CANDLE_SQL, candle_params, complete_with_candles
 from kbtc.venues.kalshi.marketdata import parse_lifecycle
 from kbtc.venues.kalshi.parsing import FieldError
@@ -147,7 +148,29 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
     )
     spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
     basis_lookback_ms = round(max(settings.basis.lookback_s, settings.basis.index_lookback_s) * 1000)
+    # As load_settled_references: known_ts is when each value became public; those known inside the basis
+    # lookback of the period's first as-of time (or later) count.
+    references = read_frame(
+        engine,
+        f"""SELECT market_ticker, open_ts AS window_end_ts, open_ts AS known_ts, floor_strike AS index_avg_usd,
+                  'strike' AS kind FROM markets
+           WHERE series_ticker = 'KXBTC15M' AND floor_strike IS NOT NULL AND open_ts IS NOT NULL
+             AND open_ts >= :start AND open_ts <= :end
+           UNION ALL
+           SELECT market_ticker, close_ts AS window_end_ts, {KNOWN_EXPIRATION_SQL} AS known_ts,
+                  expiration_value AS index_avg_usd, 'expiration' AS kind FROM markets
+           WHERE series_ticker = 'KXBTC15M' AND expiration_value IS NOT NULL AND close_ts IS NOT NULL
+             AND {KNOWN_EXPIRATION_SQL} >= :start AND close_ts <= :end
+           ORDER BY window_end_ts, market_ticker""",  # noqa: S608 — a constant expression; values are bound
+        {"start": start_ts - round(settings.basis.lookback_s * 1000), "end": end_ts},
+        schema={"market_ticker": pl.String, "window_end_ts": pl.Int64, "known_ts": pl.Int64,
+                "index_avg_usd": pl.Float64, "kind": pl.String},
+    )
+    # Spot for σ, the index minutes and every reference's minute (its Coinbase average reaches back a span).
     earliest = start_ts - max(spot_lookback_ms, basis_lookback_ms)
+    if references.height:
+        oldest_end = int(references.select(pl.col("window_end_ts").min()).item())
+        earliest = min(earliest, oldest_end - reference_spot_span_ms(settings.basis))
     # Candles that end inside the first as-of time's volatility lookback or later; the ticks from their start.
     first_candle = start_ts - round(settings.vol.lookback_s * 1000) - CANDLE_MS
     ticks = read_large(
@@ -166,25 +189,6 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         "AND value_ts >= :start AND value_ts <= :end ORDER BY value_ts",
         {"i": settings.index_id, "start": start_ts - spot_lookback_ms, "end": end_ts},
         schema={"ts": pl.Int64, "price": pl.Float64},
-    )
-    # As load_settled_references, with the time each value became public instead of a filter on one as-of.
-    references = read_frame(
-        engine,
-        """SELECT market_ticker, open_ts AS window_end_ts, open_ts AS known_ts, floor_strike AS index_avg_usd,
-                  'strike' AS kind FROM markets
-           WHERE series_ticker = 'KXBTC15M' AND floor_strike IS NOT NULL AND open_ts IS NOT NULL
-             AND open_ts >= :start AND open_ts <= :end
-           UNION ALL
-           SELECT market_ticker, close_ts AS window_end_ts,
-                  CASE WHEN COALESCE(determined_ts, settled_ts, close_ts) > close_ts
-                       THEN COALESCE(determined_ts, settled_ts, close_ts) ELSE close_ts END AS known_ts,
-                  expiration_value AS index_avg_usd, 'expiration' AS kind FROM markets
-           WHERE series_ticker = 'KXBTC15M' AND expiration_value IS NOT NULL AND close_ts IS NOT NULL
-             AND close_ts >= :start AND close_ts <= :end
-           ORDER BY window_end_ts, market_ticker""",
-        {"start": start_ts - round(settings.basis.lookback_s * 1000), "end": end_ts},
-        schema={"market_ticker": pl.String, "window_end_ts": pl.Int64, "known_ts": pl.Int64,
-                "index_avg_usd": pl.Float64, "kind": pl.String},
     )
     books_schema: Schema = {"market_ticker": pl.String, "book_ts": pl.Int64, "received_ts": pl.Int64,
                             "source": pl.String, "yes_bids_json": pl.String, "no_bids_json": pl.String}
@@ -295,7 +299,7 @@ def edges_over(
     vol = estimate_volatility(inputs.vol_spot, times.tolist(), settings.vol)
     basis = estimate_basis(inputs.spot, times, references=inputs.references, index_prints=inputs.index_prints,
                            params=settings.basis)
-    state = market_state(inputs.spot, times.tolist(), vol, basis)
+    state = tick_state(inputs.spot, times.tolist(), vol, basis, index_prints=inputs.index_prints, params=params)
     # The live tick reads spot within its lookback only: an older tick is no spot at all.
     spot_lookback_ms = round(max(settings.vol.lookback_s, settings.basis.index_lookback_s + 120.0) * 1000)
     fresh = pl.col("spot_ts") >= pl.col("asof_ts") - spot_lookback_ms
@@ -320,8 +324,8 @@ def edges_over(
         if settings.book_max_age_s is not None:
             books = _books_asof(inputs.books, chunk_frame, round(settings.book_max_age_s * 1000))
         edges = compute_edges(
-            markets, quotes, state.filter(pl.col("asof_ts").is_in(chunk)), prints=inputs.spot, books=books,
-            params=params,
+            markets, quotes, state.filter(pl.col("asof_ts").is_in(chunk)), prints=inputs.spot,
+            index_prints=inputs.index_prints, books=books, params=params,
         )
         # Live loads no market closed more than the tolerance before the tick: drop what it never saw.
         edges = edges.filter(

@@ -84,6 +84,7 @@ class EdgeInputs:
     vol_spot: pl.DataFrame
     index_prints: pl.DataFrame
     settled_references: pl.DataFrame
+    reference_spot: pl.DataFrame  # spot ticks covering every reference's minute (older windows + `spot`)
 
 
 def _read_typed(
@@ -122,6 +123,8 @@ def _compiled(dialect: Dialect, sql: str) -> tuple[str, tuple[str, ...] | None]:
 
 
 def _typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    if frame.width == 0:  # selecting literals from a frame without columns would make one all-null row
+        return pl.DataFrame(schema=schema)
     columns = [
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()
@@ -323,36 +326,79 @@ def load_index_prints(conn: Connection | Engine, index_id: str, asof_ts: int, lo
     return _typed(read_frame(conn, sql, params), {"ts": pl.Int64, "price": pl.Float64})
 
 
+# When a published value became known: a strike at its window's end, an expiration value once determined.
+KNOWN_EXPIRATION_SQL = """CASE WHEN COALESCE(determined_ts, settled_ts, close_ts) > close_ts
+                            THEN COALESCE(determined_ts, settled_ts, close_ts) ELSE close_ts END"""
+
+
 def load_settled_references(
     conn: Connection | Engine, series_ticker: str, asof_ts: int, lookback_s: float
 ) -> pl.DataFrame:
-    """Published 60-second index averages known by `asof`: strikes set at window opens and expiration values.
+    """Published 60-second index averages known in [asof − lookback, asof]: strikes and expiration values.
 
     Every KXBTC15M `floor_strike` is the average of the 60 s of BRTI before `open_ts`, and `expiration_value`
-    the average before `close_ts` — the evidence for the Coinbase-to-index basis. Only values whose window
-    ended before `asof` are returned (an expiration value counts once the market is determined).
+    the average before `close_ts` — the evidence for the Coinbase-to-index basis. `known_ts` is when the value
+    became public: the window end for a strike, the determination (at the earliest the close) for an
+    expiration value — the same rule as a replay (kbtc.pipeline.edge_history.load_history), so a live tick
+    weights each value as a replay of the same time does.
     """
-    sql = """
-        SELECT market_ticker, open_ts AS window_end_ts, floor_strike AS index_avg_usd, 'strike' AS kind
+    sql = f"""
+        SELECT market_ticker, open_ts AS window_end_ts, open_ts AS known_ts, floor_strike AS index_avg_usd,
+               'strike' AS kind
         FROM markets
         WHERE series_ticker = :series AND floor_strike IS NOT NULL
           AND open_ts IS NOT NULL AND open_ts <= :asof AND open_ts >= :start
         UNION ALL
-        SELECT market_ticker, close_ts AS window_end_ts, expiration_value AS index_avg_usd, 'expiration' AS kind
+        SELECT market_ticker, close_ts AS window_end_ts, {KNOWN_EXPIRATION_SQL} AS known_ts,
+               expiration_value AS index_avg_usd, 'expiration' AS kind
         FROM markets
-        WHERE series_ticker = :series AND expiration_value IS NOT NULL
-          AND close_ts IS NOT NULL AND close_ts <= :asof AND close_ts >= :start
-          AND COALESCE(determined_ts, settled_ts, close_ts) <= :asof
-        ORDER BY window_end_ts
-    """
+        WHERE series_ticker = :series AND expiration_value IS NOT NULL AND close_ts IS NOT NULL
+          AND {KNOWN_EXPIRATION_SQL} <= :asof AND {KNOWN_EXPIRATION_SQL} >= :start
+        ORDER BY window_end_ts, market_ticker
+    """  # noqa: S608 — a constant expression; values are bound
     params = {"series": series_ticker, "asof": asof_ts, "start": asof_ts - int(lookback_s * 1000)}
     schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "market_ticker": pl.String,
         "window_end_ts": pl.Int64,
+        "known_ts": pl.Int64,
         "index_avg_usd": pl.Float64,
         "kind": pl.String,
     }
     return _typed(read_frame(conn, sql, params), schema)
+
+
+def reference_spot_windows(references: pl.DataFrame, before_ts: int, span_ms: int) -> list[tuple[int, int]]:
+    """The `[end − span, end)` spans of spot the references need, merged, cut at `before_ts` (already loaded)."""
+    ends = sorted(set(references["window_end_ts"].drop_nulls().to_list()))
+    windows: list[tuple[int, int]] = []
+    for end in ends:
+        start, stop = end - span_ms, min(end, before_ts)
+        if start >= stop:
+            continue
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
+        else:
+            windows.append((start, stop))
+    return windows
+
+
+def load_spot_windows(conn: Connection | Engine, product_id: str, windows: Sequence[tuple[int, int]]) -> pl.DataFrame:
+    """Spot ticks in each `[start, stop)` of `windows` (sorted, disjoint), oldest first: one index range read each.
+
+    The basis compares each published index average with the Coinbase average over the same minute; a live
+    tick reads only those minutes (a few hundred ticks each) instead of the hours of ticks they span.
+    """
+    if isinstance(conn, Engine):
+        with conn.connect() as connection:
+            return load_spot_windows(connection, product_id, windows)
+    sql = """
+        SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks
+        WHERE product_id = :product AND tick_ts >= :start AND tick_ts < :stop
+        ORDER BY tick_ts, venue_time_ns
+    """
+    parts = [_read_typed(conn, sql, {"product": product_id, "start": start, "stop": stop}, _SPOT_SCHEMA)
+             for start, stop in windows]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=_SPOT_SCHEMA)
 
 
 def load_edge_inputs(
@@ -365,18 +411,26 @@ def load_edge_inputs(
     quote_max_age_s: float = 300.0,
     index_id: str = "BRTI",
     basis_lookback_s: float = 6 * 3_600.0,
+    reference_span_ms: int | None = 65_000,
     catalog: MarketCatalogCache | None = None,
 ) -> EdgeInputs:
     """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL).
 
-    `catalog` (a live loop's): reuse the markets read by an earlier tick while the catalog is unchanged.
+    `reference_span_ms`: how much spot before each reference's window end the basis needs (its 60 s average
+    plus the tick-age tolerance, kbtc.edge.basis.reference_spot_span_ms); those spans older than the spot
+    lookback are read too, so every reference in `basis_lookback_s` gets its Coinbase average, as in a replay.
+    None: none are read (the basis is off). `catalog` (a live loop's): reuse the markets read by an earlier
+    tick while the catalog is unchanged.
     """
+    spot_start = asof_ts - int(spot_lookback_s * 1000)
     with engine.connect() as conn, conn.begin():
         markets = catalog.load(conn, asof_ts, series) if catalog is not None else load_markets(conn, asof_ts, series)
         quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=int(quote_max_age_s * 1000))
         spot, vol_spot = load_spot_with_candles(conn, product_id, asof_ts, spot_lookback_s)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)
         references = load_settled_references(conn, "KXBTC15M", asof_ts, basis_lookback_s)
+        windows = [] if reference_span_ms is None else reference_spot_windows(references, spot_start, reference_span_ms)
+        older = load_spot_windows(conn, product_id, windows)
     return EdgeInputs(
         asof_ts=asof_ts,
         markets=markets,
@@ -385,4 +439,5 @@ def load_edge_inputs(
         vol_spot=vol_spot,
         index_prints=index_prints,
         settled_references=references,
+        reference_spot=pl.concat([older, spot]) if older.height else spot,
     )

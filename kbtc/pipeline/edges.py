@@ -7,17 +7,21 @@ Both writes are upserts on (as-of time, market): re-running a tick replaces its 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
 from sqlalchemy import Engine
 
+from kbtc.config import Settings
 from kbtc.db.engine import write_transaction
 from kbtc.db.schema import Edge, EdgeSnapshot
 from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
-from kbtc.edge.basis import BasisParams, estimate_basis
-from kbtc.edge.volatility import VolParams, estimate_volatility
+from kbtc.edge.basis import BasisParams, estimate_basis, reference_spot_span_ms
+from kbtc.edge.params import SettlementMode
+from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility
+from kbtc.edge.window import first_print_offset_ms
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.volatility import persist_vol_estimates
 
@@ -46,6 +50,32 @@ class EdgeSettings:
         payload["basis"] = asdict(self.basis)
         payload["product_id"] = self.product_id
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def edge_settings_from(
+    settings: Settings,
+    *,
+    contracts: float = 1.0,
+    settlement: SettlementMode = "average",
+    basis: bool | None = None,
+    index_spot: bool | None = None,
+    sigma_fallback: FallbackPolicy | None = None,
+) -> EdgeSettings:
+    """The edge settings of the configuration (series, spot product, staleness, EDGE_* switches); the keyword
+    arguments (a command's flags) override it where given."""
+    params = EdgeParams(
+        settlement=settlement,
+        contracts=contracts,
+        series=settings.kalshi_series,
+        max_spot_age_s=settings.coinbase_stale_seconds,
+        index_spot=settings.edge_index_spot if index_spot is None else index_spot,
+    )
+    return EdgeSettings(
+        params=params,
+        vol=VolParams(fallback=settings.edge_sigma_fallback if sigma_fallback is None else sigma_fallback),
+        basis=BasisParams(enabled=settings.edge_basis if basis is None else basis),
+        product_id=settings.coinbase_product_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +141,27 @@ def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[
     return frames[Edge.__tablename__].height, frames[EdgeSnapshot.__tablename__].height
 
 
+def tick_state(
+    spot: pl.DataFrame,
+    asofs: Sequence[int],
+    vol: pl.DataFrame,
+    basis: pl.DataFrame,
+    *,
+    index_prints: pl.DataFrame,
+    params: EdgeParams,
+) -> pl.DataFrame:
+    """The engine's state frame at `asofs`: the index as spot where fresh (`params.index_spot`), else Coinbase."""
+    return market_state(
+        spot,
+        asofs,
+        vol,
+        basis,
+        index_prints=index_prints if params.index_spot else None,
+        index_max_age_s=params.max_spot_age_s,
+        index_since_s=first_print_offset_ms(params.window_prints, params.print_interval_s) / 1000.0,
+    )
+
+
 def compute_edge_tick(
     engine: Engine, asof_ts: int, settings: EdgeSettings | None = None, catalog: MarketCatalogCache | None = None
 ) -> EdgeTick:
@@ -129,6 +180,7 @@ def compute_edge_tick(
         quote_max_age_s=params.quote_max_age_s,
         index_id=settings.index_id,
         basis_lookback_s=settings.basis.lookback_s,
+        reference_span_ms=reference_spot_span_ms(settings.basis) if settings.basis.enabled else None,
         catalog=catalog,
     )
     vol = estimate_volatility(inputs.vol_spot, [asof_ts], settings.vol)
@@ -138,15 +190,18 @@ def compute_edge_tick(
         references=inputs.settled_references,
         index_prints=inputs.index_prints,
         params=settings.basis,
+        reference_spot=inputs.reference_spot,
     )
-    state = market_state(inputs.spot, [asof_ts], vol, basis)
+    state = tick_state(inputs.spot, [asof_ts], vol, basis, index_prints=inputs.index_prints, params=params)
     quotes = inputs.quotes.with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
     books = None
     if settings.book_max_age_s is not None:
         books = load_latest_books(
             engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000)
         ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
-    edges = compute_edges(inputs.markets, quotes, state, prints=inputs.spot, books=books, params=params)
+    edges = compute_edges(
+        inputs.markets, quotes, state, prints=inputs.spot, index_prints=inputs.index_prints, books=books, params=params
+    )
     edges_written, snapshots_written = write_edges(engine, edges, settings.params_json())
     if settings.persist_vol:
         persist_vol_estimates(engine, vol, settings.product_id, settings.vol)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from _frames import prob_frame, probabilities
 
 from kbtc.edge import EDGE_COLUMNS, EdgeParams, compute_edges, market_state, quotes_asof
 from kbtc.edge.selection import SKIP_REASONS
@@ -266,3 +267,74 @@ def test_a_quote_with_only_no_prices_is_mirrored_to_yes() -> None:
     row = compute_edges(pl.DataFrame([market("OK-1")]), quotes, state).row(0, named=True)
     assert (row["yes_bid_cents"], row["yes_ask_cents"]) == (45.0, 48.0)
     assert row["skip_reason"] is None and row["yes_ask_used_cents"] == 48.0 and row["no_ask_used_cents"] == 55.0
+
+
+@pytest.mark.parametrize("horizon_s", [59.5, 59.0, 60.0, 61.0])
+def test_the_first_second_of_the_window_prices_with_no_print_fixed(horizon_s: float) -> None:
+    # The window (close − 60 s, close] opens at 60 s; its first print (close − 59 s) is fixed only at 59 s.
+    # In between nothing is fixed yet: Σ = 0, not `window_prints_missing`.
+    close = A + round(horizon_s * 1000)
+    markets = [market("W", close_ts=close, floor_strike=S)]
+    quotes = pl.DataFrame({"market_ticker": ["W"], "quote_ts": [A - 1000], "yes_bid_cents": [40.0],
+                           "yes_ask_cents": [42.0]})
+    spot = spot_ticks()
+    state = market_state(spot, [A], vol([A]))
+    row = compute_edges(pl.DataFrame(markets), quotes_asof(quotes, [A]), state, prints=spot).row(0, named=True)
+    assert row["skip_reason"] is None and row["horizon_s"] == horizon_s
+    assert row["prints_left"] == (59.0 if horizon_s == 59.0 else 60.0)
+    if horizon_s == 59.0:  # one print fixed: the spot at the as-of time itself
+        assert row["fixed_sum_usd"] == pytest.approx(spot.filter(pl.col("ts") <= A)["price"][-1])
+    else:  # nothing fixed: priced as before the window (Σ = 0)
+        assert row["fixed_sum_usd"] is None
+        [expected] = probabilities(prob_frame(spot=row["model_spot_usd"], sigma=0.5, horizon_s=horizon_s,
+                                              strike_type="greater", floor=S, fixed_sum=0.0))
+        assert row["p_model_raw"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_fixed_window_prints_before_the_first_print_are_zero() -> None:
+    from kbtc.edge.window import fixed_window_prints
+
+    close = A + 60_000
+    keys = pl.DataFrame({"info_ts": [A, A + 500, A + 1_000, A + 1_500], "close_ts": [close] * 4})
+    fixed = fixed_window_prints(spot_ticks(A + 2_000), keys).sort("info_ts")
+    # 60 s and 59.5 s before the close: no print fixed; 59 s: the first; 58.5 s: still one.
+    assert fixed["fixed_count"].to_list() == [0, 0, 1, 1]
+    assert fixed["fixed_sum_usd"][:2].to_list() == [0.0, 0.0] and fixed["fixed_sum_usd"][2] is not None
+
+
+def index_ticks(start: int, end: int, level: float = S + 37.0) -> pl.DataFrame:
+    ts = np.arange(start, end + 1, 1000)
+    return pl.DataFrame({"ts": ts, "price": np.full(ts.size, level)})
+
+
+def test_fresh_index_prints_are_the_spot_and_the_fixed_prints() -> None:
+    spot = spot_ticks()
+    index = index_ticks(A - 120_000, A)
+    basis = pl.DataFrame({"asof_ts": [A], "basis_usd": [15.0], "basis_std_usd": [4.0], "basis_status": ["references"]})
+    state = market_state(spot, [A], vol([A]), basis, index_prints=index)
+    assert state.select("spot_source", "spot_usd", "spot_ts", "basis_usd", "basis_std_usd", "basis_status").row(0) == (
+        "index", S + 37.0, A, 0.0, 0.0, "spot_is_index")
+    edges = compute_edges(pl.DataFrame(MARKETS), quotes_asof(quote_history(), [A]), state, prints=spot,
+                          index_prints=index)
+    window = edges.filter(pl.col("market_ticker") == "WINDOW-1").row(0, named=True)
+    # In settlement units already: no basis on the spot or on the 30 fixed prints (the index's own prints).
+    assert window["skip_reason"] is None and window["spot_source"] == "index"
+    assert window["model_spot_usd"] == S + 37.0 and window["fixed_sum_usd"] == pytest.approx(30 * (S + 37.0))
+    coinbase = run([A]).filter(pl.col("market_ticker") == "WINDOW-1").row(0, named=True)
+    assert coinbase["spot_source"] == "coinbase" and coinbase["model_var"] > 0
+    assert window["model_var"] == pytest.approx(coinbase["model_var"], rel=1e-12)  # no basis variance (±4 ignored)
+
+
+def test_index_spot_falls_back_to_coinbase_when_stale_or_just_started() -> None:
+    spot = spot_ticks()
+    basis = pl.DataFrame({"asof_ts": [A], "basis_usd": [15.0], "basis_std_usd": [4.0], "basis_status": ["references"]})
+    for index in (index_ticks(A - 120_000, A - 11_000),  # newest print 11 s old: stale
+                  index_ticks(A - 40_000, A)):  # printing for 40 s only: the window's early prints are unknown
+        state = market_state(spot, [A], vol([A]), basis, index_prints=index)
+        row = state.row(0, named=True)
+        assert row["spot_source"] == "coinbase" and row["spot_usd"] == pytest.approx(spot["price"][-1])
+        assert (row["basis_usd"], row["basis_std_usd"], row["basis_status"]) == (15.0, 4.0, "references")
+    # A replay mixes both: each as-of time decides for itself, with no look-ahead.
+    index = index_ticks(A - 120_000, A - 20_000)
+    state = market_state(spot, [A - 30_000, A], vol([A - 30_000, A]), index_prints=index).sort("asof_ts")
+    assert state["spot_source"].to_list() == ["index", "coinbase"]

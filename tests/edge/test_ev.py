@@ -68,6 +68,25 @@ def test_batch_point_mode_and_window_average() -> None:
     assert point["p_model"][0] == point["p_model"][1]
 
 
+@pytest.mark.parametrize("settlement", ["average", "point"])
+def test_batch_non_finite_horizon_or_fixed_average_is_invalid_edge(settlement: str) -> None:
+    nan = float("nan")
+    rows = pl.DataFrame([row(seconds_to_close=nan), row(seconds_to_close=float("inf")),
+                         row(seconds_to_close=-float("inf")), row(seconds_to_close=30.0, fixed_avg_usd=nan)])
+    out = price_rows(rows, EdgeParams(settlement=settlement))  # type: ignore[arg-type]
+    # The point formula ignores the fixed prints, so only the averaged settlement rejects a NaN average.
+    expected = ["invalid_edge"] * 4 if settlement == "average" else ["invalid_edge"] * 3 + [None]
+    assert out["skip_reason"].to_list() == expected
+    assert out["p_model"].to_list()[:3] == [None] * 3
+
+
+def test_batch_point_mode_with_zero_sigma_is_invalid_edge_as_the_original() -> None:
+    out = price_rows(pl.DataFrame([row(sigma=0.0), row(sigma=0.0, seconds_to_close=0.0)]),
+                     EdgeParams(settlement="point"))
+    assert out["skip_reason"].to_list() == ["invalid_edge", None]  # at T ≤ 0 the step does not need σ
+    assert out["p_model"][1] == 1.0 - 1e-12  # spot ≥ lower
+
+
 def test_batch_rejects_missing_columns() -> None:
     with pytest.raises(BatchInputError, match="yes_ask"):
         price_rows(pl.DataFrame([row()]).drop("yes_ask"))

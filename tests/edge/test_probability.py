@@ -160,22 +160,63 @@ def test_tails_keep_relative_precision() -> None:
     assert low_bucket == pytest.approx(exact, rel=1e-9) and low_bucket > 0
 
 
-def test_edge_cases_of_model_math_section_1() -> None:
-    frame = prob_frame(
-        spot=[S, S, S, S, S, S, -1.0, float("nan"), S, S, S, S],
-        sigma=[0.0, 0.0, 0.5, 0.5, 0.5, 1e6, 0.5, 0.5, float("nan"), 0.5, 0.5, -0.1],
-        horizon_s=[3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0, 3600.0],
+NAN = float("nan")
+
+
+def edge_case_frame():  # type: ignore[no-untyped-def]
+    """model_math.md §1's edge cases, one per row, all before the window (1 h to the close)."""
+    return prob_frame(
+        spot=[S, S, S, S, S, S, -1.0, NAN, S, S, S, S, S],
+        sigma=[0.0, 0.0, 0.5, 0.5, 0.5, 1e6, 0.5, 0.5, NAN, 0.5, 0.5, -0.1, 0.5],
+        horizon_s=[3600.0] * 12 + [NAN],
         strike_type=["greater", "less", "greater", "less", "between", "greater", "greater", "greater", "greater",
-                     "between", "functional", "greater"],
-        floor=[S - 1, None, -5.0, None, -5.0, S, S, S, S, S + 10, S, S],
-        cap=[None, S - 1, None, 0.0, S, None, None, None, None, S, None, None],
+                     "between", "functional", "greater", "greater"],
+        floor=[S - 1, None, -5.0, None, -5.0, S, S, S, S, S + 10, S, S, S],
+        cap=[None, S - 1, None, 0.0, S, None, None, None, None, S, None, None, None],
     )
-    p = probabilities(frame, "point")
-    assert p[0] == 1.0 and p[1] == 0.0  # σ = 0: deterministic
+
+
+def test_edge_cases_of_model_math_section_1_in_average_mode() -> None:
+    p = probabilities(edge_case_frame())
+    assert p[0] == 1.0 and p[1] == 0.0  # σ = 0 before the window: the outcome is decided (v = 0)
     assert p[2] == 1.0 and p[3] == 0.0  # K ≤ 0: always above
     assert 0.4 < p[4] < 0.6  # floor ≤ 0: "below cap" (≈ 0.5 at the money)
     assert p[5] < 1e-12  # σ → ∞: all mass near 0
-    assert p[6:] == [None] * 6  # S ≤ 0, NaN spot, NaN σ, cap ≤ floor, unknown type, σ < 0: no fake number
+    # S ≤ 0, NaN spot, NaN σ, cap ≤ floor, unknown type, σ < 0, NaN horizon: no fake number
+    assert p[6:] == [None] * 7
+
+
+def test_average_mode_edge_cases_inside_and_after_the_window() -> None:
+    frame = prob_frame(
+        spot=S, sigma=[0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+        horizon_s=[30.0, 30.0, 30.0, 30.0, 30.0, 0.0, -5.0, 30.0, 30.0, 3600.0],
+        strike_type=["greater", "less", "greater", "less", "between", "greater", "greater", "greater", "greater",
+                     "greater"],
+        floor=[S + 1.0, None, -5.0, None, 0.0, S, S, NAN, S, S],
+        cap=[None, S + 1.0, None, -1.0, S, None, None, None, None, None],
+        fixed_sum=[30 * S] * 5 + [None, 60 * (S + 1.0), 30 * S, NAN, None],
+        basis_std=[None] * 9 + [NAN],
+    )
+    p = probabilities(frame)
+    # σ = 0 inside the window: the 30 future prints equal spot, the average is S: decided against K = S + 1.
+    assert p[0] == 0.0 and p[1] == 1.0
+    assert p[2] == 1.0 and p[3] == 0.0  # K ≤ 0 inside the window
+    assert 0.4 < p[4] < 0.6  # a range with floor ≤ 0 is "below cap"
+    assert p[5] is None  # T = 0 without the realised prints: unknown, not a guess
+    assert p[6] == 1.0  # T < 0: the realised average S + 1 > S decides
+    assert p[7:] == [None] * 3  # NaN strike, NaN fixed sum, NaN basis std
+
+
+def test_edge_cases_in_point_mode_follow_the_original() -> None:
+    p = probabilities(edge_case_frame(), "point")
+    # The original returns None for σ ≤ 0 when T > 0 and for any bound ≤ 0 (seed_system.md §3.3).
+    assert p[:5] == [None] * 5
+    assert p[5] < 1e-12  # σ → ∞: all mass near 0
+    assert p[6:] == [None] * 7  # S ≤ 0, NaN spot, NaN σ, cap ≤ floor, unknown type, σ < 0, NaN horizon
+    # At T ≤ 0 the original's step never reads σ (σ = 0, even NaN, is fine there); a bound ≤ 0 is still None.
+    expired = prob_frame(spot=S, sigma=[0.0, NAN, 0.5], horizon_s=[0.0, -1.0, 0.0], strike_type="greater",
+                         floor=[S, S, 0.0])
+    assert probabilities(expired, "point") == [1.0, 1.0, None]
 
 
 def test_inside_window_shifted_strike_at_or_below_zero_is_certain() -> None:
@@ -227,6 +268,8 @@ def test_point_mode_equals_the_original_formula() -> None:
         ("greater", 97_500.0, 0.40, 0.0, 97_500.0, None),  # step at T ≤ 0: ≥ lower
         ("less", 97_500.0, 0.40, -5.0, None, 97_500.0),  # ≤ upper
         ("between", 97_500.0, 0.40, 0.0, 97_000.0, 97_500.0),  # [lower, upper)
+        ("between", 97_500.0, 0.40, 0.0, 97_000.0, 98_000.0),  # inside [lower, upper): 1, clamped once
+        ("between", 97_500.0, 0.40, 600.0, 50_000.0, 98_000.0),  # F(lower) = 0: the original clamps it first
     ]
     frame = prob_frame(
         spot=[c[1] for c in cases], sigma=[c[2] for c in cases], horizon_s=[c[3] for c in cases],
@@ -237,3 +280,18 @@ def test_point_mode_equals_the_original_formula() -> None:
         assert value == pytest.approx(seed_probability(*case), abs=1e-12)
     clipped = probabilities(frame, "point", column="p_model")
     assert clipped[3] == 1 - 1e-12 and clipped[5] == 1e-12  # the original's clamp to [1e-12, 1 − 1e-12]
+    for value, case in zip(clipped, cases, strict=True):
+        assert value == pytest.approx(seed_clamped(*case), abs=1e-13)  # the double clamp moves it 1e-12
+
+
+def seed_clamped(strike_type: str, spot: float, sigma: float, horizon: float, lower: float | None,
+                 upper: float | None) -> float:
+    """The original's stored `prob_yes`: clamp, and for a range with T > 0 clamp(clamp(F(upper)) − clamp(F(lower)))."""
+    def clamp(x: float) -> float:
+        return min(max(x, 1e-12), 1 - 1e-12)
+
+    if strike_type != "between" or horizon <= 0:
+        return clamp(seed_probability(strike_type, spot, sigma, horizon, lower, upper))
+    below_upper = seed_probability("less", spot, sigma, horizon, None, upper)
+    below_lower = seed_probability("less", spot, sigma, horizon, None, lower)
+    return clamp(clamp(below_upper) - clamp(below_lower))

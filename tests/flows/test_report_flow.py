@@ -69,14 +69,17 @@ def test_opportunity_loop_flow(prefect_server: None, sqlite_url: str, monkeypatc
     upgrade_database(sqlite_url)
     engine = make_engine(sqlite_url)
     now = int(time.time() * 1000)
-    ticker = "KXBTCD-26NOV2517-T95000"
-    upsert(engine, "markets", [market(ticker, close_ts=now + HOUR)])
+    ticker, fair = "KXBTCD-26NOV2517-T95000", "KXBTCD-26NOV2517-T96000"
+    upsert(engine, "markets", [market(ticker, close_ts=now + HOUR), market(fair, close_ts=now + HOUR)])
     upsert(engine, "edge_snapshots", [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
+                                               close_ts=now + HOUR),
+                                      snapshot(fair, now - 1_000, p_model=0.56, yes_bid=55.0, yes_ask=57.0,
                                                close_ts=now + HOUR)])
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
-    assert opportunity_loop(duration_seconds=0, emit_passes=True) == {"ticks": 1, "evaluated": 1, "takes": 1,
-                                                                      "failures": 0}
-    assert read_frame(engine, "SELECT decision FROM opportunities")["decision"].to_list() == ["TAKE"]
+    # The flow records PASS rows by default (the CLI only with --emit-passes): every evaluation is kept.
+    assert opportunity_loop(duration_seconds=0) == {"ticks": 1, "evaluated": 2, "takes": 1, "failures": 0}
+    decisions = read_frame(engine, "SELECT market_ticker, decision FROM opportunities ORDER BY market_ticker")
+    assert decisions.rows() == [(ticker, "TAKE"), (fair, "PASS")]
     engine.dispose()
 
 

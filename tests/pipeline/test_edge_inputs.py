@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from kbtc.db.engine import make_engine
 from kbtc.db.store import upsert
-from kbtc.pipeline.edge_inputs import load_edge_inputs
+from kbtc.pipeline.edge_inputs import load_edge_inputs, reference_spot_windows
 
 ASOF = 1_795_000_000_000
 
@@ -92,8 +92,29 @@ def test_inputs_as_of(engine: Engine) -> None:
         ("M-OLD", "expiration"),
         ("M-LIVE", "strike"),
     ]
+    # Known when published: a strike at its window end, an expiration value once determined (as a replay).
+    assert refs.filter(pl.col("kind") == "expiration")["known_ts"].to_list() == [ASOF - 800_000]
     assert inputs.markets.schema["close_ts"] == pl.Int64
     assert inputs.quotes.schema["no_ask_cents"] == pl.Float64
+
+
+def test_reference_minutes_older_than_the_spot_lookback_are_read_on_their_own(engine: Engine) -> None:
+    # A reference whose minute ended 4 000 s ago: its 65 s of spot lie before the 3 900 s spot lookback.
+    upsert(engine, "markets", [{"market_ticker": "M-ANCIENT", "event_ticker": "E", "series_ticker": "KXBTC15M",
+                                "status": "finalized", "open_ts": ASOF - 3_999_000, "close_ts": ASOF - 3_099_000,
+                                "floor_strike": 1.5, "first_seen_ts": 0, "updated_ts": 0}])
+    inputs = load_edge_inputs(engine, ASOF, series=["KXBTC15M"], product_id="BTC-USD", spot_lookback_s=3_900.0)
+    assert inputs.spot["ts"].to_list() == [ASOF - 2_000, ASOF]
+    assert inputs.reference_spot["ts"].to_list() == [ASOF - 4_000_000, ASOF - 2_000, ASOF]
+    without = load_edge_inputs(engine, ASOF, series=["KXBTC15M"], product_id="BTC-USD", reference_span_ms=None)
+    assert without.reference_spot["ts"].to_list() == [ASOF - 2_000, ASOF]
+
+
+def test_reference_spot_windows_merge_and_stop_at_the_loaded_spot() -> None:
+    refs = pl.DataFrame({"window_end_ts": [10_000, 10_000, 12_000, 50_000, 99_000, None]})
+    # Overlapping spans merge; a span inside the loaded spot (≥ before_ts) needs no read.
+    assert reference_spot_windows(refs, before_ts=90_000, span_ms=5_000) == [(5_000, 12_000), (45_000, 50_000)]
+    assert reference_spot_windows(refs, before_ts=97_000, span_ms=5_000)[-1] == (94_000, 97_000)
 
 
 def test_empty_database_gives_typed_empty_frames(migrated_url: str) -> None:
@@ -102,3 +123,9 @@ def test_empty_database_gives_typed_empty_frames(migrated_url: str) -> None:
     assert inputs.markets.height == inputs.quotes.height == inputs.spot.height == 0
     assert inputs.spot.schema["price"] == pl.Float64
     eng.dispose()
+
+
+def test_no_series_gives_no_markets_and_no_quotes(engine: Engine) -> None:
+    inputs = load_edge_inputs(engine, ASOF, series=[], product_id="BTC-USD")
+    assert inputs.markets.height == 0 and inputs.quotes.height == 0  # not one all-null row
+    assert inputs.markets.schema["close_ts"] == pl.Int64

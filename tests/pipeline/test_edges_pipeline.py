@@ -225,3 +225,90 @@ def test_tick_with_catalog_cache_equals_tick_without(engine: Engine) -> None:
     cached = compute_edge_tick(engine, ASOF, settings, catalog).edges
     assert catalog.hits == 1
     assert_frame_equal(cached, compute_edge_tick(engine, ASOF, settings).edges)
+
+
+def seed_old_references(engine: Engine, asof: int, gap_usd: float = 8.0) -> int:
+    """Flat Coinbase ticks from 2 h 10 min to 1 h before `asof`, and settled KXBTC15M markets whose published
+    strikes and expiration values (65–120 min old) sit `gap_usd` above Coinbase; return how many minutes."""
+    ts = np.arange(asof - 130 * 60_000, asof - HOUR, 1000)
+    upsert(engine, "spot_ticks", pl.DataFrame({
+        "product_id": "BTC-USD", "source": "coinbase_advanced", "tick_ts": ts, "venue_time_ns": ts * 1_000_000,
+        "received_ts": ts, "price": 100_000.0, "best_bid": 99_999.995, "best_ask": 100_000.005,
+    }))
+    opens = [asof - 120 * 60_000 + 15 * 60_000 * k for k in range(3)]  # windows end 120, 105, 90 and 75 min ago
+    upsert(engine, "markets", [
+        {"market_ticker": f"KXBTC15M-OLD-{k}", "event_ticker": f"KXBTC15M-OLD-{k}", "series_ticker": "KXBTC15M",
+         "status": "finalized", "strike_type": "greater_or_equal", "floor_strike": 100_000.0 + gap_usd,
+         "expiration_value": 100_000.0 + gap_usd, "open_ts": open_ts, "close_ts": open_ts + 900_000,
+         "determined_ts": open_ts + 930_000, "first_seen_ts": 0, "updated_ts": 0}
+        for k, open_ts in enumerate(opens)
+    ])
+    return len(opens) + 1
+
+
+def test_live_basis_sees_references_older_than_the_spot_lookback_as_a_replay_does(engine: Engine) -> None:
+    from kbtc.edge.basis import BasisParams, estimate_basis
+    from kbtc.pipeline.edge_history import edges_over, load_history
+
+    asof = ASOF
+    seed_database(engine, asof)
+    minutes = seed_old_references(engine, asof)
+    settings = EdgeSettings(persist_vol=False)
+    live = compute_edge_tick(engine, asof, settings).edges
+    row = live.filter(pl.col("market_ticker") == "KXBTCD-E-T99999.99").row(0, named=True)
+    # Every reference minute (up to 2 h old) has its Coinbase average: the basis is the references' gap,
+    # shrunk toward the prior (0 ± 10) by 2 pseudo-observations — not the prior alone.
+    assert row["basis_status"] == "references"
+    history = load_history(engine, asof, asof, settings)
+    expected = estimate_basis(history.spot, [asof], references=history.references, params=BasisParams())
+    assert expected["basis_n"][0] == minutes
+    assert row["basis_usd"] == pytest.approx(expected["basis_usd"][0], rel=1e-12) and 5.0 < row["basis_usd"] < 8.0
+    # The live tick equals the replay of the same as-of time.
+    [batch] = edges_over(history, [asof], settings)
+    assert_frame_equal(batch.edges, live, check_exact=False, rel_tol=1e-12, abs_tol=0)
+
+
+def test_stored_index_prints_are_the_spot_and_recorded_in_the_snapshot(engine: Engine) -> None:
+    asof = ASOF
+    seed_database(engine, asof)
+    upsert(engine, "index_prices", [
+        {"index_id": "BRTI", "value_ts": asof - 1000 * i, "received_ts": asof - 1000 * i + 200,
+         "value_usd": 100_012.0} for i in range(300)
+    ])
+    tick = compute_edge_tick(engine, asof, EdgeSettings(persist_vol=False))
+    snaps = read_frame(engine, "SELECT spot_source, spot_usd, basis_usd, basis_std_usd, model_version "
+                               "FROM edge_snapshots")
+    assert snaps.height == 4 and set(snaps["spot_source"]) == {"index"}
+    assert set(snaps["spot_usd"]) == {100_012.0} and set(snaps["basis_usd"]) == {0.0}
+    assert set(snaps["basis_std_usd"]) == {0.0} and tick.edges["basis_status"].unique().to_list() == ["spot_is_index"]
+    # Switched off (or without index prints) the spot is Coinbase plus the basis estimate.
+    off = compute_edge_tick(engine, asof + 1, EdgeSettings(params=EdgeParams(index_spot=False), persist_vol=False))
+    row = off.edges.filter(pl.col("skip_reason").is_null()).row(0, named=True)
+    assert row["spot_source"] == "coinbase" and row["spot_usd"] == pytest.approx(100_000.0, abs=0.01)
+    assert row["basis_status"] == "index"  # the index still measures the basis
+    stored = read_frame(engine, f"SELECT DISTINCT spot_source FROM edge_snapshots WHERE asof_ts = {asof + 1}")
+    assert stored["spot_source"].to_list() == ["coinbase"]
+
+
+@pytest.mark.parametrize("any_db_url", ["sqlite"], indirect=True)
+def test_commands_switch_the_basis_and_the_sigma_fallback(engine: Engine, migrated_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    now = int(time.time() * 1000)
+    seed_database(engine, now)
+    runner = CliRunner()
+    result = runner.invoke(app, ["compute-edges", "--no-basis"])
+    assert result.exit_code == 0, result.output
+    snaps = read_frame(engine, "SELECT basis_usd, basis_std_usd, params_json FROM edge_snapshots")
+    assert set(snaps["basis_usd"]) == {0.0} and set(snaps["basis_std_usd"]) == {0.0}
+    assert {json.loads(p)["basis"]["enabled"] for p in snaps["params_json"]} == {False}
+    # Five minutes of spot: σ is not ready. With EDGE_SIGMA_FALLBACK=none the markets are skipped, not priced
+    # at the prior σ.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM spot_ticks WHERE tick_ts < :t"), {"t": now - 300_000})
+    monkeypatch.setenv("EDGE_SIGMA_FALLBACK", "none")
+    result = runner.invoke(app, ["run-live-edges", "--once", "--debug"])
+    assert result.exit_code == 0, result.output
+    assert "'sigma_not_ready': 4" in result.output
+    result = runner.invoke(app, ["run-live-edges", "--once", "--sigma-fallback", "prior"])
+    assert result.exit_code == 0 and "'priced': 4" in result.output, result.output
