@@ -227,6 +227,7 @@ REVIEWED_DYNAMIC_SQL = {
     ("kbtc/pipeline/edge_inputs.py", "load_latest_quotes"): "constant columns, generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "load_latest_books"): "generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "_catalog_fingerprint"): "the constant market filter with generated placeholders",
+    ("kbtc/pipeline/edge_inputs.py", "load_settled_references"): "a module constant expression (KNOWN_EXPIRATION_SQL)",
     ("kbtc/pipeline/kalshi_collector.py", "streamable_markets"): "generated placeholders and constant clauses",
     ("kbtc/pipeline/export.py", "export_table"): "table and columns checked against the metadata",
     ("kbtc/pipeline/health.py", "data_health"): "table and column names from a module constant",
