@@ -13,7 +13,7 @@ turn. Measured per backend:
 - RSS growth of each collector from the end of the warm-up to the end of the run, in % (limit 10).
 
 The exit status is 1 when any backend misses a target (a failed run, any "database is locked", an RSS growth
-above the limit or not measured); each reason is printed, with the output of every failed run, so CI fails
+above the limit or not measured); each reason is printed, with the end of every failed run's output, so CI fails
 and says why.
 """
 

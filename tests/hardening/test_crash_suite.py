@@ -1,12 +1,17 @@
-"""Crash suite: kill -9 collectors and pipeline steps at random instants, then check what survived.
+"""Crash suite: kill -9 collectors, pipeline steps and Prefect flow runs at random instants, then check what
+survived.
 
-Three lanes run side by side as real `kbtc` processes against one simulator and one SQLite file: the Coinbase
-collector, the Kalshi collector, and the REST/compute steps the flows run (poll-quotes, refresh-markets,
-compute-edges). Each process is killed with SIGKILL at a random moment (seeded) and restarted, until
-`KBTC_CRASH_KILLS` kills (CI: 20) have landed. Then:
+Five lanes run side by side as real processes against one simulator and one SQLite file: the Coinbase
+collector, the Kalshi collector, the REST/compute steps (poll-quotes, refresh-markets, compute-edges), the
+ledger steps (the opportunity loop, refresh-settlements, settle-ledger, score-snapshots), and Prefect flow runs
+(the edge-loop and opportunity-loop flows of flows/, each run by `python -c` against a Prefect server in a
+subprocess). Each process is killed with SIGKILL at a random moment (seeded) and restarted, until
+`KBTC_CRASH_KILLS` kills (CI: 20) have landed and every lane was killed at least once. Then:
 
-- `PRAGMA integrity_check` is `ok` and a restarted collector stores new rows (the restart resumes);
-- no natural key holds two rows (no duplicates across all the overlapping sessions);
+- `PRAGMA integrity_check` is `ok`; restarted collectors store new rows and a restarted flow run completes and
+  writes its tick (the restart resumes);
+- no natural key holds two rows (no duplicates across all the overlapping sessions, no decision taken twice
+  for one snapshot, market and side);
 - at most the last unflushed batch was lost: every trade and tick on the tape (flushed ≤ 1 s) received more
   than `LOSS_WINDOW_MS` before the kill of its session is in the database (batches flush every ≤ 0.5 s).
 """
@@ -27,6 +32,7 @@ from bisect import bisect_right
 from pathlib import Path
 
 import pytest
+from prefect_server import prefect_env, prefect_server
 from simthread import kbtc, kbtc_env, simulator_thread
 
 from kbtc.pipeline.tape import read_tape, tape_files
@@ -43,40 +49,71 @@ NATURAL_KEYS = {
     "spot_ticks": "product_id, source, venue_time_ns",
     "feed_events": "feed, connection_id, kind, event_ts, subject",
     "edges": "asof_ts, market_ticker",
+    "edge_snapshots": "asof_ts, market_ticker",
+    "opportunities": "snapshot_asof_ts, market_ticker, side",
+    "positions": "market_ticker, side, status",
+    "snapshot_scores": "asof_ts, market_ticker",
+    "markets": "market_ticker",
 }
-# Kill moments after spawn, per lane (start-up with imports and migrations takes 1-2 s).
-KILL_AFTER_S = {"coinbase": (2.5, 7.0), "kalshi": (2.5, 7.0), "steps": (1.0, 5.0)}
+# Kill moments after spawn, per lane (start-up with imports and migrations takes 1-2 s; a flow run 2-4 s more
+# to reach the Prefect server).
+KILL_AFTER_S = {"coinbase": (2.5, 7.0), "kalshi": (2.5, 7.0), "steps": (1.0, 5.0), "ledger": (1.0, 5.0),
+                "flows": (3.0, 8.0)}
+
+
+KILL_PHASE_TIMEOUT_S = 300.0
+
+
+def _kbtc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kbtc.cli", *args]
+
+
+def _flow(module: str, call: str) -> list[str]:
+    """A flow of flows/ called in its own process: a flow run on the Prefect server at PREFECT_API_URL."""
+    return [sys.executable, "-c", f"from {module} import {call.split('(', maxsplit=1)[0]}; {call}"]
+
+
 LANES: dict[str, list[list[str]]] = {
-    "coinbase": [["collect", "--coinbase", "--seconds", "60"]],
-    "kalshi": [["collect-kalshi", "--seconds", "60"]],
-    "steps": [["poll-quotes", "--seconds", "60", "--interval", "0.3"], ["refresh-markets", "--status", "all"],
-              ["compute-edges"]],
+    "coinbase": [_kbtc("collect", "--coinbase", "--seconds", "60")],
+    "kalshi": [_kbtc("collect-kalshi", "--seconds", "60")],
+    "steps": [_kbtc("poll-quotes", "--seconds", "60", "--interval", "0.3"), _kbtc("refresh-markets", "--status", "all"),
+              _kbtc("compute-edges")],
+    "ledger": [_kbtc("run-opportunity-loop", "--interval-seconds", "0.5", "--emit-passes"),
+               _kbtc("refresh-settlements", "--since-seconds", "3600"), _kbtc("settle-ledger"),
+               _kbtc("score-snapshots")],
+    "flows": [_flow("flows.edges", "edge_loop(duration_seconds=60, interval_seconds=0.5)"),
+              _flow("flows.ledger", "opportunity_loop(duration_seconds=60, interval_seconds=0.5, emit_passes=True)")],
 }
 
 
-def _spawn(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "kbtc.cli", *args], env=env, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.slow
 def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path) -> None:
     rng = random.Random(20261125)
     kills: dict[str, list[int]] = {lane: [] for lane in LANES}
-    with simulator_thread() as sim:
-        env = kbtc_env(sim, tmp_path)
+    home = tmp_path / "prefect"
+    home.mkdir()
+    with simulator_thread() as sim, prefect_server(home) as api_url:
+        env = kbtc_env(sim, tmp_path) | prefect_env(home, api_url)
         assert kbtc(["db", "upgrade"], env, tmp_path).returncode == 0
         assert kbtc(["refresh-markets"], env, tmp_path).returncode == 0
         commands = {lane: itertools.cycle(cmds) for lane, cmds in LANES.items()}
         running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+        ended: dict[str, list[int]] = {lane: [] for lane in LANES}  # exit codes of runs that beat their kill
+        deadline = time.monotonic() + KILL_PHASE_TIMEOUT_S
         try:
-            while sum(map(len, kills.values())) < KILLS:
+            while sum(map(len, kills.values())) < KILLS or not all(kills.values()):
+                assert time.monotonic() < deadline, f"kills {kills}, runs that ended on their own {ended}"
                 for lane in LANES:
                     if lane not in running:
                         running[lane] = (_spawn(next(commands[lane]), env, tmp_path),
                                          time.monotonic() + rng.uniform(*KILL_AFTER_S[lane]))
                     proc, kill_at = running[lane]
                     if proc.poll() is not None:
+                        ended[lane].append(proc.returncode)
                         del running[lane]  # a step that finished before its kill: start the next one
                     elif time.monotonic() >= kill_at:
                         proc.send_signal(signal.SIGKILL)
@@ -93,8 +130,11 @@ def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path
         # Restart after the last kill: both collectors resume, cleanly this time.
         spot = kbtc(["collect", "--coinbase", "--seconds", "2"], env, tmp_path)
         kalshi = kbtc(["collect-kalshi", "--seconds", "2"], env, tmp_path)
+        flow = subprocess.run(_flow("flows.edges", "edge_loop(duration_seconds=0)"), env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
         assert spot.returncode == 0, spot.stderr[-2000:]
         assert kalshi.returncode == 0, kalshi.stderr[-2000:]
+        assert flow.returncode == 0, flow.stdout[-2000:] + flow.stderr[-2000:]
 
     total = sum(map(len, kills.values()))
     print(f"\ncrash suite: {total} kill -9 ({', '.join(f'{k}={len(v)}' for k, v in kills.items())})")
@@ -108,6 +148,7 @@ def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path
         assert conn.execute("SELECT COUNT(*) FROM spot_ticks WHERE received_ts > ?", (restart_ms,)).fetchone()[0] > 0
         assert conn.execute("SELECT COUNT(*) FROM orderbook_snapshots WHERE received_ts > ?",
                             (restart_ms,)).fetchone()[0] > 0
+        assert conn.execute("SELECT COUNT(*) FROM edges WHERE asof_ts > ?", (restart_ms,)).fetchone()[0] > 0
         stored_ticks = {r[0] for r in conn.execute("SELECT venue_time_ns FROM spot_ticks")}
         stored_trades = {r[0] for r in conn.execute("SELECT trade_id FROM kalshi_trades")}
 

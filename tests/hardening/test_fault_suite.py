@@ -2,11 +2,17 @@
 
 Both collectors (Kalshi WebSocket, Coinbase WebSocket) run against one wall-clock simulator while the test
 injects, round after round, each WebSocket fault into both feeds and each REST fault into the Kalshi quote
-poll and the Coinbase candle backfill. A fault is *recovered* when data stored after it was applied shows the
+poll and the Coinbase candle backfill; 429s come as storms (`STORM_429` in a row), and the 5xx, 429, slow and
+malformed faults also hit refresh-markets and refresh-settlements. A last round stalls only the Coinbase
+ticker while heartbeats keep flowing. A fault is *recovered* when data stored after it was applied shows the
 feed (or the step) working again without anyone restarting it. At the end:
 
 - every injected fault was applied and recovered, and the collectors returned normally (no crash);
-- every sequence gap, disconnect and stall is in `feed_events`; every malformed frame is in `rejects`;
+- each skipped sequence number is exactly one `gap` row in `feed_events` (expected → expected + 1); the
+  ticker stall is a Coinbase `stale` period with its duration; disconnects and stalls end sessions in
+  `feed_events`; every malformed frame is in `rejects`;
+- a 429 storm costs exactly one client retry per 429 and fails no step (recovered within the retry budget);
+  a malformed REST body fails that one poll or series with its reason, and the next run recovers;
 - nothing is duplicated (natural keys) and nothing is lost (every trade and tick on the tape is in the table).
 
 A summary table (target/kind: injected, applied, recovered) is printed. `KBTC_FAULT_SCALE` repeats the
@@ -35,6 +41,7 @@ from kbtc.pipeline.backfill import backfill_spot
 from kbtc.pipeline.kalshi_catalog import refresh_markets
 from kbtc.pipeline.kalshi_collector import collect_kalshi
 from kbtc.pipeline.poll_quotes import poll_quotes
+from kbtc.pipeline.settlements import refresh_settlements
 from kbtc.pipeline.spot_collector import collect_spot
 from kbtc.pipeline.tape import read_tape, tape_files
 from kbtc.sim.faults import FaultKind, FaultTarget
@@ -56,6 +63,10 @@ WS_FAULTS = [
 ]
 REST_FAULTS = [FaultKind.HTTP_429, FaultKind.HTTP_5XX, FaultKind.SLOW_RESPONSE, FaultKind.MALFORMED_JSON,
                FaultKind.UNKNOWN_FIELDS, FaultKind.MISSING_FIELDS]
+# The REST faults that also hit refresh-markets and refresh-settlements.
+CATALOG_FAULTS = [FaultKind.HTTP_429, FaultKind.HTTP_5XX, FaultKind.SLOW_RESPONSE, FaultKind.MALFORMED_JSON]
+STORM_429 = 4  # consecutive 429s, fewer than the clients' 8 attempts: recovered within the retry budget
+SLOW_S = 0.3
 STALL_S = 2.5  # longer than both watchdogs below: a stall must end in a detected dead socket and a reconnect
 ROUND_TIMEOUT_S = 15.0
 
@@ -85,6 +96,19 @@ async def _until(predicate: Any, timeout_s: float = ROUND_TIMEOUT_S) -> bool:
     return bool(predicate())
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _count(kind: FaultKind) -> int:
+    """How many consecutive answers a REST fault spoils: a 429 comes as a storm."""
+    return STORM_429 if kind is FaultKind.HTTP_429 else 1
+
+
+def _duration(kind: FaultKind) -> float:
+    return SLOW_S if kind is FaultKind.SLOW_RESPONSE else 0.0
+
+
 class FaultRounds:
     """Injects faults, waits for each to be applied and recovered, and keeps the score."""
 
@@ -92,32 +116,86 @@ class FaultRounds:
         self.sim = sim
         self.engine = engine
         self.recovered: Counter[str] = Counter()
+        self.gaps: list[tuple[str, list[tuple[int, int]]]] = []  # per skipped number: (feed, its gap rows)
+        self.stale: list[list[int]] = []  # per ticker stall: durations (ms) of the stale rows it left
+        self.storms: list[tuple[str, int]] = []  # per 429 storm: (step, client retries it cost)
 
-    async def ws_round(self, target: FaultTarget, kind: FaultKind) -> None:
+    def _events(self, feed: str, kind: str, since_ms: int) -> list[tuple[Any, ...]]:
+        frame = read_frame(self.engine, "SELECT expected_seq, received_seq, duration_ms FROM feed_events "
+                           "WHERE feed = :feed AND kind = :kind AND event_ts >= :since",
+                           {"feed": feed, "kind": kind, "since": since_ms})
+        return list(frame.iter_rows())
+
+    async def ws_round(self, target: FaultTarget, kind: FaultKind, **params: Any) -> None:
         plan = self.sim.faults
+        feed = "kalshi" if target is FaultTarget.KALSHI_WS else "coinbase"
         before = plan.applied[(target, kind)]
-        plan.inject(target, kind, duration_s=STALL_S if kind is FaultKind.STALL else 0.0)
+        injected_ms = _now_ms()
+        plan.inject(target, kind, duration_s=STALL_S if kind is FaultKind.STALL else 0.0, **params)
         assert await _until(lambda: plan.applied[(target, kind)] > before), f"{target}/{kind} never applied"
-        applied_ms = time.time_ns() // 1_000_000
+        applied_ms = _now_ms()
         table = "orderbook_snapshots" if target is FaultTarget.KALSHI_WS else "spot_ticks"
         timeout = ROUND_TIMEOUT_S + (STALL_S if kind is FaultKind.STALL else 0.0)
         if await _until(lambda: _latest(self.engine, table) > applied_ms + 200, timeout):
             self.recovered[f"{target}/{kind}"] += 1
+        if kind is FaultKind.SKIP_SEQ:
+            # One number skipped on one stream: exactly one gap row, naming that number (events flush in batches).
+            await _until(lambda: bool(self._events(feed, "gap", injected_ms)), 5.0)
+            await asyncio.sleep(1.0)
+            self.gaps.append((feed, [(e, r) for e, r, _ in self._events(feed, "gap", injected_ms)]))
+        if params.get("channel") == "ticker":
+            # The stale row opens at the last ticker before the stall and is rewritten with its duration.
+            since_ms = injected_ms - 2_000
+            await _until(lambda: any(d is not None for *_, d in self._events(feed, "stale", since_ms)), 5.0)
+            self.stale.append([d for *_, d in self._events(feed, "stale", since_ms) if d is not None])
 
     async def kalshi_rest_round(self, client: KalshiRestClient, kind: FaultKind) -> None:
-        self.sim.faults.inject(FaultTarget.KALSHI_REST, kind, duration_s=0.3 if kind is FaultKind.SLOW_RESPONSE else 0.0)
-        started_ms = time.time_ns() // 1_000_000
+        """The fault hits the quote poll, then (for the catalog fault classes) refresh-markets and
+        refresh-settlements, one after the other (the client is shared, so each step gets its own fault)."""
+        steps = [("poll-quotes", self._poll)]
+        if kind in CATALOG_FAULTS:
+            steps += [("refresh-markets", self._catalog), ("refresh-settlements", self._settlements)]
+        for step, run in steps:
+            retries = client.retries
+            self.sim.faults.inject(FaultTarget.KALSHI_REST, kind, count=_count(kind), duration_s=_duration(kind))
+            if await run(client, kind):
+                self.recovered[f"{FaultTarget.KALSHI_REST}/{kind}"] += _count(kind)
+            if kind is FaultKind.HTTP_429:
+                self.storms.append((step, client.retries - retries))
+
+    async def _poll(self, client: KalshiRestClient, kind: FaultKind) -> bool:
+        started_ms = _now_ms()
         summary = await poll_quotes(self.engine, client, SERIES, seconds=0.6, interval_s=0.2)
         # A body that is not JSON fails one poll (bad input is never retried); the next poll must succeed.
-        if summary.quotes > 0 and _latest(self.engine, "quotes", where="WHERE source = 'rest'") >= started_ms:
-            self.recovered[f"{FaultTarget.KALSHI_REST}/{kind}"] += 1
+        # Transient faults (429 storm, 5xx, slow) are absorbed by the client's retries: no poll lost.
+        lost_ok = kind is FaultKind.MALFORMED_JSON or summary.failures == 0
+        return lost_ok and summary.quotes > 0 and _latest(
+            self.engine, "quotes", where="WHERE source = 'rest'") >= started_ms
+
+    async def _catalog(self, client: KalshiRestClient, kind: FaultKind) -> bool:
+        first = await refresh_markets(self.engine, client, SERIES)
+        if kind is FaultKind.MALFORMED_JSON:
+            # That series fails this run with the reason, the others are stored; the next run recovers.
+            failed = [s for s in first.series if s.error]
+            return len(failed) == 1 and "not JSON" in (failed[0].error or "") and \
+                (await refresh_markets(self.engine, client, SERIES)).ok
+        return first.ok
+
+    async def _settlements(self, client: KalshiRestClient, kind: FaultKind) -> bool:
+        first = await refresh_settlements(self.engine, client, SERIES, since_seconds=3600)
+        if kind is FaultKind.MALFORMED_JSON:
+            again = await refresh_settlements(self.engine, client, SERIES, since_seconds=3600)
+            return first.failed_series == 1 and again.failed_series == 0 and again.with_result > 0
+        return first.failed_series == 0 and first.with_result > 0
 
     def coinbase_rest_round(self, client: CandlesClient, kind: FaultKind, window_s: tuple[int, int]) -> None:
-        self.sim.faults.inject(FaultTarget.COINBASE_REST, kind,
-                               duration_s=0.3 if kind is FaultKind.SLOW_RESPONSE else 0.0)
+        retries = client.retries
+        self.sim.faults.inject(FaultTarget.COINBASE_REST, kind, count=_count(kind), duration_s=_duration(kind))
         result = backfill_spot(self.engine, client, "BTC-USD", *window_s, granularity_s=60)
         if result.candles > 0:
-            self.recovered[f"{FaultTarget.COINBASE_REST}/{kind}"] += 1
+            self.recovered[f"{FaultTarget.COINBASE_REST}/{kind}"] += _count(kind)
+        if kind is FaultKind.HTTP_429:
+            self.storms.append(("backfill-spot", client.retries - retries))
 
 
 @pytest.mark.slow
@@ -140,7 +218,7 @@ async def test_every_fault_class_is_recovered_without_loss_or_duplicates(
             assert (await refresh_markets(engine, client, SERIES)).ok
             stop = asyncio.Event()
             # Watchdogs shorter than the stall, reconnects fast: the suite measures recovery, not patience.
-            budget_s = 20.0 + len(ws_rounds) * (ROUND_TIMEOUT_S + STALL_S)
+            budget_s = 20.0 + (len(ws_rounds) + SCALE) * (ROUND_TIMEOUT_S + STALL_S)
             kalshi = asyncio.create_task(collect_kalshi(
                 settings, engine, budget_s, book_interval_s=0.2, catalog_refresh_s=3600,
                 stream_settings=StreamSettings(silence_timeout_s=1.5, backoff=Backoff(base_s=0.05, cap_s=0.5)),
@@ -161,6 +239,9 @@ async def test_every_fault_class_is_recovered_without_loss_or_duplicates(
                         window = (now_s - 3600 * (i + 2), now_s - 3600 * (i + 1) - 60)
                         jobs.append(asyncio.to_thread(rounds.coinbase_rest_round, candles, rest_kind, window))
                     await asyncio.gather(*jobs)
+                for _ in range(SCALE):
+                    # Only the ticker falls silent; heartbeats keep the socket alive: a stale period, no reconnect.
+                    await rounds.ws_round(FaultTarget.COINBASE_WS, FaultKind.STALL, channel="ticker")
             kalshi.cancel()  # the budget is an upper bound; a cancelled session still flushes everything
             (kalshi_end,) = await asyncio.gather(kalshi, return_exceptions=True)
             assert isinstance(kalshi_end, asyncio.CancelledError), f"the Kalshi collector failed: {kalshi_end!r}"
@@ -183,6 +264,9 @@ async def test_every_fault_class_is_recovered_without_loss_or_duplicates(
             print(f"  {name:<34} {counts['injected']:>8} {counts['applied']:>8} {rounds.recovered[name]:>10}")
         print(f"  feed_events: {dict(zip(events['feed'] + '/' + events['kind'], events['n'], strict=True))}")
         print(f"  rejects: {dict(zip(rejects['source'], rejects['n'], strict=True))}")
+        print(f"  gap rows per skipped number: {rounds.gaps}")
+        print(f"  stale periods per ticker stall (ms): {rounds.stale}")
+        print(f"  retries per {STORM_429}×429 storm: {rounds.storms}")
 
     for name, counts in summary.items():
         assert counts["applied"] == counts["injected"], f"{name} not applied: {counts}"
@@ -190,12 +274,21 @@ async def test_every_fault_class_is_recovered_without_loss_or_duplicates(
     for table, dupes in tables.items():
         assert dupes.height == 0, f"duplicates in {table}: {dupes}"
     count = {(f, k): n for f, k, n in events.iter_rows()}
-    # Kalshi: a skipped seq is a gap (duplicates and reorders of deltas show up as gaps too).
-    assert count.get(("kalshi", "gap"), 0) >= SCALE
+    # Every injected sequence gap is in feed_events exactly once, naming the one number that was skipped.
+    assert sorted(feed for feed, _ in rounds.gaps) == sorted(["coinbase", "kalshi"] * SCALE), rounds.gaps
+    for feed, rows in rounds.gaps:
+        assert len(rows) == 1, f"{feed}: one skipped number left {len(rows)} gap rows: {rows}"
+        ((expected_seq, received_seq),) = rows
+        assert received_seq == expected_seq + 1, f"{feed}: gap {expected_seq} → {received_seq}"
+    # A ticker stall while heartbeats flow is recorded as Coinbase `stale`, with the period's duration.
+    assert len(rounds.stale) == SCALE
+    for durations in rounds.stale:
+        assert any(d >= 1_500 for d in durations), f"no stale period of the ticker stall: {durations}"
+    # A 429 storm is absorbed within the client's retry budget: one retry per 429, no step failed.
+    assert len(rounds.storms) == 4 * SCALE and all(retries == STORM_429 for _, retries in rounds.storms), rounds.storms
     # Each disconnect fault and each stall (watchdog) ends a session, and the session end is recorded.
     assert count.get(("kalshi", "disconnect"), 0) >= 3 * SCALE
     assert count.get(("kalshi", "stale"), 0) >= SCALE
-    assert count.get(("coinbase", "gap"), 0) >= SCALE
     assert count.get(("coinbase", "disconnect"), 0) >= 3 * SCALE
     by_source = dict(zip(rejects["source"], rejects["n"], strict=True))
     assert by_source.get("kalshi.ws.unparsed", 0) >= SCALE

@@ -9,18 +9,21 @@ report files — for the key id, the PEM markers and pieces of the key body.
 from __future__ import annotations
 
 import ast
+import asyncio
 import gzip
 import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from simthread import fast_wall_config, kbtc, kbtc_env, simulator_thread
+from simthread import SERIES, fast_wall_config, kbtc, kbtc_env, simulator_thread
 
 from kbtc.db.engine import make_engine
+from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
 from kbtc.pipeline.recording import record_rejects
 from kbtc.sim.kalshi.auth import ApiKey
@@ -104,6 +107,87 @@ def test_no_secret_in_any_output(tmp_path: Path, tmp_path_factory: pytest.TempPa
     assert "KALSHI_API_KEY_ID" in shown and "KALSHI_PRIVATE_KEY_PEM" in shown and shown.count("********") >= 2
 
 
+async def _prefect_outputs(flow_run_ids: list[Any]) -> dict[str, bytes]:
+    """Everything the Prefect API holds about these flow runs: the runs, their task runs, their logs (every
+    line), and every artifact; each as its JSON. (Secret blocks are left out: holding the key is their job.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.objects import Artifact
+    from prefect.client.schemas.sorting import LogSort, TaskRunSort
+
+    async with get_client() as client:
+        # Explicit limit and sort throughout: Prefect 3.8.8's client defaults send nulls its server rejects.
+        runs = [await client.read_flow_run(run_id) for run_id in flow_run_ids]
+        in_runs = FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids))
+        tasks = await client.read_task_runs(flow_run_filter=in_runs, limit=200, sort=TaskRunSort.EXPECTED_START_TIME_DESC)
+        logs: list[Any] = []
+        while page := await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)),
+                                             limit=200, offset=len(logs), sort=LogSort.TIMESTAMP_ASC):
+            logs += page
+        # Every artifact: `read_artifacts` sends null filters (422), and empty filter objects join on task runs
+        # (which would leave out the flow-level artifacts), so ask the endpoint directly.
+        response = await client.request("POST", "/artifacts/filter",
+                                        json={"limit": 200, "offset": 0, "sort": "CREATED_DESC"})
+        artifacts = Artifact.model_validate_list(response.json())
+    outputs = {f"flow run {r.name}": r.model_dump_json().encode() for r in runs}
+    outputs |= {f"task run {t.name}": t.model_dump_json().encode() for t in tasks}
+    outputs |= {f"artifact {a.key}": a.model_dump_json().encode() for a in artifacts}
+    outputs["flow-run logs"] = "\n".join(log.model_dump_json() for log in logs).encode()
+    return outputs
+
+
+@pytest.mark.slow
+def test_no_secret_in_prefect_artifacts_or_flow_run_logs(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline flow (every Kalshi REST step, signed, plus its artifacts) under the Prefect test harness,
+    once with the key from the environment and once from the Secret blocks; then the flow runs, task runs,
+    flow-run logs and artifacts are read back through the Prefect client and searched."""
+    from prefect.blocks.system import Secret
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import pipeline
+
+    key_id, pem = _key()
+    key_file = tmp_path_factory.mktemp("keys") / "kalshi.key"
+    key_file.write_bytes(pem)
+    key_file.chmod(0o600)
+    url = f"sqlite:///{tmp_path / 'kbtc.sqlite'}"
+    upgrade_database(url)
+    config = fast_wall_config(api_keys=(ApiKey.from_pem(key_id, pem, entitled=True),))
+    with simulator_thread(config) as sim, prefect_test_harness(server_startup_timeout=120):
+        for name, value in {**sim.env(), "DATABASE_URL": url, "DATA_DIR": str(tmp_path / "data"),
+                            "LOG_PATH": str(tmp_path / "app.jsonl"), "KALSHI_SERIES": SERIES, "LOG_LEVEL": "DEBUG",
+                            "KALSHI_API_KEY_ID": key_id, "KALSHI_PRIVATE_KEY_PATH": str(key_file)}.items():
+            monkeypatch.setenv(name, value)
+        from_env = pipeline(return_state=True)
+        monkeypatch.delenv("KALSHI_API_KEY_ID")
+        monkeypatch.delenv("KALSHI_PRIVATE_KEY_PATH")
+        Secret(value=key_id).save("kalshi-api-key-id", overwrite=True)
+        Secret(value=pem.decode()).save("kalshi-private-key", overwrite=True)
+        from_blocks = pipeline(return_state=True)
+        states = {"env": from_env, "Secret blocks": from_blocks}
+        for source, state in states.items():
+            assert state.is_completed(), f"{source}: {state}"
+            # The signed requests worked (the simulator answers 401 to anything unsigned or wrongly signed).
+            assert state.result()["catalog"]["markets"] > 0, source
+        run_ids = [state.state_details.flow_run_id for state in states.values()]
+        # Run logs reach the API in batches: wait for each run's last line.
+        deadline = time.monotonic() + 30
+        while True:
+            outputs = asyncio.run(_prefect_outputs(run_ids))
+            if outputs["flow-run logs"].count(b"cycle: ") == len(run_ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        block = Secret.load("kalshi-private-key").get()  # a control: the API does hold the key, in its block
+    assert outputs["flow-run logs"].count(b"cycle: ") == len(run_ids)
+    assert {"artifact kbtc-latest-edges", "artifact kbtc-take-opportunities", "artifact kbtc-data-health"} <= set(outputs)
+    needles = _needles(key_id, pem)
+    assert all(needle in block.encode() for what, needle in needles.items() if what != "key id")
+    leaks = [f"{what} in {where}" for what, needle in needles.items() for where, data in outputs.items()
+             if needle in data]
+    assert not leaks, leaks
+
+
 def test_key_file_readable_by_others_is_warned_about(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     key_id, pem = _key()
     key_file = tmp_path_factory.mktemp("keys") / "kalshi.key"
@@ -143,6 +227,7 @@ REVIEWED_DYNAMIC_SQL = {
     ("kbtc/pipeline/edge_inputs.py", "load_latest_quotes"): "constant columns, generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "load_latest_books"): "generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "_catalog_fingerprint"): "the constant market filter with generated placeholders",
+    ("kbtc/pipeline/edge_inputs.py", "load_settled_references"): "a module constant expression (KNOWN_EXPIRATION_SQL)",
     ("kbtc/pipeline/kalshi_collector.py", "streamable_markets"): "generated placeholders and constant clauses",
     ("kbtc/pipeline/export.py", "export_table"): "table and columns checked against the metadata",
     ("kbtc/pipeline/health.py", "data_health"): "table and column names from a module constant",

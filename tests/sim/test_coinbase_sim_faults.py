@@ -164,6 +164,25 @@ async def test_stall_silences_everything_then_resumes_in_sequence() -> None:
 
 
 @pytest.mark.slow
+async def test_a_ticker_stall_keeps_heartbeats_flowing_and_numbers_in_sequence() -> None:
+    async with ticker_feed() as (_, faults, ws):
+        started = time.monotonic()
+        faults.inject(WS, FaultKind.STALL, duration_s=2.0, channel="ticker")
+        frames: list[tuple[float, dict[str, Any]]] = []
+        while time.monotonic() - started < 3.5:
+            frames.append((time.monotonic(), await recv_json(ws)))
+    tickers = [started] + [at for at, frame in frames if frame["channel"] == "ticker"]
+    # The ticker fell silent for the stall (it sends 100 a second otherwise) and came back ...
+    silent_from, silent_to = max(itertools.pairwise(tickers), key=lambda pair: pair[1] - pair[0])
+    assert silent_to - silent_from >= 1.8
+    # ... while heartbeats (once a second) kept arriving on the open socket.
+    assert sum(1 for at, frame in frames if frame["channel"] == "heartbeats" and silent_from < at < silent_to) >= 1
+    numbers = [frame["sequence_num"] for _, frame in frames]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no number taken while silent
+    assert_all_applied(faults)
+
+
+@pytest.mark.slow
 async def test_stall_without_duration_lasts_until_the_client_gives_up() -> None:
     async with ticker_feed() as (_, faults, ws):
         faults.inject(WS, FaultKind.STALL)

@@ -6,7 +6,9 @@ Every frame passes through `Outbox.run`, which asks the `FaultPlan` (target `COI
 - `disconnect_abrupt`: the TCP connection is aborted, no close frame (a 1006 for the client);
 - `disconnect_clean`: a close frame (`code` param, default 1001 "going away", as service restarts send);
 - `stall`: nothing at all is sent for `duration_s` (0 = until the client gives up), heartbeats included;
-  frames produced meanwhile are discarded, so sequence numbers resume without a gap;
+  frames produced meanwhile are discarded, so sequence numbers resume without a gap. With `channel=` (e.g.
+  `"ticker"`) only that channel falls silent for `duration_s` (default 15 s) while the others, heartbeats
+  included, keep flowing: a data stall on a live socket. Its frames are discarded the same way;
 - `skip_seq`: the frame is dropped after taking its `sequence_num` — the client sees a gap;
 - `duplicate`: the frame is sent twice, same sequence number; `reorder`: it is held and sent after the next;
 - `malformed_json`: half of the frame's text is sent; it still used a sequence number;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ DEFAULT_MISSING_FIELDS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_UNKNOWN_FIELDS: dict[str, Any] = {"sim_unlisted_field": "unlisted", "sim_unlisted_number": 7}
 MAX_QUEUED_FRAMES = 10_000
+DEFAULT_CHANNEL_STALL_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class Outbox:
         self._queue: asyncio.Queue[OutFrame] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._held: str | None = None
         self._stalled = False
+        self._silent_until: dict[str, float] = {}  # channel → monotonic end of its stall
 
     def put(self, frame: OutFrame) -> None:
         """Queue a frame; while stalled nothing is queued, and a client that stops reading is dropped."""
@@ -92,8 +97,12 @@ class Outbox:
                 await self.connection.close(int(fault.params.get("code", 1001)), str(fault.params.get("reason", "")))
                 return False
             if (fault := self._take(FaultKind.STALL, frame)) is not None:
-                await self._stall(fault.duration_s)
-                return True
+                if fault.params.get("channel") is None:
+                    await self._stall(fault.duration_s)
+                    return True
+                self._silent_until[frame.channel] = time.monotonic() + (fault.duration_s or DEFAULT_CHANNEL_STALL_S)
+        if self._silent_until.get(frame.channel, 0.0) > time.monotonic():
+            return True  # a stalled channel: dropped before it takes a sequence number
         body = frame.body
         if frame.sequenced:
             body = {**body, "sequence_num": self.next_sequence_num}
