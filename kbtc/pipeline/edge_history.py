@@ -59,8 +59,9 @@ class HistoryInputs:
 
     start_ts: int
     end_ts: int
-    markets: pl.DataFrame  # the catalog rows (final state) of the tracked series
+    markets: pl.DataFrame  # the catalog rows (final state; close_ts, settlement_ts as first listed)
     status_events: pl.DataFrame  # market_ticker, received_ts, status: lifecycle status changes
+    close_events: pl.DataFrame  # market_ticker, received_ts, close_ts: `close_date_updated`, by receive time
     quotes: pl.DataFrame  # quote history, one row per (market, quote_ts)
     spot: pl.DataFrame  # ts, price, best_bid, best_ask
     vol_spot: pl.DataFrame  # spot completed from candles where ticks are missing (the volatility estimator's)
@@ -106,22 +107,78 @@ def _series_params(series: Sequence[str]) -> tuple[str, dict[str, object]]:
     return ", ".join(":" + n for n in names), dict(zip(names, series, strict=True))
 
 
-def _status_events(engine: Engine, tickers: list[str], end_ts: int) -> pl.DataFrame:
-    """Status changes from stored lifecycle events, through the collector's own parser."""
-    schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "status": pl.String}
+_STATUS_SCHEMA: Schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "status": pl.String}
+_CLOSE_SCHEMA: Schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "close_ts": pl.Int64}
+
+
+@dataclass(frozen=True, slots=True)
+class _Lifecycle:
+    status_events: pl.DataFrame  # market_ticker, received_ts, status
+    close_events: pl.DataFrame  # market_ticker, received_ts, close_ts: `close_date_updated`, one per receive time
+    created_close: pl.DataFrame  # market_ticker, close_ts: the close time of the market's first `created` event
+
+
+def _lifecycle_events(engine: Engine, tickers: list[str], end_ts: int) -> _Lifecycle:
+    """Status and close-time changes from stored lifecycle events, through the collector's own parser."""
     sql = "SELECT raw_json, received_ts FROM market_lifecycle_events WHERE received_ts <= :end ORDER BY received_ts, id"
     raw = read_frame(engine, sql, {"end": end_ts})
     wanted = set(tickers)
-    rows = []
+    status_rows, close_rows, created_rows = [], [], []
     for raw_json, received_ts in raw.iter_rows():
         try:
             record = parse_lifecycle(json.loads(raw_json), int(received_ts))
         except (FieldError, ValueError, TypeError):
-            continue  # stored rows parsed once already; one that no longer parses sets no status
+            continue  # stored rows parsed once already; one that no longer parses changes nothing
+        if record.market_ticker not in wanted:
+            continue
         status = record.market_update.get("status")
-        if status is not None and record.market_ticker in wanted:
-            rows.append((record.market_ticker, record.received_ts, status))
-    return pl.DataFrame(rows, schema=schema, orient="row")
+        if status is not None:
+            status_rows.append((record.market_ticker, record.received_ts, status))
+        close_ts = record.market_update.get("close_ts")
+        if close_ts is None:
+            continue
+        if record.event_type == "close_date_updated":
+            close_rows.append((record.market_ticker, record.received_ts, close_ts))
+        elif record.event_type == "created":
+            created_rows.append((record.market_ticker, close_ts))
+    close_events = pl.DataFrame(close_rows, schema=_CLOSE_SCHEMA, orient="row")
+    # Two updates received in the same millisecond: the later stored one is the one the catalog kept.
+    close_events = close_events.unique(["market_ticker", "received_ts"], keep="last", maintain_order=True)
+    created = pl.DataFrame(created_rows, schema={"market_ticker": pl.String, "close_ts": pl.Int64}, orient="row")
+    return _Lifecycle(
+        status_events=pl.DataFrame(status_rows, schema=_STATUS_SCHEMA, orient="row"),
+        close_events=close_events.sort("received_ts", "market_ticker"),
+        created_close=created.unique("market_ticker", keep="first", maintain_order=True),
+    )
+
+
+def _as_first_listed(markets: pl.DataFrame, lifecycle: _Lifecycle, start_ts: int) -> pl.DataFrame:
+    """The catalog with each market's close time as first listed, without the markets closed before the period.
+
+    The catalog row holds the latest close time (every `close_date_updated` overwrites it), so the first one is
+    the market's `created` event's when stored, else the catalog's (a market listed before the recording began
+    has no `created` event: its close time is the catalog's at every as-of time before its first
+    `close_date_updated`). `settlement_ts` follows the close time, as the collector's writer sets it.
+    """
+    created = lifecycle.created_close.rename({"close_ts": "created_close_ts"})
+    first = (
+        markets.join(created, on="market_ticker", how="left")
+        .with_columns(
+            pl.when(pl.col("created_close_ts").is_not_null()).then(pl.col("created_close_ts"))
+            .otherwise(pl.col("settlement_ts")).alias("settlement_ts"),
+            pl.coalesce(pl.col("created_close_ts"), pl.col("close_ts")).alias("close_ts"),
+        )
+        .drop("created_close_ts")
+    )
+    # The SQL kept markets with any close-time event; keep those whose close in force reaches the period.
+    latest = lifecycle.close_events.group_by("market_ticker").agg(pl.col("close_ts").max().alias("latest_close"))
+    return (
+        first.join(latest, on="market_ticker", how="left")
+        .filter(pl.col("close_ts").is_null()
+                | (pl.max_horizontal("close_ts", "latest_close") >= start_ts - EXPIRED_TOLERANCE_MS))
+        .drop("latest_close")
+        .select(markets.columns)
+    )
 
 
 def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSettings) -> HistoryInputs:
@@ -132,9 +189,14 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
     markets = read_frame(
         engine,
         f"SELECT {columns} FROM markets WHERE series_ticker IN ({placeholders}) "  # noqa: S608 — placeholders only
-        "AND (close_ts IS NULL OR close_ts >= :start) AND (open_ts IS NULL OR open_ts <= :end) ORDER BY market_ticker",
+        "AND (close_ts IS NULL OR close_ts >= :start OR market_ticker IN (SELECT market_ticker FROM "
+        "market_lifecycle_events WHERE event_type IN ('created', 'close_date_updated') AND received_ts <= :end)) "
+        "AND (open_ts IS NULL OR open_ts <= :end) ORDER BY market_ticker",
         {**series, "start": start_ts - EXPIRED_TOLERANCE_MS, "end": end_ts},
     )
+    tickers = markets["market_ticker"].to_list() if markets.height else []
+    lifecycle = _lifecycle_events(engine, tickers, end_ts)
+    markets = _as_first_listed(markets, lifecycle, start_ts)
     tickers = markets["market_ticker"].to_list() if markets.height else []
     max_age_ms = round(params.quote_max_age_s * 1000)
     quotes = read_large(
@@ -206,7 +268,8 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         start_ts=start_ts,
         end_ts=end_ts,
         markets=markets,
-        status_events=_status_events(engine, tickers, end_ts),
+        status_events=lifecycle.status_events.filter(pl.col("market_ticker").is_in(tickers)),
+        close_events=lifecycle.close_events.filter(pl.col("market_ticker").is_in(tickers)),
         quotes=_latest_per_key(quotes, "quote_ts"),
         spot=spot,
         vol_spot=complete_with_candles(ticks, candles),
@@ -226,28 +289,49 @@ def _latest_per_key(frame: pl.DataFrame, ts: str) -> pl.DataFrame:
 
 
 def _segments(inputs: HistoryInputs, asofs: np.ndarray) -> np.ndarray:
-    """Segment id per as-of time: it changes wherever a market's status changed while it was evaluable."""
-    # A change after the market stopped being evaluable (closed + tolerance) cannot matter; one before it opened
-    # can (it is the status the market opens with).
-    events = inputs.status_events.join(
-        inputs.markets.select("market_ticker", "close_ts"), on="market_ticker", how="inner"
-    ).filter(pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS))
-    boundaries = np.unique(events["received_ts"].to_numpy().astype(np.int64))
+    """Segment id per as-of time: it changes wherever a market's status or close time changed while it was
+    evaluable."""
+    # A change after the market stopped being evaluable (closed + tolerance, under the latest close time it
+    # had) cannot matter; one before it opened can (it is the status or close the market opens with).
+    closes = pl.concat([inputs.markets.select("market_ticker", "close_ts"),
+                        inputs.close_events.select("market_ticker", "close_ts")])
+    last_close = closes.group_by("market_ticker").agg(
+        pl.when(pl.col("close_ts").null_count() > 0).then(None).otherwise(pl.col("close_ts").max()).alias("close_ts")
+    )
+    events = pl.concat([inputs.status_events.select("market_ticker", "received_ts"),
+                        inputs.close_events.select("market_ticker", "received_ts")])
+    evaluable = events.join(last_close, on="market_ticker", how="inner").filter(
+        pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS)
+    )
+    boundaries = np.unique(evaluable["received_ts"].to_numpy().astype(np.int64))
     return np.searchsorted(boundaries, asofs, side="right")
 
 
 def markets_asof(inputs: HistoryInputs, asof_ts: int) -> pl.DataFrame:
     """The catalog as the live tick saw it at `asof_ts`: status from the latest lifecycle event received by then,
-    else `active` (the engine itself leaves out markets that have not opened yet)."""
+    else `active` (the engine itself leaves out markets that have not opened yet); close time (and
+    `settlement_ts`, which follows it) from the latest `close_date_updated` received by then, else as first
+    listed."""
     latest = (
         inputs.status_events.filter(pl.col("received_ts") <= asof_ts)
         .group_by("market_ticker")
         .agg(pl.col("status").sort_by("received_ts").last().alias("status_asof"))
     )
+    close = (
+        inputs.markets.select("market_ticker", pl.lit(asof_ts, dtype=pl.Int64).alias("asof_ts"))
+        .join_asof(inputs.close_events.rename({"close_ts": "close_asof"}), left_on="asof_ts",
+                   right_on="received_ts", by="market_ticker", strategy="backward", check_sortedness=False)
+        .select("market_ticker", "close_asof")
+    )
     return (
         inputs.markets.join(latest, on="market_ticker", how="left")
-        .with_columns(pl.coalesce(pl.col("status_asof"), pl.lit("active")).alias("status"))
-        .drop("status_asof")
+        .join(close, on="market_ticker", how="left")
+        .with_columns(
+            pl.coalesce(pl.col("status_asof"), pl.lit("active")).alias("status"),
+            pl.coalesce(pl.col("close_asof"), pl.col("close_ts")).alias("close_ts"),
+            pl.coalesce(pl.col("close_asof"), pl.col("settlement_ts")).alias("settlement_ts"),
+        )
+        .drop("status_asof", "close_asof")
     )
 
 
