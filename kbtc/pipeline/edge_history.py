@@ -37,6 +37,7 @@ from sqlalchemy import Engine, text
 from kbtc.db.store import read_frame
 from kbtc.edge import compute_edges, quotes_asof
 from kbtc.edge.basis import estimate_basis, reference_spot_span_ms
+from kbtc.edge.engine import MARKET_SCHEMA
 from kbtc.edge.volatility import estimate_volatility
 from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS
 from kbtc.pipeline.edges import EdgeSettings, tick_state
@@ -193,6 +194,7 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         "market_lifecycle_events WHERE event_type IN ('created', 'close_date_updated') AND received_ts <= :end)) "
         "AND (open_ts IS NULL OR open_ts <= :end) ORDER BY market_ticker",
         {**series, "start": start_ts - EXPIRED_TOLERANCE_MS, "end": end_ts},
+        schema=MARKET_SCHEMA,  # typed even when empty: the lifecycle frames join on it
     )
     tickers = markets["market_ticker"].to_list() if markets.height else []
     lifecycle = _lifecycle_events(engine, tickers, end_ts)

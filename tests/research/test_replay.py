@@ -255,3 +255,12 @@ def test_an_early_close_counts_from_its_receive_time(tmp_path: Path) -> None:
     early = frames["no_created"]["edge_snapshots"].filter((pl.col("market_ticker") == market)
                                                          & (pl.col("asof_ts") < moved))
     assert early["close_ts"].unique().to_list() == [new_close]
+
+
+def test_a_period_without_markets_gives_no_edges(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    inputs = load_history(engine, START_MS, START_MS + 60_000, SETTINGS)
+    assert [batch.edges.height for batch in edges_over(inputs, [START_MS, START_MS + 10_000], SETTINGS)] == [0]
+    engine.dispose()
