@@ -4,23 +4,29 @@ The live tick (`kbtc.pipeline.edges.compute_edge_tick`) reads the database as of
 needs thousands of as-of times. `load_history` reads the period once; `edges_over` then evaluates every as-of
 time through the engine's multi-as-of entry point (`kbtc.edge.compute_edges`): volatility and basis for all
 as-of times in one vectorised pass each, quotes by an as-of join, and one engine call per *segment* — a run
-of as-of times over which no tracked market changed its tradable status — cut into chunks of at most
-`chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
+of as-of times over which no tracked market changed its tradable status or its close time — cut into chunks of
+at most `chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
 
 Why segments: the engine takes one catalog frame per call, but a market's status moves with its lifecycle
 (`activated`, `deactivated`, `determined`, …). The status at an as-of time is the one set by the latest
 lifecycle event received by then, else `active` — what the live tick read from the catalog
-at that time, never the final state the database holds after the period (that would be look-ahead).
+at that time, never the final state the database holds after the period (that would be look-ahead). So does
+its close time: the one first listed, replaced by each `close_date_updated` from its receive time on (an
+as-of join per market); `settlement_ts` follows it, as the collector's writer sets it. The catalog row holds
+only the latest close time, so the first is the market's `created` event's when stored, else the catalog's.
 
 No look-ahead, the same rules as the live loaders (kbtc.pipeline.edge_inputs): quotes with quote_ts ≤ as-of
 (newest per market, at most `quote_max_age_s` old, ties to the latest received then the source name), spot
 ticks in [as-of − lookback, as-of] (for volatility completed from 1-minute candles that ended by the as-of
 time, in minutes without a tick: kbtc.pipeline.vol_spot), references once published, index minutes once
 complete, books with book_ts ≤ as-of. Rows count from their venue time, as in the live loaders (the
-collector's millisecond latency is not modelled); a status counts from its lifecycle event's receive time.
+collector's millisecond latency is not modelled); a status or a close time counts from its lifecycle event's
+receive time.
 Markets closed more than `expired_tolerance` before the as-of time are not evaluated, as live.
-Known difference from the live tick: `catalog_status` is ignored (a market delisted after the period was
-listed during it). The basis sees the same references with the same Coinbase minutes as live: the live tick
+Known differences from the live tick: `catalog_status` is ignored (a market delisted after the period was
+listed during it); a market with no stored `created` event (listed before the recording began) that closed
+early has its early close at every as-of time before the `close_date_updated`, the catalog's being the only
+close time known. The basis sees the same references with the same Coinbase minutes as live: the live tick
 reads the minutes of references older than its spot lookback on their own (edge_inputs.load_spot_windows).
 """
 
