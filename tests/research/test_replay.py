@@ -264,3 +264,25 @@ def test_a_period_without_markets_gives_no_edges(tmp_path: Path) -> None:
     inputs = load_history(engine, START_MS, START_MS + 60_000, SETTINGS)
     assert [batch.edges.height for batch in edges_over(inputs, [START_MS, START_MS + 10_000], SETTINGS)] == [0]
     engine.dispose()
+
+
+def test_a_market_closed_retroactively_trades_in_the_period_until_the_news(tmp_path: Path) -> None:
+    # The catalog's (latest) close is before the period; until the update was received the market was open.
+    market, listed_close, new_close = tickers()[3], START_MS + 3_600_000, START_MS + 200_000
+    moved, start = START_MS + 304_500, START_MS + 250_000
+    created = (START_MS + 1_000, "kalshi", lifecycle_message(market, "created", START_MS + 1_000,
+                                                             close_ts=listed_close // 1000))
+    update = (moved, "kalshi", lifecycle_message(market, "close_date_updated", moved, close_ts=new_close // 1000))
+    frames = {}
+    for name, extra in (("listed", [created]), ("moved", [created, update])):
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        recording = sorted(recording_lines() + extra, key=lambda line: line[0])
+        run_replay(engine, [write_jsonl(tmp_path / f"{name}.jsonl", recording)], SETTINGS, cadence_s=10,
+                   from_ts=start, to_ts=START_MS + 600_000)
+        frames[name] = read_frame(engine, "SELECT * FROM edges WHERE market_ticker = :t ORDER BY asof_ts",
+                                  {"t": market})
+        engine.dispose()
+    before = {name: frame.filter(pl.col("asof_ts") < moved) for name, frame in frames.items()}
+    assert before["moved"].height == 6
+    assert_frame_equal(before["listed"], before["moved"], check_exact=True)
+    assert frames["moved"]["asof_ts"].max() < moved
