@@ -12,8 +12,8 @@ Why segments: the engine takes one catalog frame per call, but a market's status
 lifecycle event received by then, else `active` — what the live tick read from the catalog
 at that time, never the final state the database holds after the period (that would be look-ahead). So does
 its close time: the one first listed, replaced by each `close_date_updated` from its receive time on (an
-as-of join per market); `settlement_ts` follows it, as the collector's writer sets it. The catalog row holds
-only the latest close time, so the first is the market's `created` event's when stored, else the catalog's.
+as-of join per market; `settlement_ts` follows it). The catalog row holds only the latest close time, so the
+first is the market's `created` event's when stored, else the catalog's (kbtc.pipeline.catalog_history).
 
 No look-ahead, the same rules as the live loaders (kbtc.pipeline.edge_inputs): quotes with quote_ts ≤ as-of
 (newest per market, at most `quote_max_age_s` old, ties to the latest received then the source name), spot
@@ -32,7 +32,6 @@ reads the minutes of references older than its spot lookback on their own (edge_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -45,13 +44,17 @@ from kbtc.edge import compute_edges, quotes_asof
 from kbtc.edge.basis import estimate_basis, reference_spot_span_ms
 from kbtc.edge.engine import MARKET_SCHEMA
 from kbtc.edge.volatility import estimate_volatility
+from kbtc.pipeline.catalog_history import (
+    EXPIRED_TOLERANCE_MS,
+    as_first_listed,
+    catalog_asof,
+    change_times,
+    read_catalog_changes,
+)
 from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS
 from kbtc.pipeline.edges import EdgeSettings, tick_state
 from kbtc.pipeline.vol_spot import CANDLE_MS, CANDLE_SCHEMA, CANDLE_SQL, candle_params, complete_with_candles
-from kbtc.venues.kalshi.marketdata import parse_lifecycle
-from kbtc.venues.kalshi.parsing import FieldError
 
-EXPIRED_TOLERANCE_MS = 5_000  # as kbtc.pipeline.edge_inputs.load_markets
 DEFAULT_CHUNK_ROWS = 2_000_000
 QUOTE_HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "market_ticker": pl.String, "quote_ts": pl.Int64, "received_ts": pl.Int64, "source": pl.String,
@@ -114,80 +117,6 @@ def _series_params(series: Sequence[str]) -> tuple[str, dict[str, object]]:
     return ", ".join(":" + n for n in names), dict(zip(names, series, strict=True))
 
 
-_STATUS_SCHEMA: Schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "status": pl.String}
-_CLOSE_SCHEMA: Schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "close_ts": pl.Int64}
-
-
-@dataclass(frozen=True, slots=True)
-class _Lifecycle:
-    status_events: pl.DataFrame  # market_ticker, received_ts, status
-    close_events: pl.DataFrame  # market_ticker, received_ts, close_ts: `close_date_updated`, one per receive time
-    created_close: pl.DataFrame  # market_ticker, close_ts: the close time of the market's first `created` event
-
-
-def _lifecycle_events(engine: Engine, tickers: list[str], end_ts: int) -> _Lifecycle:
-    """Status and close-time changes from stored lifecycle events, through the collector's own parser."""
-    sql = "SELECT raw_json, received_ts FROM market_lifecycle_events WHERE received_ts <= :end ORDER BY received_ts, id"
-    raw = read_frame(engine, sql, {"end": end_ts})
-    wanted = set(tickers)
-    status_rows, close_rows, created_rows = [], [], []
-    for raw_json, received_ts in raw.iter_rows():
-        try:
-            record = parse_lifecycle(json.loads(raw_json), int(received_ts))
-        except (FieldError, ValueError, TypeError):
-            continue  # stored rows parsed once already; one that no longer parses changes nothing
-        if record.market_ticker not in wanted:
-            continue
-        status = record.market_update.get("status")
-        if status is not None:
-            status_rows.append((record.market_ticker, record.received_ts, status))
-        close_ts = record.market_update.get("close_ts")
-        if close_ts is None:
-            continue
-        if record.event_type == "close_date_updated":
-            close_rows.append((record.market_ticker, record.received_ts, close_ts))
-        elif record.event_type == "created":
-            created_rows.append((record.market_ticker, close_ts))
-    close_events = pl.DataFrame(close_rows, schema=_CLOSE_SCHEMA, orient="row")
-    # Two updates received in the same millisecond: the later stored one is the one the catalog kept.
-    close_events = close_events.unique(["market_ticker", "received_ts"], keep="last", maintain_order=True)
-    created = pl.DataFrame(created_rows, schema={"market_ticker": pl.String, "close_ts": pl.Int64}, orient="row")
-    return _Lifecycle(
-        status_events=pl.DataFrame(status_rows, schema=_STATUS_SCHEMA, orient="row"),
-        close_events=close_events.sort("received_ts", "market_ticker"),
-        created_close=created.unique("market_ticker", keep="first", maintain_order=True),
-    )
-
-
-def _as_first_listed(markets: pl.DataFrame, lifecycle: _Lifecycle, start_ts: int) -> pl.DataFrame:
-    """The catalog with each market's close time as first listed, without the markets closed before the period.
-
-    The catalog row holds the latest close time (every `close_date_updated` overwrites it), so the first one is
-    the market's `created` event's when stored, else the catalog's (a market listed before the recording began
-    has no `created` event: its close time is the catalog's at every as-of time before its first
-    `close_date_updated`). `settlement_ts` follows the close time, as the collector's writer sets it.
-    """
-    created = lifecycle.created_close.rename({"close_ts": "created_close_ts"})
-    first = (
-        markets.join(created, on="market_ticker", how="left")
-        .with_columns(
-            pl.when(pl.col("created_close_ts").is_not_null()).then(pl.col("created_close_ts"))
-            .otherwise(pl.col("settlement_ts")).alias("settlement_ts"),
-            pl.coalesce(pl.col("created_close_ts"), pl.col("close_ts")).alias("close_ts"),
-        )
-        .drop("created_close_ts")
-    )
-    # The SQL kept markets with any close-time event; keep those whose close in force reaches the period.
-    latest = lifecycle.close_events.group_by("market_ticker").agg(pl.col("close_ts").max().alias("latest_close"))
-    return (
-        first.join(latest, on="market_ticker", how="left")
-        .filter(pl.col("close_ts").is_null()
-                | (pl.max_horizontal("close_ts", "latest_close") >= start_ts - EXPIRED_TOLERANCE_MS))
-        .drop("latest_close")
-        .select(markets.columns)
-    )
-
-
 def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSettings) -> HistoryInputs:
     """Read the inputs of every as-of time in [start_ts, end_ts] (nothing after `end_ts`)."""
     params = settings.params
@@ -203,8 +132,8 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         schema=MARKET_SCHEMA,  # typed even when empty: the lifecycle frames join on it
     )
     tickers = markets["market_ticker"].to_list() if markets.height else []
-    lifecycle = _lifecycle_events(engine, tickers, end_ts)
-    markets = _as_first_listed(markets, lifecycle, start_ts)
+    changes = read_catalog_changes(engine, tickers, end_ts)
+    markets = as_first_listed(markets, changes, start_ts)
     tickers = markets["market_ticker"].to_list() if markets.height else []
     max_age_ms = round(params.quote_max_age_s * 1000)
     quotes = read_large(
@@ -276,8 +205,8 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         start_ts=start_ts,
         end_ts=end_ts,
         markets=markets,
-        status_events=lifecycle.status_events.filter(pl.col("market_ticker").is_in(tickers)),
-        close_events=lifecycle.close_events.filter(pl.col("market_ticker").is_in(tickers)),
+        status_events=changes.status_events.filter(pl.col("market_ticker").is_in(tickers)),
+        close_events=changes.close_events.filter(pl.col("market_ticker").is_in(tickers)),
         quotes=_latest_per_key(quotes, "quote_ts"),
         spot=spot,
         vol_spot=complete_with_candles(ticks, candles),
@@ -299,48 +228,8 @@ def _latest_per_key(frame: pl.DataFrame, ts: str) -> pl.DataFrame:
 def _segments(inputs: HistoryInputs, asofs: np.ndarray) -> np.ndarray:
     """Segment id per as-of time: it changes wherever a market's status or close time changed while it was
     evaluable."""
-    # A change after the market stopped being evaluable (closed + tolerance, under the latest close time it
-    # had) cannot matter; one before it opened can (it is the status or close the market opens with).
-    closes = pl.concat([inputs.markets.select("market_ticker", "close_ts"),
-                        inputs.close_events.select("market_ticker", "close_ts")])
-    last_close = closes.group_by("market_ticker").agg(
-        pl.when(pl.col("close_ts").null_count() > 0).then(None).otherwise(pl.col("close_ts").max()).alias("close_ts")
-    )
-    events = pl.concat([inputs.status_events.select("market_ticker", "received_ts"),
-                        inputs.close_events.select("market_ticker", "received_ts")])
-    evaluable = events.join(last_close, on="market_ticker", how="inner").filter(
-        pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS)
-    )
-    boundaries = np.unique(evaluable["received_ts"].to_numpy().astype(np.int64))
+    boundaries = change_times(inputs.markets, inputs.status_events, inputs.close_events)
     return np.searchsorted(boundaries, asofs, side="right")
-
-
-def markets_asof(inputs: HistoryInputs, asof_ts: int) -> pl.DataFrame:
-    """The catalog as the live tick saw it at `asof_ts`: status from the latest lifecycle event received by then,
-    else `active` (the engine itself leaves out markets that have not opened yet); close time (and
-    `settlement_ts`, which follows it) from the latest `close_date_updated` received by then, else as first
-    listed."""
-    latest = (
-        inputs.status_events.filter(pl.col("received_ts") <= asof_ts)
-        .group_by("market_ticker")
-        .agg(pl.col("status").sort_by("received_ts").last().alias("status_asof"))
-    )
-    close = (
-        inputs.markets.select("market_ticker", pl.lit(asof_ts, dtype=pl.Int64).alias("asof_ts"))
-        .join_asof(inputs.close_events.rename({"close_ts": "close_asof"}), left_on="asof_ts",
-                   right_on="received_ts", by="market_ticker", strategy="backward", check_sortedness=False)
-        .select("market_ticker", "close_asof")
-    )
-    return (
-        inputs.markets.join(latest, on="market_ticker", how="left")
-        .join(close, on="market_ticker", how="left")
-        .with_columns(
-            pl.coalesce(pl.col("status_asof"), pl.lit("active")).alias("status"),
-            pl.coalesce(pl.col("close_asof"), pl.col("close_ts")).alias("close_ts"),
-            pl.coalesce(pl.col("close_asof"), pl.col("settlement_ts")).alias("settlement_ts"),
-        )
-        .drop("status_asof", "close_asof")
-    )
 
 
 def _books_asof(books: pl.DataFrame, asofs: pl.DataFrame, max_age_ms: int) -> pl.DataFrame:
@@ -407,7 +296,7 @@ def edges_over(
         end = min(start + per_chunk, times.shape[0])
         end = start + int(np.searchsorted(segment_of[start:end], segment_of[start], side="right"))
         chunk = times[start:end].tolist()
-        markets = markets_asof(inputs, chunk[0])
+        markets = catalog_asof(inputs.markets, inputs.status_events, inputs.close_events, chunk[0])
         chunk_frame = pl.DataFrame({"asof_ts": chunk}, schema={"asof_ts": pl.Int64})
         quotes = quotes_asof(inputs.quotes, chunk).filter(
             pl.col("quote_ts") >= pl.col("asof_ts") - max_age_ms
