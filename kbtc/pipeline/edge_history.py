@@ -4,29 +4,34 @@ The live tick (`kbtc.pipeline.edges.compute_edge_tick`) reads the database as of
 needs thousands of as-of times. `load_history` reads the period once; `edges_over` then evaluates every as-of
 time through the engine's multi-as-of entry point (`kbtc.edge.compute_edges`): volatility and basis for all
 as-of times in one vectorised pass each, quotes by an as-of join, and one engine call per *segment* — a run
-of as-of times over which no tracked market changed its tradable status — cut into chunks of at most
-`chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
+of as-of times over which no tracked market changed its tradable status or its close time — cut into chunks of
+at most `chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
 
 Why segments: the engine takes one catalog frame per call, but a market's status moves with its lifecycle
 (`activated`, `deactivated`, `determined`, …). The status at an as-of time is the one set by the latest
 lifecycle event received by then, else `active` — what the live tick read from the catalog
-at that time, never the final state the database holds after the period (that would be look-ahead).
+at that time, never the final state the database holds after the period (that would be look-ahead). So does
+its close time: the one first listed, replaced by each `close_date_updated` from its receive time on (an
+as-of join per market; `settlement_ts` follows it). The catalog row holds only the latest close time, so the
+first is the market's `created` event's when stored, else the catalog's (kbtc.pipeline.catalog_history).
 
 No look-ahead, the same rules as the live loaders (kbtc.pipeline.edge_inputs): quotes with quote_ts ≤ as-of
 (newest per market, at most `quote_max_age_s` old, ties to the latest received then the source name), spot
 ticks in [as-of − lookback, as-of] (for volatility completed from 1-minute candles that ended by the as-of
 time, in minutes without a tick: kbtc.pipeline.vol_spot), references once published, index minutes once
 complete, books with book_ts ≤ as-of. Rows count from their venue time, as in the live loaders (the
-collector's millisecond latency is not modelled); a status counts from its lifecycle event's receive time.
+collector's millisecond latency is not modelled); a status or a close time counts from its lifecycle event's
+receive time.
 Markets closed more than `expired_tolerance` before the as-of time are not evaluated, as live.
-Known difference from the live tick: `catalog_status` is ignored (a market delisted after the period was
-listed during it). The basis sees the same references with the same Coinbase minutes as live: the live tick
+Known differences from the live tick: `catalog_status` is ignored (a market delisted after the period was
+listed during it); a market with no stored `created` event (listed before the recording began) that closed
+early has its early close at every as-of time before the `close_date_updated`, the catalog's being the only
+close time known. The basis sees the same references with the same Coinbase minutes as live: the live tick
 reads the minutes of references older than its spot lookback on their own (edge_inputs.load_spot_windows).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,14 +42,19 @@ from sqlalchemy import Engine, text
 from kbtc.db.store import read_frame
 from kbtc.edge import compute_edges, quotes_asof
 from kbtc.edge.basis import estimate_basis, reference_spot_span_ms
+from kbtc.edge.engine import MARKET_SCHEMA
 from kbtc.edge.volatility import estimate_volatility
+from kbtc.pipeline.catalog_history import (
+    EXPIRED_TOLERANCE_MS,
+    as_first_listed,
+    catalog_asof,
+    change_times,
+    read_catalog_changes,
+)
 from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS
 from kbtc.pipeline.edges import EdgeSettings, tick_state
 from kbtc.pipeline.vol_spot import CANDLE_MS, CANDLE_SCHEMA, CANDLE_SQL, candle_params, complete_with_candles
-from kbtc.venues.kalshi.marketdata import parse_lifecycle
-from kbtc.venues.kalshi.parsing import FieldError
 
-EXPIRED_TOLERANCE_MS = 5_000  # as kbtc.pipeline.edge_inputs.load_markets
 DEFAULT_CHUNK_ROWS = 2_000_000
 QUOTE_HISTORY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "market_ticker": pl.String, "quote_ts": pl.Int64, "received_ts": pl.Int64, "source": pl.String,
@@ -59,8 +69,9 @@ class HistoryInputs:
 
     start_ts: int
     end_ts: int
-    markets: pl.DataFrame  # the catalog rows (final state) of the tracked series
+    markets: pl.DataFrame  # the catalog rows (final state; close_ts, settlement_ts as first listed)
     status_events: pl.DataFrame  # market_ticker, received_ts, status: lifecycle status changes
+    close_events: pl.DataFrame  # market_ticker, received_ts, close_ts: `close_date_updated`, by receive time
     quotes: pl.DataFrame  # quote history, one row per (market, quote_ts)
     spot: pl.DataFrame  # ts, price, best_bid, best_ask
     vol_spot: pl.DataFrame  # spot completed from candles where ticks are missing (the volatility estimator's)
@@ -106,24 +117,6 @@ def _series_params(series: Sequence[str]) -> tuple[str, dict[str, object]]:
     return ", ".join(":" + n for n in names), dict(zip(names, series, strict=True))
 
 
-def _status_events(engine: Engine, tickers: list[str], end_ts: int) -> pl.DataFrame:
-    """Status changes from stored lifecycle events, through the collector's own parser."""
-    schema = {"market_ticker": pl.String, "received_ts": pl.Int64, "status": pl.String}
-    sql = "SELECT raw_json, received_ts FROM market_lifecycle_events WHERE received_ts <= :end ORDER BY received_ts, id"
-    raw = read_frame(engine, sql, {"end": end_ts})
-    wanted = set(tickers)
-    rows = []
-    for raw_json, received_ts in raw.iter_rows():
-        try:
-            record = parse_lifecycle(json.loads(raw_json), int(received_ts))
-        except (FieldError, ValueError, TypeError):
-            continue  # stored rows parsed once already; one that no longer parses sets no status
-        status = record.market_update.get("status")
-        if status is not None and record.market_ticker in wanted:
-            rows.append((record.market_ticker, record.received_ts, status))
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
 def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSettings) -> HistoryInputs:
     """Read the inputs of every as-of time in [start_ts, end_ts] (nothing after `end_ts`)."""
     params = settings.params
@@ -132,9 +125,15 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
     markets = read_frame(
         engine,
         f"SELECT {columns} FROM markets WHERE series_ticker IN ({placeholders}) "  # noqa: S608 — placeholders only
-        "AND (close_ts IS NULL OR close_ts >= :start) AND (open_ts IS NULL OR open_ts <= :end) ORDER BY market_ticker",
+        "AND (close_ts IS NULL OR close_ts >= :start OR market_ticker IN (SELECT market_ticker FROM "
+        "market_lifecycle_events WHERE event_type IN ('created', 'close_date_updated') AND received_ts <= :end)) "
+        "AND (open_ts IS NULL OR open_ts <= :end) ORDER BY market_ticker",
         {**series, "start": start_ts - EXPIRED_TOLERANCE_MS, "end": end_ts},
+        schema=MARKET_SCHEMA,  # typed even when empty: the lifecycle frames join on it
     )
+    tickers = markets["market_ticker"].to_list() if markets.height else []
+    changes = read_catalog_changes(engine, tickers, end_ts)
+    markets = as_first_listed(markets, changes, start_ts)
     tickers = markets["market_ticker"].to_list() if markets.height else []
     max_age_ms = round(params.quote_max_age_s * 1000)
     quotes = read_large(
@@ -206,7 +205,8 @@ def load_history(engine: Engine, start_ts: int, end_ts: int, settings: EdgeSetti
         start_ts=start_ts,
         end_ts=end_ts,
         markets=markets,
-        status_events=_status_events(engine, tickers, end_ts),
+        status_events=changes.status_events.filter(pl.col("market_ticker").is_in(tickers)),
+        close_events=changes.close_events.filter(pl.col("market_ticker").is_in(tickers)),
         quotes=_latest_per_key(quotes, "quote_ts"),
         spot=spot,
         vol_spot=complete_with_candles(ticks, candles),
@@ -226,29 +226,10 @@ def _latest_per_key(frame: pl.DataFrame, ts: str) -> pl.DataFrame:
 
 
 def _segments(inputs: HistoryInputs, asofs: np.ndarray) -> np.ndarray:
-    """Segment id per as-of time: it changes wherever a market's status changed while it was evaluable."""
-    # A change after the market stopped being evaluable (closed + tolerance) cannot matter; one before it opened
-    # can (it is the status the market opens with).
-    events = inputs.status_events.join(
-        inputs.markets.select("market_ticker", "close_ts"), on="market_ticker", how="inner"
-    ).filter(pl.col("close_ts").is_null() | (pl.col("received_ts") <= pl.col("close_ts") + EXPIRED_TOLERANCE_MS))
-    boundaries = np.unique(events["received_ts"].to_numpy().astype(np.int64))
+    """Segment id per as-of time: it changes wherever a market's status or close time changed while it was
+    evaluable."""
+    boundaries = change_times(inputs.markets, inputs.status_events, inputs.close_events)
     return np.searchsorted(boundaries, asofs, side="right")
-
-
-def markets_asof(inputs: HistoryInputs, asof_ts: int) -> pl.DataFrame:
-    """The catalog as the live tick saw it at `asof_ts`: status from the latest lifecycle event received by then,
-    else `active` (the engine itself leaves out markets that have not opened yet)."""
-    latest = (
-        inputs.status_events.filter(pl.col("received_ts") <= asof_ts)
-        .group_by("market_ticker")
-        .agg(pl.col("status").sort_by("received_ts").last().alias("status_asof"))
-    )
-    return (
-        inputs.markets.join(latest, on="market_ticker", how="left")
-        .with_columns(pl.coalesce(pl.col("status_asof"), pl.lit("active")).alias("status"))
-        .drop("status_asof")
-    )
 
 
 def _books_asof(books: pl.DataFrame, asofs: pl.DataFrame, max_age_ms: int) -> pl.DataFrame:
@@ -315,7 +296,7 @@ def edges_over(
         end = min(start + per_chunk, times.shape[0])
         end = start + int(np.searchsorted(segment_of[start:end], segment_of[start], side="right"))
         chunk = times[start:end].tolist()
-        markets = markets_asof(inputs, chunk[0])
+        markets = catalog_asof(inputs.markets, inputs.status_events, inputs.close_events, chunk[0])
         chunk_frame = pl.DataFrame({"asof_ts": chunk}, schema={"asof_ts": pl.Int64})
         quotes = quotes_asof(inputs.quotes, chunk).filter(
             pl.col("quote_ts") >= pl.col("asof_ts") - max_age_ms

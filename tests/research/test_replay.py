@@ -215,3 +215,74 @@ def test_a_period_sees_the_history_before_it(tmp_path: Path) -> None:
     # The warm-up ingests what came before the period: the same edges as a replay of everything.
     whole = frames["whole"].filter(pl.col("asof_ts") >= START_MS + 300_000)
     assert_frame_equal(frames["late"], whole, check_exact=True, check_dtypes=False)
+
+
+def test_an_early_close_counts_from_its_receive_time(tmp_path: Path) -> None:
+    # A market listed (`created`) with a close an hour away, moved earlier by `close_date_updated` at `moved`.
+    market, listed_close, new_close = tickers()[3], START_MS + 3_600_000, START_MS + 450_000
+    moved = START_MS + 304_500
+    created = (START_MS + 1_000, "kalshi", lifecycle_message(market, "created", START_MS + 1_000,
+                                                             close_ts=listed_close // 1000))
+    update = (moved, "kalshi", lifecycle_message(market, "close_date_updated", moved, close_ts=new_close // 1000))
+    runs = {"listed": [created], "moved": [created, update], "again": [created, update], "no_created": [update]}
+    frames: dict[str, dict[str, pl.DataFrame]] = {}
+    for name, extra in runs.items():
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        recording = sorted(recording_lines() + extra, key=lambda line: line[0])
+        run_replay(engine, [write_jsonl(tmp_path / f"{name}.jsonl", recording)], SETTINGS, cadence_s=10,
+                   to_ts=START_MS + 600_000)
+        catalog_close = read_frame(engine, "SELECT close_ts FROM markets WHERE market_ticker = :t", {"t": market})
+        assert catalog_close.item() == (new_close if update in extra else listed_close)  # only the latest is kept
+        frames[name] = {table: read_frame(engine, f"SELECT * FROM {table} ORDER BY asof_ts, market_ticker")
+                        for table in ("edges", "edge_snapshots")}
+        engine.dispose()
+    for table in ("edges", "edge_snapshots"):
+        assert_frame_equal(frames["moved"][table], frames["again"][table], check_exact=True)  # deterministic
+        before = {name: frame[table].filter(pl.col("asof_ts") < moved) for name, frame in frames.items()}
+        assert before["listed"].filter(pl.col("market_ticker") == market).height == 30
+        # Before the venue announced it the early close is unknown: horizon, skips, probabilities as without it.
+        assert_frame_equal(before["listed"], before["moved"], check_exact=True)
+    # The other markets' edges are untouched (their snapshots' Kelly stakes are capped per event, with this market).
+    others = {name: frame["edges"].filter(pl.col("market_ticker") != market) for name, frame in frames.items()}
+    assert_frame_equal(others["listed"], others["moved"], check_exact=True)
+    snapshots = frames["moved"]["edge_snapshots"].filter(pl.col("market_ticker") == market)
+    after = snapshots.filter(pl.col("asof_ts") >= moved)
+    assert after.height > 0 and after["asof_ts"].max() == new_close  # not evaluated once closed, as live
+    assert after["close_ts"].unique().to_list() == after["settlement_ts"].unique().to_list() == [new_close]
+    assert after["horizon_s"].to_list() == ((new_close - after["spot_ts"]) / 1000.0).to_list()
+    assert snapshots.filter(pl.col("asof_ts") < moved)["close_ts"].unique().to_list() == [listed_close]
+    # Without a stored `created` event the first close time is the catalog's: already the latest (documented).
+    early = frames["no_created"]["edge_snapshots"].filter((pl.col("market_ticker") == market)
+                                                         & (pl.col("asof_ts") < moved))
+    assert early["close_ts"].unique().to_list() == [new_close]
+
+
+def test_a_period_without_markets_gives_no_edges(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    inputs = load_history(engine, START_MS, START_MS + 60_000, SETTINGS)
+    assert [batch.edges.height for batch in edges_over(inputs, [START_MS, START_MS + 10_000], SETTINGS)] == [0]
+    engine.dispose()
+
+
+def test_a_market_closed_retroactively_trades_in_the_period_until_the_news(tmp_path: Path) -> None:
+    # The catalog's (latest) close is before the period; until the update was received the market was open.
+    market, listed_close, new_close = tickers()[3], START_MS + 3_600_000, START_MS + 200_000
+    moved, start = START_MS + 304_500, START_MS + 250_000
+    created = (START_MS + 1_000, "kalshi", lifecycle_message(market, "created", START_MS + 1_000,
+                                                             close_ts=listed_close // 1000))
+    update = (moved, "kalshi", lifecycle_message(market, "close_date_updated", moved, close_ts=new_close // 1000))
+    frames = {}
+    for name, extra in (("listed", [created]), ("moved", [created, update])):
+        engine = fresh_engine(tmp_path / f"{name}.sqlite")
+        recording = sorted(recording_lines() + extra, key=lambda line: line[0])
+        run_replay(engine, [write_jsonl(tmp_path / f"{name}.jsonl", recording)], SETTINGS, cadence_s=10,
+                   from_ts=start, to_ts=START_MS + 600_000)
+        frames[name] = read_frame(engine, "SELECT * FROM edges WHERE market_ticker = :t ORDER BY asof_ts",
+                                  {"t": market})
+        engine.dispose()
+    before = {name: frame.filter(pl.col("asof_ts") < moved) for name, frame in frames.items()}
+    assert before["moved"].height == 6
+    assert_frame_equal(before["listed"], before["moved"], check_exact=True)
+    assert frames["moved"]["asof_ts"].max() < moved
