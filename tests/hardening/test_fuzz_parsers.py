@@ -49,6 +49,10 @@ from kbtc.venues.kalshi.ws import KalshiStream
 from kbtc.venues.records import FeedEventRecord, RejectRecord
 
 EXAMPLES = int(os.environ.get("KBTC_FUZZ_EXAMPLES", "150"))
+# Hypothesis flags any change of the global `random` state while it draws. Threads other tests leave behind
+# in this session (Prefect's harness services, simulator threads with jittered timers) draw from it
+# concurrently, which is no property of the strategies here.
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOW_MS = 1_790_000_000_000
 
