@@ -6,6 +6,7 @@
                              score-and-settle every 10 minutes, and by each pipeline cycle)
 
 (The report flow publishes `kbtc-model-performance`, `kbtc-report-*` and `kbtc-plot-*`: flows/report.py.)
+
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def edges_table(edges: pl.DataFrame, top: int = 50) -> pl.DataFrame:
 def publish_edges(edges: pl.DataFrame) -> str:
     """Publish the newest edge tick; return the key."""
     priced = int(edges["skip_reason"].is_null().sum()) if edges.height else 0
-    create_table_artifact(table=json_rows(edges_table(edges)), key=EDGES_KEY,
-                          description=f"Newest edge tick: {priced} priced of {edges.height} markets")
+    _publish_table(json_rows(edges_table(edges)), EDGES_KEY,
+                   f"Newest edge tick: {priced} priced of {edges.height} markets")
     return EDGES_KEY
 
 
@@ -54,8 +55,8 @@ def publish_takes(decisions: pl.DataFrame) -> str:
     """Publish the TAKE decisions of the newest ledger tick (an empty table when there were none)."""
     takes = decisions.filter(pl.col("decision") == "TAKE") if decisions.height else decisions
     columns = [c for c in _TAKE_COLUMNS if c in takes.columns]
-    create_table_artifact(table=json_rows(takes.select(columns)), key=TAKES_KEY,
-                          description=f"{takes.height} TAKE of {decisions.height} decisions")
+    _publish_table(json_rows(takes.select(columns)), TAKES_KEY,
+                   f"{takes.height} TAKE of {decisions.height} decisions")
     return TAKES_KEY
 
 
@@ -77,6 +78,12 @@ def health_rows(health: DataHealth) -> list[dict[str, object]]:
 
 def publish_health(health: DataHealth) -> str:
     """Publish the data-health table (value: age in s for freshness, total duration in s for feed events)."""
-    create_table_artifact(table=health_rows(health), key=HEALTH_KEY,
-                          description="Data health: stream age (s) and rows, feed events, rejects")
+    _publish_table(health_rows(health), HEALTH_KEY,
+                   "Data health: stream age (s) and rows, feed events, rejects")
     return HEALTH_KEY
+
+
+def _publish_table(rows: list[dict[str, object]], key: str, description: str) -> None:
+    # `_sync=True` is the switch of Prefect's `async_dispatch` (untyped): the async `pipeline` flow publishes
+    # from its worker thread, where Prefect would otherwise return an un-awaited coroutine and publish nothing.
+    create_table_artifact(table=rows, key=key, description=description, _sync=True)  # type: ignore[call-arg]

@@ -36,8 +36,9 @@ def _secret_block_value(name: str) -> str | None:
     from prefect.blocks.system import Secret
 
     try:
-        # Called from synchronous flow code, where `load` returns the block itself.
-        block = cast("Secret[str]", Secret.load(name))
+        # `_sync=True`: also from the async `pipeline` flow's worker thread, where Prefect would otherwise
+        # dispatch to the coroutine `aload`.
+        block = cast("Secret[str]", Secret.load(name, _sync=True))  # type: ignore[call-arg]
     except ValueError:  # no block of that name
         return None
     value = block.get()

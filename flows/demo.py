@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger
 
 from flows.common import flow_settings
 from flows.maintenance import migrate_database
-from flows.pipeline import pipeline
+from flows.pipeline import run_pipeline
 from flows.report import model_performance_report
 from flows.steps import collect_task
 from kbtc.sim.market_maker import MakerConfig
@@ -137,11 +137,11 @@ def demo_flow(minutes: float, cycle_seconds: float, warmup_seconds: float, windo
     cycles: list[dict[str, Any]] = []
     while time.monotonic() - started + cycle_seconds / 2 < run_s:
         cycle_start = time.monotonic()
-        cycles.append(pipeline(settlements_since_seconds=run_s + 3600, **ledger))
+        cycles.append(run_pipeline(settlements_since_seconds=run_s + 3600, **ledger))
         time.sleep(max(0.0, cycle_seconds - (time.monotonic() - cycle_start)))
     collectors = collecting.result()
     # After the collectors stopped: the last results, then a final scoring pass and the report.
-    cycles.append(pipeline(poll=False, settlements_since_seconds=run_s + 3600, **ledger))
+    cycles.append(run_pipeline(poll=False, settlements_since_seconds=run_s + 3600, **ledger))
     report = model_performance_report(since_seconds=run_s + 3600, scope="all")
     logger.info("demo done: %d cycles, report %s", len(cycles), report["markdown_path"])
     return {"cycles": cycles, "collectors": collectors, "report": report}

@@ -5,10 +5,17 @@ settle ledger → score snapshots, then the `kbtc-latest-edges`, `kbtc-take-oppo
 `kbtc-data-health` artifacts. The collectors run beside it (their own flow or daemon) and the report is
 hourly (flows/report.py). Useful as a single deployment for a small setup and as the demo's heartbeat; the
 per-step deployments give each step its own cadence.
+
+The flow is `async` and runs its (blocking) steps in a worker thread: Prefect's sync engine joins the flow
+run's heartbeat thread on exit, and that thread sleeps in whole seconds, so a sync flow's run time is rounded up
+to the next second (up to 1 s per cycle, measured by benchmarks/orchestration.py). The async engine still sends
+heartbeats but does not wait for that thread. Call it with `asyncio.run(pipeline(...))`, or `run_pipeline(...)`
+from synchronous code (including a sync parent flow, where the cycle is a subflow run).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -42,7 +49,7 @@ def ledger_params(*, min_ev: float, cost_buffer: float, expiry_scale: float = 1.
 
 
 @flow(name="pipeline", flow_run_name=run_name("pipeline"), timeout_seconds=900)
-def pipeline(
+async def pipeline(
     *,
     refresh: bool = True,
     poll: bool = True,
@@ -62,6 +69,26 @@ def pipeline(
     `expiry_scale` multiplies the ledger's near-expiry thresholds and `sigma_ready_statuses` widens which
     volatility statuses may trade: the demo's accelerated markets need both; production keeps the defaults.
     """
+    # `to_thread` copies the flow run's context, so the steps run as this flow's task runs; they may call
+    # `asyncio.run` themselves (the REST clients), which the event loop's own thread could not.
+    return await asyncio.to_thread(
+        cycle_steps, refresh=refresh, poll=poll, settlements_since_seconds=settlements_since_seconds,
+        params=ledger_params(min_ev=min_ev, cost_buffer=cost_buffer, expiry_scale=expiry_scale,
+                             sigma_ready_statuses=sigma_ready_statuses),
+        health_window_seconds=health_window_seconds, emit_passes=emit_passes)
+
+
+def run_pipeline(**parameters: Any) -> Any:
+    """Run the `pipeline` flow from synchronous code (a script, a test, a sync parent flow) and return its result.
+
+    Keyword arguments are the flow's parameters, plus Prefect's `return_state=True`.
+    """
+    return asyncio.run(pipeline(**parameters))
+
+
+def cycle_steps(*, refresh: bool, poll: bool, settlements_since_seconds: float, params: LedgerParams,
+                health_window_seconds: float, emit_passes: bool) -> dict[str, Any]:
+    """The cycle's steps, in dependency order, as task runs of the calling flow run; return the summary."""
     settings = flow_settings()
     logger = get_run_logger()
     summary: dict[str, Any] = {}
@@ -70,9 +97,7 @@ def pipeline(
     if poll:
         summary["poll"] = poll_quotes_task(settings, 0.0, 1.0)
     edges = edge_tick_task(settings, now_ms())
-    decisions = opportunity_tick_task(settings, now_ms(), ledger_params(
-        min_ev=min_ev, cost_buffer=cost_buffer, expiry_scale=expiry_scale, sigma_ready_statuses=sigma_ready_statuses),
-        emit_passes)
+    decisions = opportunity_tick_task(settings, now_ms(), params, emit_passes)
     summary["settlements"] = refresh_settlements_task(settings, settlements_since_seconds)
     summary["ledger"] = settle_ledger_task(settings.sqlalchemy_url)
     summary["scoring"] = score_snapshots_task(settings.sqlalchemy_url, now_ms())

@@ -100,11 +100,11 @@ def test_pipeline_flow_runs_one_full_cycle(prefect_server: None, sim_env: dict[s
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from flows.pipeline import pipeline
+    from flows.pipeline import run_pipeline
 
     keys = ["kbtc-latest-edges", "kbtc-take-opportunities", "kbtc-data-health"]
     with environment(sim_env):
-        cycle = pipeline(settlements_since_seconds=3600)
+        cycle = run_pipeline(settlements_since_seconds=3600)
     assert cycle["catalog"]["markets"] > 0
     assert cycle["poll"]["polls"] == 1 and cycle["poll"]["quotes"] > 0
     assert cycle["edges"]["markets"] > 0

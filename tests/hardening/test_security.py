@@ -145,7 +145,7 @@ def test_no_secret_in_prefect_artifacts_or_flow_run_logs(tmp_path: Path, tmp_pat
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.pipeline import pipeline
+    from flows.pipeline import run_pipeline
 
     key_id, pem = _key()
     key_file = tmp_path_factory.mktemp("keys") / "kalshi.key"
@@ -159,12 +159,12 @@ def test_no_secret_in_prefect_artifacts_or_flow_run_logs(tmp_path: Path, tmp_pat
                             "LOG_PATH": str(tmp_path / "app.jsonl"), "KALSHI_SERIES": SERIES, "LOG_LEVEL": "DEBUG",
                             "KALSHI_API_KEY_ID": key_id, "KALSHI_PRIVATE_KEY_PATH": str(key_file)}.items():
             monkeypatch.setenv(name, value)
-        from_env = pipeline(return_state=True)
+        from_env = run_pipeline(return_state=True)
         monkeypatch.delenv("KALSHI_API_KEY_ID")
         monkeypatch.delenv("KALSHI_PRIVATE_KEY_PATH")
         Secret(value=key_id).save("kalshi-api-key-id", overwrite=True)
         Secret(value=pem.decode()).save("kalshi-private-key", overwrite=True)
-        from_blocks = pipeline(return_state=True)
+        from_blocks = run_pipeline(return_state=True)
         states = {"env": from_env, "Secret blocks": from_blocks}
         for source, state in states.items():
             assert state.is_completed(), f"{source}: {state}"
