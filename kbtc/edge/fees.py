@@ -69,13 +69,15 @@ def with_fees(
     # One guard for every price: the product is exact in UInt64 (beyond: null, never a wrong number).
     ok = (c > 0) & (mu >= 0) & (c.cast(pl.Float64) * mu.cast(pl.Float64) < _MAX_MU_C)
     staged = frame.with_columns(
-        c.cast(pl.UInt64, strict=False).alias("_fee_c"),
-
-        mu.cast(pl.UInt64, strict=False).alias("_fee_mu"),
+        # Reinterpreted, not cast (a cast checks every value, ~30 instructions a row): a negative size or
+        # multiplier becomes a huge UInt64, but such a row has no fee mode, so its wrapped products are never read.
+        c.reinterpret(signed=False).alias("_fee_c"),
+        mu.reinterpret(signed=False).alias("_fee_mu"),
         # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
         pl.when(~ok)
         .then(None)
-        .when(kind.is_in(QUADRATIC_TYPES))
+        # Equalities, not `is_in`: three broadcast comparisons cost about half of one hash-set probe per row.
+        .when(pl.any_horizontal(kind == name for name in QUADRATIC_TYPES))
         .then(pl.lit(1, pl.UInt8))
         .when(kind == "flat")
         .then(pl.lit(2, pl.UInt8))

@@ -60,6 +60,14 @@ PROBABILITY_INPUTS = (
 )
 
 
+def is_finite(value: pl.Expr) -> pl.Expr:
+    """`value.is_finite()` (null stays null) as two SIMD kernels: Polars' `is_finite` costs ~20× a comparison.
+
+    NaN fails `< ∞` because Polars orders NaN above every number.
+    """
+    return value.abs() < math.inf
+
+
 def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: float) -> pl.Expr:
     """Number of settlement prints still to come: `min(n, ⌈T/Δ⌉)`, 0 once the window has ended.
 
@@ -68,7 +76,7 @@ def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: floa
     """
     ceil = (horizon_s / print_interval_s).ceil()
     return (
-        pl.when(~horizon_s.is_finite())
+        pl.when(~is_finite(horizon_s))
         .then(None)
         .when(horizon_s <= 0)
         .then(0.0)
@@ -134,7 +142,7 @@ def with_probability(
             (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
         )
         # A NaN sum would reach erfc as NaN and be read as a tie: only a finite sum prices the window.
-        in_window_without_prints = (pl.col("prints_left") < n) & ~pl.col("fixed_sum_usd").is_finite().fill_null(False)
+        in_window_without_prints = (pl.col("prints_left") < n) & ~is_finite(pl.col("fixed_sum_usd")).fill_null(False)
     else:
         # The original's horizon is max(T, 0); at T ≤ 0 it never reads σ. (Not `max_horizontal(t, 0)`: it
         # skips a NaN and would turn a NaN horizon into an expired market.)
@@ -189,11 +197,11 @@ def with_probability(
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     bounds_ok = (
         pl.when(greater)
-        .then(floor.is_finite())
+        .then(is_finite(floor))
         .when(less)
-        .then(cap.is_finite())
+        .then(is_finite(cap))
         .when(_BT)
-        .then(floor.is_finite() & cap.is_finite() & (cap > floor))
+        .then(is_finite(floor) & is_finite(cap) & (cap > floor))
         .otherwise(False)
     )
     # Polars orders NaN above every number (`NaN > 0` is true): `< ∞` and `is_finite` reject NaN.
@@ -209,7 +217,7 @@ def with_probability(
         & (x < math.inf)
         & (pl.col("model_spot_usd") > 0)
         & (pl.col("model_spot_usd") < math.inf)
-        & t.is_finite()
+        & is_finite(t)
         & (v < math.inf)
     )
     staged = staged.with_columns(pl.when(valid).then(smooth).alias("p_model_raw"))
