@@ -73,29 +73,6 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 @contextmanager
-def large_sqlite_cache(engine: Engine, cache_mib: int) -> Iterator[None]:
-    """Give every connection used inside the block a page cache of `cache_mib` MiB (SQLite; no-op otherwise).
-
-    Bulk writes of millions of rows (a replay) insert into several B-tree indexes in key orders that differ from
-    the insert order; with the default 2 MB cache nearly every insert reads and writes back index pages. The
-    cache changes neither durability nor results. Connections the block opened or used keep the size until the
-    engine is disposed (`kbtc replay` disposes it when done); the cache grows only as pages are read.
-    """
-    if not is_sqlite(engine):
-        yield
-        return
-
-    def grow(dbapi_conn: sqlite3.Connection, _record: Any, _proxy: Any) -> None:
-        dbapi_conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")
-
-    event.listen(engine, "checkout", grow)
-    try:
-        yield
-    finally:
-        event.remove(engine, "checkout", grow)
-
-
-@contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A short write transaction (`BEGIN IMMEDIATE` on SQLite); commits on success, rolls back on error."""
     with engine.connect() as conn:

@@ -29,7 +29,6 @@ import numpy as np
 import polars as pl
 from sqlalchemy import Engine
 
-from kbtc.db.engine import large_sqlite_cache
 from kbtc.log import get_logger
 from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, edges_over, load_history
 from kbtc.pipeline.edges import EdgeSettings, write_edges
@@ -57,8 +56,6 @@ from kbtc.venues.records import FeedEventRecord, RejectRecord
 _log = get_logger(__name__)
 MATCH_SOURCE = "coinbase_exchange_matches"
 BATCH_ROWS = 50_000
-# The page cache of the replay's connections: a day's quotes and edges indexes stay in memory while written.
-REPLAY_CACHE_MIB = 1024
 CHUNK_LINES = 100_000
 
 
@@ -360,23 +357,6 @@ def run_replay(
     With `from_ts`, frames from the estimators' warm-up before it (the longest lookback) are ingested too, so the
     first as-of time sees the history live would have had; edges are computed in [from_ts, to_ts] only.
     """
-    with large_sqlite_cache(engine, REPLAY_CACHE_MIB):
-        return _run_replay(engine, paths, settings, cadence_s=cadence_s, from_ts=from_ts, to_ts=to_ts,
-                           settlements=settlements, book_interval_s=book_interval_s, chunk_rows=chunk_rows)
-
-
-def _run_replay(
-    engine: Engine,
-    paths: Sequence[Path],
-    settings: EdgeSettings,
-    *,
-    cadence_s: float,
-    from_ts: int | None,
-    to_ts: int | None,
-    settlements: Path | None,
-    book_interval_s: float,
-    chunk_rows: int,
-) -> ReplayResult:
     from kbtc.pipeline.imports import import_csv
 
     # Frames before the period are history the first as-of time would have known (volatility, basis, quotes).
