@@ -3,7 +3,9 @@
 Ingest: frames (kbtc.pipeline.replay_sources) go through the collectors' own parsers — a `KalshiStream` per
 recorded connection (`handle_frame`: quotes, books with sequence checks, trades, lifecycle, index prints) and
 `kbtc.venues.coinbase.parsing.parse_frame` — and the collectors' own writers (kbtc.pipeline.kalshi_store,
-spot_collector.write_ticks, recording), in batches. The clock is simulated: whatever the live collector times
+spot_collector.write_ticks, recording), in batches. Plain Kalshi `ticker` lines of our tape — most of a day —
+take a vectorised path with the same rules (kbtc.pipeline.replay_batch); their quotes reach the writer in line
+order among the per-frame path's. The clock is simulated: whatever the live collector times
 with the wall clock (the book throttle, feed-event times) uses the frame's `received_ts`, so the same input
 always gives the same rows. Coinbase Exchange `match`/`last_match` messages become ticks too (source
 `coinbase_exchange_matches`), for users whose recordings hold trades only. Lifecycle events of series that are
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.log import get_logger
@@ -30,7 +34,8 @@ from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, edges_over
 from kbtc.pipeline.edges import EdgeSettings, write_edges
 from kbtc.pipeline.kalshi_store import write_books, write_index_prices, write_lifecycle, write_quotes, write_trades
 from kbtc.pipeline.recording import record_feed_events, record_rejects
-from kbtc.pipeline.replay_sources import COINBASE, read_inputs
+from kbtc.pipeline.replay_batch import lines_text, ticker_batch
+from kbtc.pipeline.replay_sources import COINBASE, line_record, read_line_chunks
 from kbtc.pipeline.score_snapshots import ScoreRun, score_snapshots
 from kbtc.pipeline.spot_collector import write_ticks
 from kbtc.pipeline.tape import TapeRecord
@@ -51,6 +56,7 @@ from kbtc.venues.records import FeedEventRecord, RejectRecord
 _log = get_logger(__name__)
 MATCH_SOURCE = "coinbase_exchange_matches"
 BATCH_ROWS = 50_000
+CHUNK_LINES = 100_000
 
 
 @dataclass(slots=True)
@@ -91,6 +97,12 @@ class _Batches:
     def add(self, table: str, row: Any) -> None:
         rows = self._rows[table]
         rows.append(row)
+        if len(rows) >= self.batch_rows:
+            self.flush(table)
+
+    def extend(self, table: str, new_rows: Sequence[Any]) -> None:
+        rows = self._rows[table]
+        rows.extend(new_rows)
         if len(rows) >= self.batch_rows:
             self.flush(table)
 
@@ -138,7 +150,8 @@ class _BookThrottle:
 
 class _Ingest:
     def __init__(self, engine: Engine, series: Sequence[str], product_id: str, book_interval_s: float,
-                 batch_rows: int) -> None:
+                 batch_rows: int, *, from_ts: int | None, to_ts: int | None) -> None:
+        self.from_ts, self.to_ts = from_ts, to_ts
         self.summary = IngestSummary()
         self.batches = _Batches(engine, batch_rows)
         self.books = _BookThrottle(round(book_interval_s * 1000), self.batches, self.summary)
@@ -175,6 +188,23 @@ class _Ingest:
                 add("feed_events", dataclasses.replace(item, event_ts=record.received_ts))
             elif isinstance(item, RejectRecord):
                 self.reject(item)
+
+    def record(self, record: TapeRecord | RejectRecord) -> None:
+        """One record of the per-frame path: a reader's reject, or a frame inside or outside the period."""
+        if isinstance(record, RejectRecord):
+            self.reject(record)
+            return
+        summary, ts = self.summary, record.received_ts
+        if (self.from_ts is not None and ts < self.from_ts) or (self.to_ts is not None and ts > self.to_ts):
+            summary.skipped_outside += 1
+            return
+        summary.frames += 1
+        summary.first_ts = ts if summary.first_ts is None else min(summary.first_ts, ts)
+        summary.last_ts = ts if summary.last_ts is None else max(summary.last_ts, ts)
+        if record.feed == COINBASE:
+            self.coinbase(record)
+        else:
+            self.kalshi(record)
 
     def coinbase(self, record: TapeRecord) -> None:
         raw = record.raw
@@ -227,25 +257,48 @@ def ingest(
     to_ts: int | None = None,
     book_interval_s: float = 1.0,
     batch_rows: int = BATCH_ROWS,
+    chunk_lines: int = CHUNK_LINES,
 ) -> IngestSummary:
-    """Feed the recorded frames received in [from_ts, to_ts] through the live parsers into the database."""
-    state = _Ingest(engine, series, product_id, book_interval_s, batch_rows)
+    """Feed the recorded frames received in [from_ts, to_ts] through the live parsers into the database.
+
+    Lines are read in chunks: the chunk's Kalshi ticker lines of the plain shape go through the vectorised
+    path (kbtc.pipeline.replay_batch, the same rules), every other line through the per-frame parsers, and the
+    quotes of both reach the writer in line order — the rows are those of a frame-by-frame ingest.
+    """
+    state = _Ingest(engine, series, product_id, book_interval_s, batch_rows, from_ts=from_ts, to_ts=to_ts)
     summary = state.summary
-    for record in read_inputs(paths):
-        if isinstance(record, RejectRecord):
-            state.reject(record)
-            continue
-        ts = record.received_ts
-        if (from_ts is not None and ts < from_ts) or (to_ts is not None and ts > to_ts):
-            summary.skipped_outside += 1
-            continue
-        summary.frames += 1
-        summary.first_ts = ts if summary.first_ts is None else min(summary.first_ts, ts)
-        summary.last_ts = ts if summary.last_ts is None else max(summary.last_ts, ts)
-        if record.feed == COINBASE:
-            state.coinbase(record)
-        else:
-            state.kalshi(record)
+    for path, first, lines in read_line_chunks(paths, chunk_lines):
+        batch = ticker_batch(lines_text(lines))
+        received = batch.received_ts
+        inside = np.ones(received.shape[0], dtype=bool)
+        if from_ts is not None:
+            inside &= received >= from_ts
+        if to_ts is not None:
+            inside &= received <= to_ts
+        summary.skipped_outside += int(received.shape[0] - inside.sum())
+        if inside.any():
+            kept = received[inside]
+            summary.frames += int(kept.shape[0])
+            summary.quotes += int(kept.shape[0])
+            low, high = int(kept.min()), int(kept.max())
+            summary.first_ts = low if summary.first_ts is None else min(summary.first_ts, low)
+            summary.last_ts = high if summary.last_ts is None else max(summary.last_ts, high)
+        taken = np.zeros(len(lines), dtype=bool)
+        taken[batch.index] = True
+        quote_rows = batch.quotes.filter(pl.Series(inside)).rows()
+        quote_line = batch.index[inside]
+        emitted = 0
+        for position in np.flatnonzero(~taken).tolist():
+            # The batch's quotes from lines before this one reach the writer first: line order is kept.
+            upto = int(np.searchsorted(quote_line, position))
+            if upto > emitted:
+                state.batches.extend("quotes", quote_rows[emitted:upto])
+                emitted = upto
+            record = line_record(path, first + position, lines[position])
+            if record is not None:
+                state.record(record)
+        if emitted < len(quote_rows):
+            state.batches.extend("quotes", quote_rows[emitted:])
     return state.finish()
 
 

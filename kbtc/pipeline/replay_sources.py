@@ -103,20 +103,42 @@ def parse_line(line: bytes) -> TapeRecord | str:
     return TapeRecord(received, feed, str(data.get("connection_id") or ""), text)
 
 
-def read_inputs(paths: Iterable[Path]) -> Iterator[TapeRecord | RejectRecord]:
-    """Yield the records of every input file in order, and a reject for each unusable line."""
+def read_line_chunks(paths: Iterable[Path], chunk_lines: int) -> Iterator[tuple[Path, int, list[bytes]]]:
+    """Yield `(file, number of its first line, lines)` of every input file in order, at most `chunk_lines` at a
+    time; lines as read (blank ones included, so numbers stay right), a truncated gzip member ending its file."""
     for path in input_files(paths):
         with _open(path) as handle:
+            lines: list[bytes] = []
+            first = 1
             try:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    parsed = parse_line(line)
-                    if isinstance(parsed, TapeRecord):
-                        yield parsed
-                    elif line.endswith(b"\n"):
-                        yield RejectRecord(REJECT_SOURCE, f"{path.name}:{number}: {parsed}", 0,
-                                           line.decode("utf-8", "replace")[:4096])
-                    # else: a torn last line of a killed writer, as read_tape
+                for line in handle:
+                    lines.append(line)
+                    if len(lines) >= chunk_lines:
+                        yield path, first, lines
+                        first += len(lines)
+                        lines = []
             except (EOFError, zlib.error, gzip.BadGzipFile):
-                continue  # a truncated gzip member: everything before it was read
+                pass  # a truncated gzip member: everything before it was read
+            if lines:
+                yield path, first, lines
+
+
+def line_record(path: Path, number: int, line: bytes) -> TapeRecord | RejectRecord | None:
+    """One input line → its record, a reject naming the file and line, or None (blank, or a torn last line)."""
+    if not line.strip():
+        return None
+    parsed = parse_line(line)
+    if isinstance(parsed, TapeRecord):
+        return parsed
+    if line.endswith(b"\n"):
+        return RejectRecord(REJECT_SOURCE, f"{path.name}:{number}: {parsed}", 0, line.decode("utf-8", "replace")[:4096])
+    return None  # a torn last line of a killed writer, as read_tape
+
+
+def read_inputs(paths: Iterable[Path]) -> Iterator[TapeRecord | RejectRecord]:
+    """Yield the records of every input file in order, and a reject for each unusable line."""
+    for path, first, lines in read_line_chunks(paths, 4096):
+        for number, line in enumerate(lines, start=first):
+            record = line_record(path, number, line)
+            if record is not None:
+                yield record

@@ -67,3 +67,20 @@ def test_score_snapshots_by_hand_and_idempotent(migrated_url: str) -> None:
     by_lead = summary(scored, ["lead_bucket"])
     assert by_lead["lead_bucket"].to_list() == ["1-4h"] and by_lead["snapshots"][0] == 3
     engine.dispose()
+
+
+def test_small_batches_score_the_same_rows(migrated_url: str) -> None:
+    """Batches page by key (asof_ts, market_ticker): batches of 2 give the rows one batch gives."""
+    engine = make_engine(migrated_url)
+    tickers = [f"KXBTCD-26NOV1917-T9{k}000" for k in range(5)]
+    upsert(engine, "markets", [market(t, result="yes" if k % 2 else "no") for k, t in enumerate(tickers)])
+    upsert(engine, "edge_snapshots", [snapshot(t, NOW - m * MINUTE, p_model=0.5) for t in tickers for m in (30, 20, 10)])
+    run = score_snapshots(engine, now_ts=NOW, batch_rows=2)
+    assert (run.candidates, run.inserted) == (15, 15)
+    small = read_frame(engine, "SELECT * FROM snapshot_scores ORDER BY asof_ts, market_ticker").drop("id", strict=False)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM snapshot_scores")
+    assert score_snapshots(engine, now_ts=NOW).inserted == 15
+    one = read_frame(engine, "SELECT * FROM snapshot_scores ORDER BY asof_ts, market_ticker").drop("id", strict=False)
+    assert small.equals(one)
+    engine.dispose()
