@@ -23,6 +23,7 @@ from kbtc.edge.params import SettlementMode
 from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility
 from kbtc.edge.window import first_print_offset_ms
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
+from kbtc.pipeline.quote_cache import LatestQuoteCache
 from kbtc.pipeline.volatility import persist_vol_estimates
 
 # Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
@@ -76,6 +77,18 @@ def edge_settings_from(
         basis=BasisParams(enabled=settings.edge_basis if basis is None else basis),
         product_id=settings.coinbase_product_id,
     )
+
+
+@dataclass(slots=True)
+class LiveTickCache:
+    """What a live loop keeps between its ticks: the market list and the latest quote per market.
+
+    Each part re-reads whatever it cannot prove unchanged, so a tick with the cache returns what it would
+    without it (tests/pipeline/test_quote_cache.py).
+    """
+
+    catalog: MarketCatalogCache = field(default_factory=MarketCatalogCache)
+    quotes: LatestQuoteCache = field(default_factory=LatestQuoteCache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +176,12 @@ def tick_state(
 
 
 def compute_edge_tick(
-    engine: Engine, asof_ts: int, settings: EdgeSettings | None = None, catalog: MarketCatalogCache | None = None
+    engine: Engine, asof_ts: int, settings: EdgeSettings | None = None, cache: LiveTickCache | None = None
 ) -> EdgeTick:
     """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read.
 
-    A live loop passes one `catalog` to every tick: the market list is re-read only when the catalog changed.
+    A live loop passes one `cache` to every tick: the market list is re-read only when the catalog changed,
+    and only the quotes inserted since the previous tick are read.
     """
     settings = settings or EdgeSettings()
     params = settings.params
@@ -181,7 +195,8 @@ def compute_edge_tick(
         index_id=settings.index_id,
         basis_lookback_s=settings.basis.lookback_s,
         reference_span_ms=reference_spot_span_ms(settings.basis) if settings.basis.enabled else None,
-        catalog=catalog,
+        catalog=cache.catalog if cache is not None else None,
+        quote_cache=cache.quotes if cache is not None else None,
     )
     vol = estimate_volatility(inputs.vol_spot, [asof_ts], settings.vol)
     basis = estimate_basis(

@@ -20,7 +20,15 @@ from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import count_rows, read_frame, upsert
 from kbtc.edge import EdgeParams
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_markets
-from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, edge_rows, sanity_lines, snapshot_rows, write_edges
+from kbtc.pipeline.edges import (
+    EdgeSettings,
+    LiveTickCache,
+    compute_edge_tick,
+    edge_rows,
+    sanity_lines,
+    snapshot_rows,
+    write_edges,
+)
 
 HOUR = 3_600_000
 
@@ -217,13 +225,13 @@ def test_catalog_cache_matches_fresh_reads_and_reloads_on_change(engine: Engine)
     assert both(ASOF).height == 4 and catalog.hits == 3  # back in time (a replay): re-read
 
 
-def test_tick_with_catalog_cache_equals_tick_without(engine: Engine) -> None:
+def test_tick_with_live_cache_equals_tick_without(engine: Engine) -> None:
     seed_database(engine, ASOF)
     settings = EdgeSettings(persist_vol=False)
-    catalog = MarketCatalogCache()
-    compute_edge_tick(engine, ASOF - 1_000, settings, catalog)
-    cached = compute_edge_tick(engine, ASOF, settings, catalog).edges
-    assert catalog.hits == 1
+    cache = LiveTickCache()
+    compute_edge_tick(engine, ASOF - 1_000, settings, cache)
+    cached = compute_edge_tick(engine, ASOF, settings, cache).edges
+    assert cache.catalog.hits == 1 and cache.quotes.hits == (1 if engine.dialect.name == "sqlite" else 0)
     assert_frame_equal(cached, compute_edge_tick(engine, ASOF, settings).edges)
 
 
