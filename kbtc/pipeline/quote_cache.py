@@ -23,7 +23,7 @@ fresh.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 from sqlalchemy import Connection, text
@@ -60,8 +60,11 @@ class LatestQuoteCache:
     full_read_ts: int | None = None
     # (id, market_ticker, quote_ts, source, received_ts) of the newest row seen; (0,) when the table was empty
     newest: tuple[object, ...] | None = None
-    tickers: pl.Series | None = None  # the markets whose history the cache holds
-    latest: pl.DataFrame | None = None  # the newest quote per market as of `asof_ts`, in the quote window
+    tickers: pl.Series | None = None  # the markets whose history the cache holds, in `load_markets` order
+    position: dict[str, int] = field(default_factory=dict)  # ticker → its row in `latest`
+    # One row per ticker, aligned with `tickers`: its newest quote with quote_ts <= `asof_ts`, nulls for none. Row
+    # positions instead of joins on the ticker: merging a tick's new rows touches only their markets' rows.
+    latest: pl.DataFrame | None = None
     hits: int = 0
 
     def load(
@@ -70,26 +73,51 @@ class LatestQuoteCache:
         """`load_latest_quotes(conn, asof_ts, series, max_age_ms=...)` for `markets` (that tick's
         `load_markets` result), merged from the rows inserted since the previous tick where that is exact."""
         start = asof_ts - max_age_ms
-        if self._valid(conn, asof_ts, series, markets, max_age_ms):
-            assert self.latest is not None and self.newest is not None and self.asof_ts is not None
-            params = {"last_id": self.newest[0], "start": start, "asof": asof_ts, "previous": self.asof_ts}
-            delta = read_typed(conn, _DELTA_SQL, params, QUOTE_SCHEMA)
-            latest = self.latest if delta.height == 0 else pl.concat([self.latest, delta]).sort(_ORDER).unique(
-                "market_ticker", keep="last", maintain_order=True
-            )
-            self.latest = latest.filter(pl.col("quote_ts") >= start)
-            self.newest = self._newest(conn)
-            self.asof_ts = asof_ts
-            self.hits += 1
-            return self.latest.join(markets.select("market_ticker"), on="market_ticker", how="semi",
-                                    maintain_order="left")
+        if not self._valid(conn, asof_ts, series, markets, max_age_ms):
+            return self._full_read(conn, asof_ts, series, markets, max_age_ms)
+        assert self.latest is not None and self.newest is not None and self.asof_ts is not None
+        params = {"last_id": self.newest[0], "start": start, "asof": asof_ts, "previous": self.asof_ts}
+        self._merge(read_typed(conn, _DELTA_SQL, params, QUOTE_SCHEMA))
+        self.newest = self._newest(conn)
+        self.asof_ts = asof_ts
+        self.hits += 1
+        return self.latest.filter(pl.col("quote_ts") >= start)
+
+    def _full_read(
+        self, conn: Connection, asof_ts: int, series: Sequence[str], markets: pl.DataFrame, max_age_ms: int
+    ) -> pl.DataFrame:
         quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=max_age_ms)
         if conn.dialect.name == "sqlite":
             self.series, self.max_age_ms, self.asof_ts, self.full_read_ts = tuple(series), max_age_ms, asof_ts, asof_ts
             self.newest = self._newest(conn)
-            self.tickers = markets["market_ticker"]
-            self.latest = quotes
+            self._align(markets["market_ticker"])
+            self.latest = markets.select("market_ticker").join(
+                quotes, on="market_ticker", how="left", maintain_order="left"
+            ).select(list(QUOTE_SCHEMA))
         return quotes
+
+    def _align(self, tickers: pl.Series) -> None:
+        self.tickers = tickers
+        self.position = {ticker: i for i, ticker in enumerate(tickers.to_list())}
+
+    def _merge(self, delta: pl.DataFrame) -> None:
+        """Replace each market's row by its newest new row where that is newer (quote_ts, received_ts, source)."""
+        assert self.latest is not None
+        if delta.height == 0:
+            return
+        best = delta.sort(_ORDER).unique("market_ticker", keep="last", maintain_order=True)
+        # Rows of markets the cache does not hold cannot be returned: a market new to the list forces a full read.
+        rows = [self.position.get(ticker) for ticker in best["market_ticker"].to_list()]
+        best = best.filter(pl.Series([row is not None for row in rows]))
+        index = pl.Series([row for row in rows if row is not None], dtype=pl.UInt32)
+        current = self.latest[index]
+        q, r, s = (best[name] for name in ("quote_ts", "received_ts", "source"))
+        cq, cr, cs = (current[name] for name in ("quote_ts", "received_ts", "source"))
+        newer = (cq.is_null() | (q > cq) | ((q == cq) & ((r > cr) | ((r == cr) & (s > cs))))).fill_null(False)
+        if not newer.any():
+            return
+        index, winners = index.filter(newer), best.filter(newer)
+        self.latest = pl.DataFrame([self.latest[name].clone().scatter(index, winners[name]) for name in QUOTE_SCHEMA])
 
     def _valid(
         self, conn: Connection, asof_ts: int, series: Sequence[str], markets: pl.DataFrame, max_age_ms: int
@@ -104,13 +132,25 @@ class LatestQuoteCache:
             or self.series != tuple(series)
             or self.max_age_ms != max_age_ms
             or not self.asof_ts <= asof_ts < self.full_read_ts + self.full_read_interval_ms
-            or not markets["market_ticker"].is_in(self.tickers.implode()).all()
+            or not self._holds(markets["market_ticker"])
         ):
             return False
         if self.newest == (0,):  # the table was empty: every row now is new
             return True
         # The newest row seen must still be there, unchanged: else ids were reused and "id > last" misses rows.
         return tuple(conn.execute(text(_ROW_SQL), {"id": self.newest[0]}).one_or_none() or ()) == self.newest
+
+    def _holds(self, tickers: pl.Series) -> bool:
+        """Whether the cache holds every market of `tickers`; fewer markets (expired since) shrink it to them."""
+        assert self.tickers is not None and self.latest is not None
+        if tickers.equals(self.tickers):
+            return True
+        rows = [self.position.get(ticker) for ticker in tickers.to_list()]
+        if any(row is None for row in rows):
+            return False
+        self.latest = self.latest[pl.Series(rows, dtype=pl.UInt32)]
+        self._align(tickers)
+        return True
 
     @staticmethod
     def _newest(conn: Connection) -> tuple[object, ...]:
