@@ -196,6 +196,12 @@ def test_write_edges_replaces_and_handles_no_snapshots(migrated_url: str) -> Non
     expected = changed.sort("market_ticker").select("market_ticker", "skip_reason", "p_model")
     assert_frame_equal(stored, expected, check_dtypes=False)
     assert read_frame(engine, "SELECT COUNT(*) AS n FROM edge_snapshots")["n"][0] == 4  # earlier rows kept
+    # Rows without a price go through the narrower upsert: it still clears the price a stored row had.
+    unpriced = changed.with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("p_model", "ev_yes_dollars",
+                                                                              "ev_no_dollars"))
+    assert write_edges(engine, unpriced, "{}") == (5, 0)
+    stored = read_frame(engine, "SELECT * FROM edges ORDER BY market_ticker")
+    assert_frame_equal(stored, edge_rows(unpriced).sort("market_ticker"), check_dtypes=False)
     assert write_edges(engine, edges.clear(), "{}") == (0, 0)
     engine.dispose()
 
