@@ -32,17 +32,13 @@ from kbtc.pipeline.edge_inputs import QUOTE_SCHEMA, load_latest_quotes, read_typ
 
 _ORDER = ["market_ticker", "quote_ts", "received_ts", "source"]  # ascending: the last row per market wins
 _COLUMNS = ", ".join(QUOTE_SCHEMA)
-# Rows inserted since the watermark — a rowid range: the unary `+` keeps SQLite from scanning the whole quote
-# window on ix_quotes_quote_ts instead — and rows inserted before it but stamped after the previous as-of time
-# (a seek on ix_quotes_quote_ts, whose entries carry the rowid the filter on `id` needs).
-_DELTA_SQL = f"""
-    SELECT {_COLUMNS} FROM quotes WHERE id > :last_id AND +quote_ts >= :start AND +quote_ts <= :asof
-    UNION ALL
-    SELECT {_COLUMNS} FROM quotes WHERE id <= :last_id AND quote_ts > :previous AND quote_ts >= :start
-        AND quote_ts <= :asof
-"""  # noqa: S608 — column names from the schema only
-_NEWEST_SQL = "SELECT id, market_ticker, quote_ts, source, received_ts FROM quotes ORDER BY id DESC LIMIT 1"
-_ROW_SQL = "SELECT id, market_ticker, quote_ts, source, received_ts FROM quotes WHERE id = :id"
+# Rows inserted since the watermark: a rowid range (the unary `+` keeps SQLite from scanning the whole quote
+# window on ix_quotes_quote_ts instead). Those stamped after the as-of time wait in `pending` until it is reached.
+_DELTA_SQL = f"SELECT {_COLUMNS} FROM quotes WHERE id > :last_id AND +quote_ts >= :start"  # noqa: S608
+_FUTURE_SQL = f"SELECT {_COLUMNS} FROM quotes WHERE quote_ts > :asof"  # noqa: S608 — schema columns only
+# Built once: SQLAlchemy caches a statement's compiled form per object.
+_NEWEST = text("SELECT id, market_ticker, quote_ts, source, received_ts FROM quotes ORDER BY id DESC LIMIT 1")
+_ROW = text("SELECT id, market_ticker, quote_ts, source, received_ts FROM quotes WHERE id = :id")
 
 
 @dataclass(slots=True)
@@ -65,6 +61,7 @@ class LatestQuoteCache:
     # One row per ticker, aligned with `tickers`: its newest quote with quote_ts <= `asof_ts`, nulls for none. Row
     # positions instead of joins on the ticker: merging a tick's new rows touches only their markets' rows.
     latest: pl.DataFrame | None = None
+    pending: pl.DataFrame | None = None  # rows seen with quote_ts after `asof_ts` (a venue clock ahead of ours)
     hits: int = 0
 
     def load(
@@ -75,10 +72,14 @@ class LatestQuoteCache:
         start = asof_ts - max_age_ms
         if not self._valid(conn, asof_ts, series, markets, max_age_ms):
             return self._full_read(conn, asof_ts, series, markets, max_age_ms)
-        assert self.latest is not None and self.newest is not None and self.asof_ts is not None
-        params = {"last_id": self.newest[0], "start": start, "asof": asof_ts, "previous": self.asof_ts}
-        self._merge(read_typed(conn, _DELTA_SQL, params, QUOTE_SCHEMA))
+        assert self.latest is not None and self.newest is not None and self.pending is not None
+        new = read_typed(conn, _DELTA_SQL, {"last_id": self.newest[0], "start": start}, QUOTE_SCHEMA)
         self.newest = self._newest(conn)
+        if self.pending.height:
+            new = pl.concat([self.pending, new])
+        due = pl.col("quote_ts") <= asof_ts
+        self.pending = new.filter(~due)
+        self._merge(new.filter(due))
         self.asof_ts = asof_ts
         self.hits += 1
         return self.latest.filter(pl.col("quote_ts") >= start)
@@ -90,6 +91,7 @@ class LatestQuoteCache:
         if conn.dialect.name == "sqlite":
             self.series, self.max_age_ms, self.asof_ts, self.full_read_ts = tuple(series), max_age_ms, asof_ts, asof_ts
             self.newest = self._newest(conn)
+            self.pending = read_typed(conn, _FUTURE_SQL, {"asof": asof_ts}, QUOTE_SCHEMA)
             self._align(markets["market_ticker"])
             self.latest = markets.select("market_ticker").join(
                 quotes, on="market_ticker", how="left", maintain_order="left"
@@ -127,6 +129,7 @@ class LatestQuoteCache:
             or self.tickers is None
             or self.newest is None
             or self.asof_ts is None
+            or self.pending is None
             or self.full_read_ts is None
             or conn.dialect.name != "sqlite"
             or self.series != tuple(series)
@@ -138,7 +141,7 @@ class LatestQuoteCache:
         if self.newest == (0,):  # the table was empty: every row now is new
             return True
         # The newest row seen must still be there, unchanged: else ids were reused and "id > last" misses rows.
-        return tuple(conn.execute(text(_ROW_SQL), {"id": self.newest[0]}).one_or_none() or ()) == self.newest
+        return tuple(conn.execute(_ROW, {"id": self.newest[0]}).one_or_none() or ()) == self.newest
 
     def _holds(self, tickers: pl.Series) -> bool:
         """Whether the cache holds every market of `tickers`; fewer markets (expired since) shrink it to them."""
@@ -154,5 +157,5 @@ class LatestQuoteCache:
 
     @staticmethod
     def _newest(conn: Connection) -> tuple[object, ...]:
-        row = conn.execute(text(_NEWEST_SQL)).one_or_none()
+        row = conn.execute(_NEWEST).one_or_none()
         return tuple(row) if row is not None else (0,)  # ids start at 1

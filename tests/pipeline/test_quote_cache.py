@@ -96,8 +96,11 @@ def test_cache_reads_fresh_when_it_cannot_prove_itself_current(engine: Engine) -
     check(engine, cache, ASOF)
     check(engine, cache, ASOF + 10_000)
     assert cache.hits == 1
+    insert(engine, quote("KXBTCD-E-T99999.99", ASOF + 8_000, ASOF + 1_000, 33.0))  # stamped ahead of the next read
     check(engine, cache, ASOF + 5_000)  # back in time (a replay)
     assert cache.hits == 1
+    assert bid_of(check(engine, cache, ASOF + 9_000), "KXBTCD-E-T99999.99") == 33.0  # read as future, now due
+    assert cache.hits == 2
 
     # A newly listed market: the cache holds no history for it (its quote predates the cache's last read).
     insert(engine, quote("KXBTCD-E-T130000", ASOF - 60_000, ASOF - 59_000, 1.0))
@@ -106,18 +109,18 @@ def test_cache_reads_fresh_when_it_cannot_prove_itself_current(engine: Engine) -
                                 "floor_strike": 130_000.0, "open_ts": ASOF - 3_600_000, "close_ts": ASOF + 3_600_000,
                                 "first_seen_ts": 0, "updated_ts": 1}])
     frame = check(engine, cache, ASOF + 20_000)
-    assert bid_of(frame, "KXBTCD-E-T130000") == 1.0 and cache.hits == 1
+    assert bid_of(frame, "KXBTCD-E-T130000") == 1.0 and cache.hits == 2
 
     # The newest row deleted and its id reused by the next insert: "id > last seen" would miss that row.
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM quotes WHERE id = (SELECT MAX(id) FROM quotes)"))
     insert(engine, quote("KXBTCD-E-T99999.99", ASOF + 25_000, ASOF + 25_100, 12.0))
     frame = check(engine, cache, ASOF + 30_000)
-    assert bid_of(frame, "KXBTCD-E-T99999.99") == 12.0 and cache.hits == 1
+    assert bid_of(frame, "KXBTCD-E-T99999.99") == 12.0 and cache.hits == 2
     check(engine, cache, ASOF + 40_000)
-    assert cache.hits == 2
+    assert cache.hits == 3
     check(engine, cache, ASOF + 30_000 + 100_000)  # the periodic full read
-    assert cache.hits == 2
+    assert cache.hits == 3
 
 
 def test_live_ticks_with_the_cache_equal_ticks_without(engine: Engine) -> None:
