@@ -270,7 +270,7 @@ def load_latest_books(
         WHERE {where}
     """  # noqa: S608 — generated placeholder names only; values are bound
     raw = read_typed(conn, sql, params, {"market_ticker": pl.String, "yes_bids_json": pl.String,
-                                          "no_bids_json": pl.String})
+                                         "no_bids_json": pl.String})
     ladder = pl.List(pl.List(pl.Float64))
     levels = [
         raw.select("market_ticker", pl.lit(side).alias("side"), pl.col(f"{side}_bids_json").str.json_decode(ladder)
