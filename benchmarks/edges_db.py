@@ -2,9 +2,12 @@
 
 Ours: `kbtc.pipeline.edges.compute_edge_tick` — read the inputs as of the tick (load_edge_inputs), estimate σ
 and the basis, run the engine, upsert edges + edge_snapshots (+ the vol estimate) — on a migrated SQLite file,
-with the live loop's market-catalog cache (the catalog does not change between the benchmark's ticks, as it
-does not between most live ticks: it changes every 15 minutes, ticks come every 10 s; each tick still runs
-the fingerprint query that would detect a change).
+with the live loop's cache (kbtc.pipeline.edges.LiveTickCache): the market catalog does not change between
+the benchmark's ticks, as it does not between most live ticks (it changes every 15 minutes, ticks come every
+10 s; each tick still runs the fingerprint query that would detect a change), and the latest quotes are read
+incrementally. Before every tick (ours and the reference's, untimed) a tenth of the markets receive a new quote,
+a tenth of those stamped before the previous tick (late rows), so each tick's incremental read has rows to
+merge, as a live one does.
 Reference, same run, same database and inputs: the original system's shape (seed_system.md §7.C) — the same
 read, then a per-market Python loop (math.erf probability, integer fee, EV) and one INSERT per snapshot row.
 """
@@ -25,8 +28,8 @@ from benchmarks.common import bench_line
 from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import upsert
-from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs
-from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick
+from kbtc.pipeline.edge_inputs import load_edge_inputs
+from kbtc.pipeline.edges import EdgeSettings, LiveTickCache, compute_edge_tick
 
 ASOF = 1_795_000_000_000
 HOUR_MS = 3_600_000
@@ -96,10 +99,28 @@ def reference_tick(url: str, path: Path, asof: int, settings: EdgeSettings) -> N
     conn.close()
 
 
-def _times(run: Callable[[int], object], asofs: list[int]) -> list[float]:
+def arrive_quotes(url: str, markets: int, asof: int) -> None:
+    """New quotes for a tenth of the markets (a different tenth each second), a tenth of them stamped 5 s late."""
+    engine = make_engine(url)
+    strikes = 100_000 + min(25.0, 50_000 / markets) * (np.arange(markets) - markets // 2)
+    first = (asof // 1_000) % 10
+    index = np.arange(first, markets, 10)
+    late = np.arange(index.size) % 10 == 0
+    bid = np.round(np.random.default_rng(asof % 2**32).uniform(2, 95, index.size))
+    upsert(engine, "quotes", pl.DataFrame({
+        "market_ticker": [f"KXBTCD-E{i // 200}-T{strikes[i]:.2f}" for i in index],
+        "quote_ts": np.where(late, asof - 5_000, asof - 300), "received_ts": asof - 200, "source": "ws",
+        "yes_bid_cents": bid, "yes_ask_cents": bid + 2.0,
+    }), on_conflict="ignore")
+    engine.dispose()
+
+
+def _times(run: Callable[[int], object], asofs: list[int], before: Callable[[int], None]) -> list[float]:
+    before(asofs[0])
     run(asofs[0])  # warm-up
     times = []
     for asof in asofs[1:]:
+        before(asof)
         start = time.perf_counter()
         run(asof)
         times.append(time.perf_counter() - start)
@@ -117,11 +138,12 @@ def bench_ticks(tmp: Path) -> None:
         engine = make_engine(url)
         settings = EdgeSettings()
         asofs = [ASOF + 1_000 * i for i in range(repeats + 1)]
-        catalog = MarketCatalogCache()  # as run-live-edges: the warm-up tick reads the catalog, later ticks reuse it
-        ours = _times(lambda t, e=engine, s=settings, c=catalog: compute_edge_tick(e, t, s, c), asofs)
+        cache = LiveTickCache()  # as run-live-edges: the warm-up tick reads everything, later ticks reuse it
+        arrive = lambda t, u=url, n=markets: arrive_quotes(u, n, t)  # noqa: E731
+        ours = _times(lambda t, e=engine, s=settings, c=cache: compute_edge_tick(e, t, s, c), asofs, arrive)
         engine.dispose()
         ref_asofs = [ASOF + 500 + 1_000 * i for i in range(repeats + 1)]
-        reference = _times(lambda t, u=url, p=path, s=settings: reference_tick(u, p, t, s), ref_asofs)
+        reference = _times(lambda t, u=url, p=path, s=settings: reference_tick(u, p, t, s), ref_asofs, arrive)
         for stat, pick in (("", statistics.median), ("_best", min)):
             if markets == 500:
                 print(bench_line(f"live_tick_500_markets{stat}_ms", pick(ours) * 1000, "ms", pick(reference) * 1000,

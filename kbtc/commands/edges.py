@@ -105,18 +105,17 @@ def run_live_edges(  # noqa: PLR0917 — typer maps each option to a parameter
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Compute edges every INTERVAL seconds for DURATION seconds (a tick's failure is logged; the loop goes on)."""
-    from kbtc.pipeline.edge_inputs import MarketCatalogCache
-    from kbtc.pipeline.edges import EdgeTick, compute_edge_tick
+    from kbtc.pipeline.edges import EdgeTick, LiveTickCache, compute_edge_tick
     from kbtc.pipeline.loop import run_bounded_loop
 
     settings = setup(debug)
     edge_settings = _edge_settings(settings, contracts=contracts, settlement=settlement, basis=basis,
                                    index_spot=index_spot, sigma_fallback=sigma_fallback)
     engine = engine_or_exit(settings)
-    catalog = MarketCatalogCache()  # the market list, re-read only when the catalog changes
+    cache = LiveTickCache()  # the market list and latest quotes, read incrementally between ticks
 
     def step(now_ts: int) -> EdgeTick:
-        tick = compute_edge_tick(engine, now_ts, edge_settings, catalog)
+        tick = compute_edge_tick(engine, now_ts, edge_settings, cache)
         console.print(f"{now_ts}: {tick.snapshots_written} snapshots; {tick.skip_counts()}", highlight=False)
         return tick
 

@@ -66,6 +66,36 @@ def price_grids(markets: pl.DataFrame) -> pl.DataFrame:
 def off_grid_rows(quotes: pl.DataFrame, grids: pl.DataFrame) -> pl.DataFrame:
     """(asof_ts, market_ticker) of quotes with any price off the market's grid (0 and 100 ¢ always allowed)."""
     key = ["asof_ts", "market_ticker"]
+    ranges = grids.group_by("market_ticker").agg(pl.len().alias("_ranges"))
+    # Most markets have one range (`linear_cent`): their four prices are checked in place, column by column;
+    # only markets of several ranges take the one-row-per-price match (~6× the cost per quote).
+    single = grids.join(ranges.filter(pl.col("_ranges") == 1), on="market_ticker", how="semi")
+    several = ranges.filter(pl.col("_ranges") > 1).select("market_ticker")
+    off = []
+    for name in QUOTE_PRICE_COLUMNS:
+        cents = pl.col(name)
+        units = cents * 100.0
+        u = units.round(0).cast(pl.Int64, strict=False)  # NaN: null, and NaN is never checked (not < 100)
+        on_grid = ((u >= pl.col("start_u")) & (u <= pl.col("end_u"))
+                   & (((u - pl.col("start_u")) % pl.col("step_u")) == 0)
+                   & ((units - units.round(0)).abs() < 1e-6))
+        off.append(cents.is_not_null() & (cents > 0) & (cents < 100) & ~on_grid.fill_null(False))
+    in_place = (
+        quotes.select(*key, *QUOTE_PRICE_COLUMNS)
+        .join(single, on="market_ticker", how="inner")
+        .filter(pl.any_horizontal(off))
+        .select(key)
+    )
+    if several.height == 0:
+        return in_place.unique()
+    multi = _off_grid_rows_any(quotes.join(several, on="market_ticker", how="semi"),
+                               grids.join(several, on="market_ticker", how="semi"))
+    return pl.concat([in_place, multi]).unique()
+
+
+def _off_grid_rows_any(quotes: pl.DataFrame, grids: pl.DataFrame) -> pl.DataFrame:
+    """`off_grid_rows` for grids of any number of ranges: one row per price, matched against every range."""
+    key = ["asof_ts", "market_ticker"]
     prices = (
         quotes.select(*key, *QUOTE_PRICE_COLUMNS)
         .unpivot(index=key, on=list(QUOTE_PRICE_COLUMNS), value_name="cents")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import polars as pl
 from sqlalchemy import Connection, Dialect, Engine, text
@@ -22,6 +23,9 @@ from kbtc.pipeline.vol_spot import (
     complete_with_candles,
     needs_candles,
 )
+
+if TYPE_CHECKING:
+    from kbtc.pipeline.quote_cache import LatestQuoteCache
 
 MARKET_COLUMNS = """
     market_ticker, event_ticker, series_ticker, status, strike_type, floor_strike, cap_strike,
@@ -48,7 +52,7 @@ _MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "result": pl.String,
     "expiration_value": pl.Float64,
 }
-_QUOTE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+QUOTE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "market_ticker": pl.String,
     "quote_ts": pl.Int64,
     "received_ts": pl.Int64,
@@ -87,7 +91,7 @@ class EdgeInputs:
     reference_spot: pl.DataFrame  # spot ticks covering every reference's minute (older windows + `spot`)
 
 
-def _read_typed(
+def read_typed(
     conn: Connection | Engine, sql: str, params: dict[str, object], schema: dict[str, pl.DataType | type[pl.DataType]]
 ) -> pl.DataFrame:
     """Run `sql` (selecting exactly `schema`'s columns, in order) into a typed frame, column-wise.
@@ -97,7 +101,7 @@ def _read_typed(
     """
     if isinstance(conn, Engine):
         with conn.connect() as connection:
-            return _read_typed(connection, sql, params, schema)
+            return read_typed(connection, sql, params, schema)
     statement, order = _compiled(conn.dialect, sql)
     # The driver's cursor on the connection's (transaction's) DBAPI connection: plain tuples, without building a
     # SQLAlchemy Row per result row (~0.3 µs a row: a quarter of reading 10k markets or an hour of ticks).
@@ -153,7 +157,7 @@ def load_markets(
     where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
     columns = ", ".join("m." + c.strip() for c in MARKET_COLUMNS.split(","))
     sql = f"SELECT {columns} FROM markets m WHERE {where} ORDER BY m.market_ticker"  # noqa: S608 — placeholders only
-    return _read_typed(conn, sql, params, _MARKET_SCHEMA)
+    return read_typed(conn, sql, params, _MARKET_SCHEMA)
 
 
 @dataclass(slots=True)
@@ -217,10 +221,10 @@ def load_latest_quotes(
     the latest received, then the source name (as kbtc.db.store.latest_quotes).
     """
     if not series:
-        return _typed(pl.DataFrame(), _QUOTE_SCHEMA)
+        return _typed(pl.DataFrame(), QUOTE_SCHEMA)
     where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
     params.update({"asof": asof_ts, "start": asof_ts - max_age_ms})
-    columns = ", ".join(f"q.{name}" for name in _QUOTE_SCHEMA)
+    columns = ", ".join(f"q.{name}" for name in QUOTE_SCHEMA)
     sql = f"""
         SELECT {columns} FROM markets m
         JOIN quotes q ON q.id = (
@@ -232,7 +236,7 @@ def load_latest_quotes(
         WHERE {where}
         ORDER BY m.market_ticker
     """  # noqa: S608 — generated placeholder names only; values are bound
-    return _read_typed(conn, sql, params, _QUOTE_SCHEMA)
+    return read_typed(conn, sql, params, QUOTE_SCHEMA)
 
 
 def load_latest_books(
@@ -265,8 +269,8 @@ def load_latest_books(
         )
         WHERE {where}
     """  # noqa: S608 — generated placeholder names only; values are bound
-    raw = _read_typed(conn, sql, params, {"market_ticker": pl.String, "yes_bids_json": pl.String,
-                                          "no_bids_json": pl.String})
+    raw = read_typed(conn, sql, params, {"market_ticker": pl.String, "yes_bids_json": pl.String,
+                                         "no_bids_json": pl.String})
     ladder = pl.List(pl.List(pl.Float64))
     levels = [
         raw.select("market_ticker", pl.lit(side).alias("side"), pl.col(f"{side}_bids_json").str.json_decode(ladder)
@@ -292,7 +296,7 @@ def _spot_ticks(conn: Connection | Engine, product_id: str, start_ts: int, asof_
         ORDER BY tick_ts, venue_time_ns
     """
     params: dict[str, object] = {"product": product_id, "start": start_ts, "asof": asof_ts}
-    return _read_typed(conn, sql, params, _SPOT_SCHEMA)
+    return read_typed(conn, sql, params, _SPOT_SCHEMA)
 
 
 def load_spot_with_candles(
@@ -311,7 +315,7 @@ def load_spot_with_candles(
     if not needs_candles(ticks["ts"], start_ts - CANDLE_MS, asof_ts):
         return spot, spot
     params = candle_params(product_id, start_ts - CANDLE_MS, asof_ts - CANDLE_MS)
-    completed = complete_with_candles(ticks, _read_typed(conn, CANDLE_SQL, params, CANDLE_SCHEMA))
+    completed = complete_with_candles(ticks, read_typed(conn, CANDLE_SQL, params, CANDLE_SCHEMA))
     return spot, completed.slice(completed["ts"].search_sorted(start_ts, side="left"))
 
 
@@ -396,7 +400,7 @@ def load_spot_windows(conn: Connection | Engine, product_id: str, windows: Seque
         WHERE product_id = :product AND tick_ts >= :start AND tick_ts < :stop
         ORDER BY tick_ts, venue_time_ns
     """
-    parts = [_read_typed(conn, sql, {"product": product_id, "start": start, "stop": stop}, _SPOT_SCHEMA)
+    parts = [read_typed(conn, sql, {"product": product_id, "start": start, "stop": stop}, _SPOT_SCHEMA)
              for start, stop in windows]
     return pl.concat(parts) if parts else pl.DataFrame(schema=_SPOT_SCHEMA)
 
@@ -413,6 +417,7 @@ def load_edge_inputs(
     basis_lookback_s: float = 6 * 3_600.0,
     reference_span_ms: int | None = 65_000,
     catalog: MarketCatalogCache | None = None,
+    quote_cache: LatestQuoteCache | None = None,
 ) -> EdgeInputs:
     """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL).
 
@@ -420,12 +425,18 @@ def load_edge_inputs(
     plus the tick-age tolerance, kbtc.edge.basis.reference_spot_span_ms); those spans older than the spot
     lookback are read too, so every reference in `basis_lookback_s` gets its Coinbase average, as in a replay.
     None: none are read (the basis is off). `catalog` (a live loop's): reuse the markets read by an earlier
-    tick while the catalog is unchanged.
+    tick while the catalog is unchanged; `quote_cache` (a live loop's): read only the quotes inserted since
+    the previous tick (kbtc.pipeline.quote_cache).
     """
     spot_start = asof_ts - int(spot_lookback_s * 1000)
     with engine.connect() as conn, conn.begin():
         markets = catalog.load(conn, asof_ts, series) if catalog is not None else load_markets(conn, asof_ts, series)
-        quotes = load_latest_quotes(conn, asof_ts, series, max_age_ms=int(quote_max_age_s * 1000))
+        max_age_ms = int(quote_max_age_s * 1000)
+        quotes = (
+            quote_cache.load(conn, asof_ts, series, markets, max_age_ms=max_age_ms)
+            if quote_cache is not None
+            else load_latest_quotes(conn, asof_ts, series, max_age_ms=max_age_ms)
+        )
         spot, vol_spot = load_spot_with_candles(conn, product_id, asof_ts, spot_lookback_s)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)
         references = load_settled_references(conn, "KXBTC15M", asof_ts, basis_lookback_s)

@@ -20,7 +20,15 @@ from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import count_rows, read_frame, upsert
 from kbtc.edge import EdgeParams
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_markets
-from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, edge_rows, sanity_lines, snapshot_rows, write_edges
+from kbtc.pipeline.edges import (
+    EdgeSettings,
+    LiveTickCache,
+    compute_edge_tick,
+    edge_rows,
+    sanity_lines,
+    snapshot_rows,
+    write_edges,
+)
 
 HOUR = 3_600_000
 
@@ -188,6 +196,12 @@ def test_write_edges_replaces_and_handles_no_snapshots(migrated_url: str) -> Non
     expected = changed.sort("market_ticker").select("market_ticker", "skip_reason", "p_model")
     assert_frame_equal(stored, expected, check_dtypes=False)
     assert read_frame(engine, "SELECT COUNT(*) AS n FROM edge_snapshots")["n"][0] == 4  # earlier rows kept
+    # Rows without a price go through the narrower upsert: it still clears the price a stored row had.
+    unpriced = changed.with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("p_model", "ev_yes_dollars",
+                                                                              "ev_no_dollars"))
+    assert write_edges(engine, unpriced, "{}") == (5, 0)
+    stored = read_frame(engine, "SELECT * FROM edges ORDER BY market_ticker")
+    assert_frame_equal(stored, edge_rows(unpriced).sort("market_ticker"), check_dtypes=False)
     assert write_edges(engine, edges.clear(), "{}") == (0, 0)
     engine.dispose()
 
@@ -217,13 +231,13 @@ def test_catalog_cache_matches_fresh_reads_and_reloads_on_change(engine: Engine)
     assert both(ASOF).height == 4 and catalog.hits == 3  # back in time (a replay): re-read
 
 
-def test_tick_with_catalog_cache_equals_tick_without(engine: Engine) -> None:
+def test_tick_with_live_cache_equals_tick_without(engine: Engine) -> None:
     seed_database(engine, ASOF)
     settings = EdgeSettings(persist_vol=False)
-    catalog = MarketCatalogCache()
-    compute_edge_tick(engine, ASOF - 1_000, settings, catalog)
-    cached = compute_edge_tick(engine, ASOF, settings, catalog).edges
-    assert catalog.hits == 1
+    cache = LiveTickCache()
+    compute_edge_tick(engine, ASOF - 1_000, settings, cache)
+    cached = compute_edge_tick(engine, ASOF, settings, cache).edges
+    assert cache.catalog.hits == 1 and cache.quotes.hits == (1 if engine.dialect.name == "sqlite" else 0)
     assert_frame_equal(cached, compute_edge_tick(engine, ASOF, settings).edges)
 
 
