@@ -84,7 +84,10 @@ def run_pipeline(**parameters: Any) -> Any:
 
     Keyword arguments are the flow's parameters, plus Prefect's `return_state=True`.
     """
-    return asyncio.run(pipeline(**parameters))
+    # The async engine reads the default result storage through a *sync* client: without a SyncClientContext
+    # (a sync parent flow has one) it would build a new client, SSL context and all, twice per run.
+    with SyncClientContext.get_or_create():
+        return asyncio.run(pipeline(**parameters))
 
 
 def _with_sync_client(**steps: Any) -> dict[str, Any]:
