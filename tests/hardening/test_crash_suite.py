@@ -59,9 +59,22 @@ NATURAL_KEYS = {
 # to reach the Prefect server).
 KILL_AFTER_S = {"coinbase": (2.5, 7.0), "kalshi": (2.5, 7.0), "steps": (1.0, 5.0), "ledger": (1.0, 5.0),
                 "flows": (3.0, 8.0)}
+# A collector's kill moment counts from its first stored row instead (this table's newest `received_ts` after
+# the spawn): five processes starting at once on two cores can take longer than the window above just to
+# import, and a session killed before it stored anything checks nothing. Unarmed after this long: killed anyway.
+COLLECTOR_ROWS = {"coinbase": "spot_ticks", "kalshi": "orderbook_snapshots"}
+COLLECTOR_KILL_AFTER_ROWS_S = (2.0, 5.0)
+COLLECTOR_ARM_TIMEOUT_S = 45.0
 
 
 KILL_PHASE_TIMEOUT_S = 300.0
+
+
+def _stored_since(database: Path, table: str, since_ms: int) -> bool:
+    """Whether `table` holds a row received after `since_ms` (read-only; WAL readers don't block the writers)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as conn:
+        newest = conn.execute(f"SELECT MAX(received_ts) FROM {table}").fetchone()[0]
+    return newest is not None and newest > since_ms
 
 
 def _kbtc(*args: str) -> list[str]:
@@ -102,6 +115,9 @@ def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path
         assert kbtc(["refresh-markets"], env, tmp_path).returncode == 0
         commands = {lane: itertools.cycle(cmds) for lane, cmds in LANES.items()}
         running: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+        spawned_ms: dict[str, int] = {}
+        armed: set[str] = set()  # collector lanes whose current session has stored rows
+        database = tmp_path / "data" / "kalshi.sqlite"
         ended: dict[str, list[int]] = {lane: [] for lane in LANES}  # exit codes of runs that beat their kill
         deadline = time.monotonic() + KILL_PHASE_TIMEOUT_S
         try:
@@ -109,17 +125,25 @@ def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path
                 assert time.monotonic() < deadline, f"kills {kills}, runs that ended on their own {ended}"
                 for lane in LANES:
                     if lane not in running:
-                        running[lane] = (_spawn(next(commands[lane]), env, tmp_path),
-                                         time.monotonic() + rng.uniform(*KILL_AFTER_S[lane]))
+                        delay_s = COLLECTOR_ARM_TIMEOUT_S if lane in COLLECTOR_ROWS else rng.uniform(*KILL_AFTER_S[lane])
+                        running[lane] = (_spawn(next(commands[lane]), env, tmp_path), time.monotonic() + delay_s)
+                        spawned_ms[lane] = time.time_ns() // 1_000_000
                     proc, kill_at = running[lane]
+                    if lane in COLLECTOR_ROWS and lane not in armed and _stored_since(database, COLLECTOR_ROWS[lane],
+                                                                                       spawned_ms[lane]):
+                        armed.add(lane)
+                        kill_at = time.monotonic() + rng.uniform(*COLLECTOR_KILL_AFTER_ROWS_S)
+                        running[lane] = (proc, kill_at)
                     if proc.poll() is not None:
                         ended[lane].append(proc.returncode)
                         del running[lane]  # a step that finished before its kill: start the next one
+                        armed.discard(lane)
                     elif time.monotonic() >= kill_at:
                         proc.send_signal(signal.SIGKILL)
                         proc.wait()
                         kills[lane].append(time.time_ns() // 1_000_000)
                         del running[lane]
+                        armed.discard(lane)
                 time.sleep(0.05)
         finally:
             for proc, _ in running.values():
@@ -139,7 +163,6 @@ def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path
     total = sum(map(len, kills.values()))
     print(f"\ncrash suite: {total} kill -9 ({', '.join(f'{k}={len(v)}' for k, v in kills.items())})")
     assert total >= KILLS
-    database = tmp_path / "data" / "kalshi.sqlite"
     with contextlib.closing(sqlite3.connect(database)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         for table, key in NATURAL_KEYS.items():
