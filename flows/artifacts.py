@@ -6,7 +6,6 @@
                              score-and-settle every 10 minutes, and by each pipeline cycle)
 
 (The report flow publishes `kbtc-model-performance`, `kbtc-report-*` and `kbtc-plot-*`: flows/report.py.)
-
 """
 
 from __future__ import annotations

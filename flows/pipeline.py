@@ -10,7 +10,9 @@ The flow is `async` and runs its (blocking) steps in a worker thread: Prefect's 
 run's heartbeat thread on exit, and that thread sleeps in whole seconds, so a sync flow's run time is rounded up
 to the next second (up to 1 s per cycle, measured by benchmarks/orchestration.py). The async engine still sends
 heartbeats but does not wait for that thread. Call it with `asyncio.run(pipeline(...))`, or `run_pipeline(...)`
-from synchronous code (including a sync parent flow, where the cycle is a subflow run).
+from synchronous code (including a sync parent flow, where the cycle is a subflow run). A thread cannot be
+interrupted: when the flow's timeout fires, the run is marked timed out and the step in progress ends at its
+own task timeout.
 """
 
 from __future__ import annotations
