@@ -14,7 +14,7 @@ from sqlalchemy import Engine, inspect, text
 from typer.testing import CliRunner
 
 from kbtc.cli import app
-from kbtc.db.engine import make_engine
+from kbtc.db.engine import make_engine, sqlite_file_is_new
 from kbtc.db.migrate import (
     ALEMBIC_INI,
     DatabaseNotMigratedError,
@@ -185,6 +185,24 @@ def test_wal_and_pragmas_are_set(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
     engine.dispose()
+
+
+def test_bulk_load_pragmas_only_when_asked_and_only_on_the_connection(sqlite_url: str, tmp_path: Path) -> None:
+    assert sqlite_file_is_new(sqlite_url)
+    bulk = make_engine(sqlite_url, bulk_load=True)
+    with bulk.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 0  # OFF
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -262_144
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert not sqlite_file_is_new(sqlite_url)
+    plain = make_engine(sqlite_url)
+    with plain.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL: nothing stayed in the file
+    bulk.dispose()
+    plain.dispose()
+    assert not sqlite_file_is_new("sqlite://") and not sqlite_file_is_new("postgresql://u@h/db")
+    (tmp_path / "empty.sqlite").touch()
+    assert sqlite_file_is_new(f"sqlite:///{tmp_path / 'empty.sqlite'}")
 
 
 def test_cli_db_commands(sqlite_url: str) -> None:
