@@ -7,7 +7,9 @@ of about 3e-8). Sixteen characters a snapshot row instead of the ~1.3 kB JSON.
 
 `store_params` writes the row (insert-or-ignore on the id) inside the transaction that writes the snapshots, so
 no committed snapshot refers to a missing row. Ids already stored are remembered per engine: a live loop inserts
-its row on the first tick only, and a new database (a new engine) gets its row on its first write.
+its row on the first tick only, and a new database (a new engine) gets its row on its first write. Rows are never
+deleted; a database emptied or replaced under a running engine (e.g. downgraded and upgraded again) gets its
+params rows back only from a new engine — restart the process.
 """
 
 from __future__ import annotations
