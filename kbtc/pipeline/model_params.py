@@ -77,7 +77,7 @@ def is_stored(engine: Engine, params: ParamSet) -> bool:
 
 
 def store_params(conn: Connection, params: ParamSet, first_seen_ts: int) -> None:
-    """Insert the params row unless its id is stored (call inside the snapshots' write transaction)."""
+    """Insert the params row; nothing when a row has its id (call inside the snapshots' write transaction)."""
     upsert_in(conn, ModelParams, [params.row(first_seen_ts)], on_conflict="ignore")
 
 
