@@ -10,11 +10,12 @@
 (c) `tick_10k_markets_per_s`: 10k markets per tick including DB I/O. Target: ≥ 100k markets/s.
     Ours in (b) and (c) runs as `run-live-edges` does, with a MarketCatalogCache across ticks. Reference for
     (b) and (c), same run and databases: the original's shape — the same read (markets every tick), then a
-    per-market Python loop and one INSERT per snapshot (benchmarks/edges_db.py).
+    per-market Python loop and one INSERT per snapshot (benchmarks/edges_db.py). `*_cpu_ms` lines are the CPU
+    time of all threads per tick (median), which other processes' load on a shared machine moves far less.
 
 Measured numbers and where the time goes: docs/EDGE_VALIDATION.md §8.
 
-Run: python -m benchmarks.edges [--rows 1000000 10000000] [--skip-db]
+Run: python -m benchmarks.edges [--rows 1000000 10000000] [--cases a b c] [--skip-db (= --cases a)]
 """
 
 from __future__ import annotations
@@ -139,14 +140,19 @@ def bench_pricing(rows: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--cases", nargs="+", choices=("a", "b", "c"), default=["a", "b", "c"],
+                        help="which parts to run (default all)")
     parser.add_argument("--skip-db", action="store_true", help="only (a)")
     args = parser.parse_args()
-    bench_pricing(args.rows)
-    if not args.skip_db:
+    cases = ["a"] if args.skip_db else args.cases
+    if "a" in cases:
+        bench_pricing(args.rows)
+    markets = [n for case, n in (("b", 500), ("c", 10_000)) if case in cases]
+    if markets:
         from benchmarks.edges_db import bench_ticks
 
         with tempfile.TemporaryDirectory() as tmp:
-            bench_ticks(Path(tmp))
+            bench_ticks(Path(tmp), markets)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import math
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,24 +115,33 @@ def arrive_quotes(url: str, markets: int, asof: int) -> None:
     engine.dispose()
 
 
-def _times(run: Callable[[int], object], asofs: list[int], before: Callable[[int], None]) -> list[float]:
+def _times(
+    run: Callable[[int], object], asofs: list[int], before: Callable[[int], None]
+) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds (all threads) of each tick after a warm-up one."""
     before(asofs[0])
     run(asofs[0])  # warm-up
-    times = []
+    times, cpu = [], []
     for asof in asofs[1:]:
         before(asof)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run(asof)
         times.append(time.perf_counter() - start)
-    return times
+        cpu.append(time.process_time() - start_cpu)
+    return times, cpu
 
 
-def bench_ticks(tmp: Path) -> None:
+REPEATS = {500: 15, 10_000: 5}
+
+
+def bench_ticks(tmp: Path, market_counts: Sequence[int] = (500, 10_000)) -> None:
     """(b) a live tick of 500 markets; (c) 10k markets per tick — ours vs the reference, same databases.
 
-    Prints the median (the target's statistic) and the best tick (less sensitive to a shared machine's load).
+    Prints the median (the target's statistic), the best tick (less sensitive to a shared machine's load) and
+    the median CPU time per tick.
     """
-    for markets, repeats in ((500, 15), (10_000, 5)):
+    for markets in market_counts:
+        repeats = REPEATS[markets]
         path = tmp / f"edges_{markets}.sqlite"
         url = seed(path, markets)
         engine = make_engine(url)
@@ -140,10 +149,15 @@ def bench_ticks(tmp: Path) -> None:
         asofs = [ASOF + 1_000 * i for i in range(repeats + 1)]
         cache = LiveTickCache()  # as run-live-edges: the warm-up tick reads everything, later ticks reuse it
         arrive = lambda t, u=url, n=markets: arrive_quotes(u, n, t)  # noqa: E731
-        ours = _times(lambda t, e=engine, s=settings, c=cache: compute_edge_tick(e, t, s, c), asofs, arrive)
+        ours, ours_cpu = _times(lambda t, e=engine, s=settings, c=cache: compute_edge_tick(e, t, s, c), asofs,
+                                arrive)
         engine.dispose()
         ref_asofs = [ASOF + 500 + 1_000 * i for i in range(repeats + 1)]
-        reference = _times(lambda t, u=url, p=path, s=settings: reference_tick(u, p, t, s), ref_asofs, arrive)
+        reference, reference_cpu = _times(lambda t, u=url, p=path, s=settings: reference_tick(u, p, t, s),
+                                          ref_asofs, arrive)
+        label = "live_tick_500_markets" if markets == 500 else "tick_10k_markets"
+        print(bench_line(f"{label}_cpu_ms", statistics.median(ours_cpu) * 1000, "ms CPU",
+                         statistics.median(reference_cpu) * 1000, higher_is_better=False))
         for stat, pick in (("", statistics.median), ("_best", min)):
             if markets == 500:
                 print(bench_line(f"live_tick_500_markets{stat}_ms", pick(ours) * 1000, "ms", pick(reference) * 1000,

@@ -46,11 +46,11 @@ def setup(debug: bool = False) -> Settings:
     return settings
 
 
-def engine_or_exit(settings: Settings) -> Engine:
+def engine_or_exit(settings: Settings, *, bulk_load: bool = False) -> Engine:
     """Open the configured database; one line and exit status 2 when its schema is newer than this kbtc."""
     from kbtc.db.migrate import DatabaseTooNewError, open_engine
 
     try:
-        return open_engine(settings.sqlalchemy_url)
+        return open_engine(settings.sqlalchemy_url, bulk_load=bulk_load)
     except DatabaseTooNewError as exc:
         raise fail(str(exc)) from None

@@ -46,7 +46,8 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
     since_hours: Annotated[float | None, typer.Option(help="Only rows newer than this.")] = None,
 ) -> None:
-    """Export a table to Parquet or CSV (time columns as UTC datetimes)."""
+    """Export a table to Parquet or CSV (time columns as UTC datetimes; edge_snapshots with the contracts and
+    params_json of their model params)."""
     from kbtc.pipeline.export import export_table
 
     if fmt not in ("parquet", "csv"):

@@ -55,18 +55,24 @@ def replay_command(  # noqa: PLR0917 — typer maps each option to a parameter
     book_interval: Annotated[float, typer.Option(help="Seconds between stored book rows per market.")] = 1.0,
     contracts: Annotated[float, typer.Option(help="Order size the fees and EVs are computed for.")] = 1.0,
 ) -> None:
-    """Replay recorded frames into the database (DATABASE_URL/DB_PATH), compute edges over the period, score."""
+    """Replay recorded frames into the database (DATABASE_URL/DB_PATH), compute edges over the period, score.
+
+    A SQLite file the replay creates is written with bulk-load pragmas (synchronous=OFF, a larger page cache):
+    an OS crash mid-replay can corrupt it, and re-running the replay rebuilds it.
+    """
+    from kbtc.db.engine import sqlite_file_is_new
     from kbtc.db.migrate import DatabaseRevisionError, upgrade_database
     from kbtc.pipeline.replay import run_replay
 
     settings = setup()
     cadence_s = _cadence_s(cadence)
     from_ts, to_ts = _period(start, end)
+    created = sqlite_file_is_new(settings.sqlalchemy_url)
     try:
         upgrade_database(settings.sqlalchemy_url)
     except DatabaseRevisionError as exc:
         raise fail(str(exc)) from None
-    engine = engine_or_exit(settings)
+    engine = engine_or_exit(settings, bulk_load=created)
     try:
         result = run_replay(engine, tape, _base_settings(settings, contracts), cadence_s=cadence_s, from_ts=from_ts,
                             to_ts=to_ts, settlements=settlements, book_interval_s=book_interval)

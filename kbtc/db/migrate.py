@@ -55,15 +55,15 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, *, bulk_load: bool = False) -> Engine:
     """Create an engine for `url`, refusing a database migrated by a newer kbtc (`DatabaseTooNewError`).
 
     Every command and flow opens its database here: code that does not know the newer schema must not read
-    it as if it were its own, let alone write to it.
+    it as if it were its own, let alone write to it. `bulk_load`: see kbtc.db.engine.
     """
     from kbtc.db.engine import make_engine
 
-    engine = make_engine(url)
+    engine = make_engine(url, bulk_load=bulk_load)
     try:
         _refuse_too_new(current_revision(engine))
     except BaseException:

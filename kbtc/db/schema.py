@@ -324,8 +324,33 @@ class Edge(Base):
     __table_args__ = (Index("ix_edges_market_ticker_asof_ts", "market_ticker", "asof_ts"),)
 
 
+class ModelParams(Base):
+    """One set of model parameters (edge, volatility, basis), stored once and referenced by the snapshots it priced.
+
+    `params_id` is the first 16 hex digits (64 bits) of the SHA-256 of `params_json`, the canonical JSON
+    `EdgeSettings.params_json` writes (sorted keys, no whitespace): the same settings have the same id in every
+    database and process (kbtc/pipeline/model_params.py). `contracts` is the order size the snapshots' fees and
+    EVs are totals for (the JSON's `contracts`, else 1), extracted once so that readers join instead of parsing
+    JSON per row. `first_seen_ts`: the as-of time of the first snapshots written with it. Never deleted.
+    """
+
+    __tablename__ = "model_params"
+
+    params_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(32))
+    contracts: Mapped[float] = mapped_column(Float)
+    params_json: Mapped[str] = mapped_column(Text)
+    first_seen_ts: Mapped[int] = mapped_column(BigInteger)
+
+
 class EdgeSnapshot(Base):
-    """Everything scoring and the ledger need about one priced market at one as-of time."""
+    """Everything scoring and the ledger need about one priced market at one as-of time.
+
+    `params_id` refers to the `model_params` row of the settings that priced it. It is not a declared foreign
+    key: on SQLite, removing a constrained column needs a table rebuild, and rebuilding `edge_snapshots` with
+    foreign keys on cascades into `snapshot_scores` (migration 0004). The writer stores the params row in the
+    transaction that writes the snapshots (kbtc.pipeline.edges.write_edges).
+    """
 
     __tablename__ = "edge_snapshots"
 
@@ -369,7 +394,7 @@ class EdgeSnapshot(Base):
     kelly_no: Mapped[float | None] = mapped_column(Float)
     skip_reason: Mapped[str | None] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32))
-    params_json: Mapped[str | None] = mapped_column(Text)
+    params_id: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_edge_snapshots_settlement_ts", "settlement_ts"),

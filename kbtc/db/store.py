@@ -142,6 +142,23 @@ def upsert(
     return frame.height
 
 
+def upsert_in(
+    conn: Connection,
+    target: Table | type[Base] | str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    on_conflict: ConflictAction = "update",
+) -> int:
+    """`upsert` of a few rows (all with the same keys) inside the caller's transaction: one statement, no commit."""
+    if not rows:
+        return 0
+    sql, order = upsert_sql(conn, table_of(target), list(rows[0]), on_conflict=on_conflict)
+    params: list[Any] = [tuple(row[name] for name in order) for row in rows] if order is not None \
+        else [dict(row) for row in rows]
+    conn.exec_driver_sql(sql, params)
+    return len(rows)
+
+
 def read_frame(
     conn: Connection | Engine,
     query: Executable | str,

@@ -1,7 +1,8 @@
 """The edge engine's parameters: the original system's defaults as settings (reference/seed_system.md §3.11).
 
-One frozen value object travels with every tick and is recorded with each snapshot (`params_json`), so a
-stored probability can always be traced to the exact model and settings that produced it.
+One frozen value object travels with every tick and is recorded, with the volatility and basis settings, in
+`model_params` (each snapshot's `params_id` refers to it), so a stored probability can always be traced to the
+exact model and settings that produced it.
 """
 
 from __future__ import annotations

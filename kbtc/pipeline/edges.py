@@ -1,5 +1,6 @@
 """The edges step: one tick reads the inputs as of a time, estimates σ and the basis, runs the engine and writes
-`edges` (every evaluated market, with its skip reason) and `edge_snapshots` (every selected market).
+`edges` (every evaluated market, with its skip reason) and `edge_snapshots` (every selected market), whose
+`params_id` refers to the tick's settings in `model_params` (stored once: kbtc/pipeline/model_params.py).
 
 Both writes are upserts on (as-of time, market): re-running a tick replaces its rows, never duplicates them.
 """
@@ -23,6 +24,7 @@ from kbtc.edge.params import SettlementMode
 from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility
 from kbtc.edge.window import first_print_offset_ms
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
+from kbtc.pipeline.model_params import ParamSet, is_stored, remember_stored, store_params
 from kbtc.pipeline.quote_cache import LatestQuoteCache
 from kbtc.pipeline.volatility import persist_vol_estimates
 
@@ -45,12 +47,16 @@ class EdgeSettings:
     book_max_age_s: float | None = 30.0  # books older than this are ignored; None: no depth-aware EV
 
     def params_json(self) -> str:
-        """The model version and every parameter (edge, volatility, basis), as stored with each snapshot."""
+        """The model version and every parameter (edge, volatility, basis) as canonical JSON (`model_params`)."""
         payload = json.loads(self.params.to_json())
         payload["vol"] = asdict(self.vol)
         payload["basis"] = asdict(self.basis)
         payload["product_id"] = self.product_id
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+    def param_set(self) -> ParamSet:
+        """The settings' `model_params` set: the JSON, its id and its order size."""
+        return ParamSet.from_json(self.params_json())
 
 
 def edge_settings_from(
@@ -106,14 +112,14 @@ class EdgeTick:
         return dict(counts.sort("skip_reason").iter_rows())
 
 
-def snapshot_rows(edges: pl.DataFrame, params_json: str) -> pl.DataFrame:
+def snapshot_rows(edges: pl.DataFrame, params_id: str) -> pl.DataFrame:
     """`edge_snapshots` rows of the selected markets: priced ones and those skipped after selection."""
     selected = edges.filter(pl.col("skip_reason").is_null() | pl.col("skip_reason").is_in(POST_SELECTION_SKIPS))
     return selected.with_columns(
         # Both sides' book: Kalshi quotes YES; a missing NO price is the complement of the YES one.
         pl.coalesce("no_bid_cents", 100.0 - pl.col("yes_ask_cents")).alias("no_bid_cents"),
         pl.coalesce("no_ask_cents", 100.0 - pl.col("yes_bid_cents")).alias("no_ask_cents"),
-        pl.lit(params_json).alias("params_json"),
+        pl.lit(params_id, pl.String).alias("params_id"),
     ).select(_SNAPSHOT_COLUMNS)
 
 
@@ -144,14 +150,16 @@ def _upsert_statement(engine: Engine, table: str, unpriced: bool = False) -> tup
     return _STATEMENTS[key]
 
 
-def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[int, int]:
+def write_edges(engine: Engine, edges: pl.DataFrame, params: ParamSet) -> tuple[int, int]:
     """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written).
 
     The same upserts as kbtc.db.store.upsert (update on the natural key), in one write transaction: one commit
-    per tick instead of one per table, and the tick's two tables change together.
+    per tick instead of one per table, and the tick's tables change together — with the `model_params` row the
+    snapshots refer to, inserted (or ignored) unless this process already stored it through `engine`.
     """
     rows = edge_rows(edges)
-    snapshots = snapshot_rows(edges, params_json)
+    snapshots = snapshot_rows(edges, params.params_id)
+    new_params = snapshots.height > 0 and not is_stored(engine, params)
     unpriced = pl.all_horizontal(pl.col(name).is_null() for name in _UNPRICED_NULLS)
     parts = [
         (Edge.__tablename__, False, rows.filter(~unpriced)),
@@ -161,11 +169,15 @@ def write_edges(engine: Engine, edges: pl.DataFrame, params_json: str) -> tuple[
     statements = [(_upsert_statement(engine, table, narrow), frame) for table, narrow, frame in parts if frame.height]
     if statements:
         with write_transaction(engine) as conn:
+            if new_params:
+                store_params(conn, params, first_seen_ts=int(snapshots.select(pl.col("asof_ts").min()).item()))
             for (sql, order), frame in statements:
                 # Column lists zipped into tuples: half the cost of iter_rows (which builds each row in Python).
-                params = list(zip(*(frame[name].to_list() for name in order), strict=True)) if order is not None \
+                values = list(zip(*(frame[name].to_list() for name in order), strict=True)) if order is not None \
                     else frame.to_dicts()
-                conn.exec_driver_sql(sql, params)
+                conn.exec_driver_sql(sql, values)
+        if new_params:
+            remember_stored(engine, params)
     return rows.height, snapshots.height
 
 
@@ -232,7 +244,7 @@ def compute_edge_tick(
     edges = compute_edges(
         inputs.markets, quotes, state, prints=inputs.spot, index_prints=inputs.index_prints, books=books, params=params
     )
-    edges_written, snapshots_written = write_edges(engine, edges, settings.params_json())
+    edges_written, snapshots_written = write_edges(engine, edges, settings.param_set())
     if settings.persist_vol:
         persist_vol_estimates(engine, vol, settings.product_id, settings.vol)
     return EdgeTick(asof_ts, edges, edges_written, snapshots_written)

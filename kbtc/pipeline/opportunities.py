@@ -22,6 +22,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.db.store import read_frame, upsert
+from kbtc.pipeline.model_params import CONTRACTS_SQL, PARAMS_JOIN_SQL
 from kbtc.scoring.ledger import LedgerParams, decide, positions_from_takes
 
 DEFAULT_MAX_SNAPSHOT_AGE_S = 60.0
@@ -34,8 +35,13 @@ _SNAPSHOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "no_ask_cents": pl.Float64, "fee_yes_dollars": pl.Float64, "fee_no_dollars": pl.Float64,
     "ev_yes_dollars": pl.Float64, "ev_no_dollars": pl.Float64, "kelly_yes": pl.Float64, "kelly_no": pl.Float64,
     "model_version": pl.String,
-    "params_json": pl.String,
 }
+# With each snapshot: its model params (joined from `model_params`) and their order size.
+_PARAMS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"params_json": pl.String, "contracts": pl.Float64}
+_SNAPSHOT_SQL = (
+    f"SELECT {', '.join(f's.{name}' for name in _SNAPSHOT_SCHEMA)}, p.params_json AS params_json, "  # noqa: S608
+    f"{CONTRACTS_SQL} AS contracts FROM edge_snapshots s {PARAMS_JOIN_SQL} WHERE s.asof_ts = :asof"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +95,9 @@ def run_opportunity_tick(
         return _empty_tick("no_new_snapshots", asof_ts)
     if now_ts - asof_ts > max_snapshot_age_s * 1000:
         return _empty_tick("stale_edge_snapshots", asof_ts)
-    columns = ", ".join(_SNAPSHOT_SCHEMA)
+    schema = {**_SNAPSHOT_SCHEMA, **_PARAMS_SCHEMA}
     with engine.connect() as conn:
-        snapshots = read_frame(
-            conn, f"SELECT {columns} FROM edge_snapshots WHERE asof_ts = :asof",  # noqa: S608 — constant columns
-            {"asof": asof_ts}, schema=_SNAPSHOT_SCHEMA,
-        ).cast(_SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
+        snapshots = read_frame(conn, _SNAPSHOT_SQL, {"asof": asof_ts}, schema=schema).cast(schema)  # type: ignore[arg-type]
         open_positions = read_frame(
             # Open as of the batch, not as of now: a re-run of the batch sees the same book, so the TAKE the
             # first run recorded cannot block itself and hand its take_cap slot to another market.

@@ -329,10 +329,10 @@ def replay_edges(
     if not asofs:
         return 0, 0, 0
     inputs = load_history(engine, asofs[0], asofs[-1], settings)
-    params_json = settings.params_json()
+    params = settings.param_set()
     edges_written = snapshots_written = 0
     for batch in edges_over(inputs, asofs, settings, chunk_rows=chunk_rows):
-        written = write_edges(engine, batch.edges, params_json)
+        written = write_edges(engine, batch.edges, params)
         edges_written += written[0]
         snapshots_written += written[1]
         if settings.persist_vol:

@@ -15,6 +15,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.db.store import read_frame, upsert
+from kbtc.pipeline.model_params import CONTRACTS_SQL, PARAMS_JOIN_SQL
 from kbtc.scoring.metrics import outcome_from_result
 from kbtc.scoring.snapshots import score_frame, with_buckets
 
@@ -52,20 +53,6 @@ _SELECT = ", ".join(f"s.{name}" for name in SNAPSHOT_COLUMNS)
 _SETTLED_TS = "COALESCE(mk.settled_ts, mk.determined_ts, mk.settlement_ts)"
 
 
-
-def contracts_sql(engine: Engine, column: str = "s.params_json") -> str:
-    """SQL for the order size a snapshot's fees are totals for: `contracts` in its params_json, else 1.
-
-    Extracted in the database (not per row in Python) because params_json is large beside the numbers.
-    Same rule as `kbtc.scoring.metrics.fee_basis_contracts`.
-    """
-    if engine.dialect.name == "postgresql":
-        value = f"CAST(CAST({column} AS json) ->> 'contracts' AS DOUBLE PRECISION)"
-    else:
-        value = f"CAST(json_extract({column}, '$.contracts') AS REAL)"
-    return f"COALESCE({value}, 1.0)"
-
-
 SCORE_COLUMNS = [
     "asof_ts", "market_ticker", "outcome", "settled_ts", "brier_model", "brier_market", "logloss_model",
     "logloss_market", "pnl_yes_dollars", "pnl_no_dollars", "error", "scored_ts",
@@ -89,9 +76,10 @@ def _candidates(engine: Engine, limit: int, after: tuple[int, str] | None) -> pl
         "AND (s.asof_ts > :after_ts OR (s.asof_ts = :after_ts AND s.market_ticker > :after_ticker))"
     )
     sql = f"""
-        SELECT {_SELECT}, {contracts_sql(engine)} AS contracts, mk.result AS result, {_SETTLED_TS} AS settled_ts
+        SELECT {_SELECT}, {CONTRACTS_SQL} AS contracts, mk.result AS result, {_SETTLED_TS} AS settled_ts
         FROM edge_snapshots s
         JOIN markets mk ON mk.market_ticker = s.market_ticker
+        {PARAMS_JOIN_SQL}
         LEFT JOIN snapshot_scores sc ON sc.asof_ts = s.asof_ts AND sc.market_ticker = s.market_ticker
         WHERE sc.asof_ts IS NULL AND LOWER(mk.result) IN ('yes', 'no') {later}
         ORDER BY s.asof_ts, s.market_ticker
@@ -132,9 +120,10 @@ def score_snapshots(engine: Engine, now_ts: int, *, batch_rows: int = DEFAULT_BA
 def scored_snapshots(engine: Engine, since_ts: int, until_ts: int) -> pl.DataFrame:
     """Scored snapshots with as-of time in [since_ts, until_ts], all per-snapshot scores and buckets added."""
     sql = f"""
-        SELECT {_SELECT}, {contracts_sql(engine)} AS contracts, sc.outcome AS outcome, sc.settled_ts AS settled_ts
+        SELECT {_SELECT}, {CONTRACTS_SQL} AS contracts, sc.outcome AS outcome, sc.settled_ts AS settled_ts
         FROM snapshot_scores sc
         JOIN edge_snapshots s ON s.asof_ts = sc.asof_ts AND s.market_ticker = sc.market_ticker
+        {PARAMS_JOIN_SQL}
         WHERE sc.asof_ts >= :since AND sc.asof_ts <= :until AND sc.outcome IS NOT NULL
         ORDER BY s.asof_ts, s.market_ticker
     """  # noqa: S608 — the column list is a constant

@@ -154,14 +154,15 @@ def score_setting(
 ) -> pl.DataFrame:
     """The scored snapshots of one setting over the period (streamed chunk by chunk)."""
     settings = dataclasses.replace(setting.settings, book_max_age_s=None)
-    params_json = settings.params_json()
+    params = settings.param_set()
     parts = []
     for batch in edges_over(inputs, asofs, settings, chunk_rows=chunk_rows):
-        rows = snapshot_rows(batch.edges, params_json).select(list(SNAPSHOT_COLUMNS)).cast(SNAPSHOT_COLUMNS)  # type: ignore[arg-type]
+        rows = snapshot_rows(batch.edges, params.params_id).select(list(SNAPSHOT_COLUMNS)).cast(SNAPSHOT_COLUMNS)  # type: ignore[arg-type]
         parts.append(rows.join(outcomes, on="market_ticker", how="inner"))
     if not parts:
         return pl.DataFrame()
-    snapshots = pl.concat(parts).with_columns(pl.lit(float(settings.params.contracts)).alias("contracts"))
+    # The order size the live scoring step would join from `model_params`.
+    snapshots = pl.concat(parts).with_columns(pl.lit(params.contracts).alias("contracts"))
     return with_buckets(score_frame(snapshots)).collect()
 
 

@@ -21,9 +21,11 @@ portfolio gates (only on otherwise eligible rows; the row stays `eligible`)
   `cooldown_active`               a TAKE on the same market and side within cooldown_s
   `take_cap`                      more than max_takes_per_tick survive, ranked by ev_net
 
-Sizes: the edge engine prices an order of `contracts` (its params_json; default 1), so the snapshot's
-`fee_*_dollars` and `ev_*_dollars` are order totals. A TAKE records that order: `contracts`, the side's ask
-(the NO ask is `100 − yes_bid` when no NO ask is quoted) and the order's taker fee `fee_dollars`.
+Input: `edge_snapshots` rows with their model params joined on: `params_json` (recorded in each ledger row)
+and `contracts` (`model_params.contracts`; 1 for a snapshot without params).
+Sizes: the edge engine prices an order of `contracts`, so the snapshot's `fee_*_dollars` and `ev_*_dollars` are
+order totals. A TAKE records that order: `contracts`, the side's ask (the NO ask is `100 − yes_bid` when no NO
+ask is quoted) and the order's taker fee `fee_dollars`.
 EV per contract: `ev_raw` is the snapshot's EV / contracts (recomputed as `p_side − ask/100 − fee/contracts`
 when the snapshot has none), `ev_net = ev_raw − cost_buffer`. Best-side mode keeps, per snapshot, the side
 with the higher ev_net (YES when neither is evaluable); `both_sides` keeps both. Kelly: the snapshot's
@@ -38,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from kbtc.scoring.metrics import fee_basis_contracts, market_mid, no_ask_cents, no_bid_cents
+from kbtc.scoring.metrics import market_mid, no_ask_cents, no_bid_cents
 
 SIDES = ("YES", "NO")
 _SIDE_ORDER = {"YES": 0, "NO": 1}
@@ -81,13 +83,13 @@ def _side_rows(snapshots: pl.LazyFrame, side: str, kelly_multiplier: float) -> p
     p_side = pl.col("p_model") if yes else 1.0 - pl.col("p_model")
     price = pl.col("yes_ask_cents") if yes else no_ask_cents()
     bid = pl.col("yes_bid_cents") if yes else no_bid_cents()
-    contracts = pl.col("_contracts")
+    contracts = pl.col("contracts")
     fee = pl.col(f"fee_{prefix}_dollars")  # order total for `contracts`
     fee_per_contract = fee / contracts
     ev_raw = pl.coalesce(pl.col(f"ev_{prefix}_dollars") / contracts, p_side - price / 100.0 - fee_per_contract)
     cost = price / 100.0 + fee_per_contract
     own_kelly = kelly_multiplier * ((p_side - cost) / (1.0 - cost)).clip(lower_bound=0.0)
-    return snapshots.with_columns(fee_basis_contracts("params_json").alias("_contracts")).select(
+    return snapshots.select(
         pl.col("asof_ts"), pl.col("market_ticker"), pl.lit(side).alias("side"),
         pl.col("event_ticker"), pl.col("series_ticker"), pl.col("close_ts"),
         pl.col("spot_usd"), pl.col("sigma_annual"), pl.col("sigma_status"),
@@ -100,7 +102,7 @@ def _side_rows(snapshots: pl.LazyFrame, side: str, kelly_multiplier: float) -> p
         ev_raw.alias("ev_raw_dollars"),
         # The edge engine's Kelly (already fractional and capped per event) when it has one.
         pl.coalesce(pl.col(f"kelly_{prefix}"), own_kelly).alias("kelly_fraction"),
-        contracts.alias("contracts"),
+        contracts,
         pl.col("model_version"), pl.col("params_json").alias("_model_params"),
     )
 
@@ -120,7 +122,8 @@ def decide(
     recent_takes: pl.DataFrame,
     params: LedgerParams,
 ) -> pl.DataFrame:
-    """Evaluate one tick of `edge_snapshots` rows; return `opportunities` rows (TAKE and PASS).
+    """Evaluate one tick of `edge_snapshots` rows (with `params_json` and `contracts` of their model params);
+    return `opportunities` rows (TAKE and PASS).
 
     `open_positions`: market_ticker, side of open shadow positions. `recent_takes`: market_ticker, side,
     eval_ts of earlier TAKEs (any age; the cooldown window is applied here). The evaluation time of a row

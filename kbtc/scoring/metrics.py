@@ -75,15 +75,6 @@ def no_bid_cents(no_bid: IntoExpr = "no_bid_cents", yes_ask: IntoExpr = "yes_ask
     return pl.coalesce(_col(no_bid), 100.0 - _col(yes_ask))
 
 
-def fee_basis_contracts(params_json: IntoExpr = "params_json") -> pl.Expr:
-    """The order size a snapshot's fees and EVs are for: `contracts` in its `params_json`, else 1.
-
-    The edge engine prices an order of `contracts` (default 1): `fee_*_dollars` and `ev_*_dollars` are order
-    totals, so per-contract values divide by this (model_math.md §3.2).
-    """
-    return _col(params_json).str.json_path_match("$.contracts").cast(pl.Float64, strict=False).fill_null(1.0)
-
-
 def outcome_from_result(result: IntoExpr = "result") -> pl.Expr:
     """The venue's `result` string as the outcome: `yes` → 1, `no` → 0, anything else (`""`, scalar) → null."""
     text = _col(result).str.strip_chars().str.to_lowercase()

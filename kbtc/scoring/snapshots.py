@@ -1,8 +1,8 @@
 """Scores of settled edge snapshots, the model and the market mid side by side, and their aggregates.
 
 Input: `edge_snapshots` rows (kbtc/db/schema.py) with the market's `outcome` (1 YES / 0 NO) and `settled_ts`
-joined on, and `contracts`, the order size the snapshot's fees and EVs are totals for
-(`metrics.fee_basis_contracts`). `score_frame` adds, per snapshot:
+joined on, and `contracts`, the order size the snapshot's fees and EVs are totals for (`model_params.contracts`;
+model_math.md §3.2). `score_frame` adds, per snapshot:
 
 - `p_mkt`: the snapshot's `p_market`, else the YES (or NO) bid/ask mid — the market's forecast;
 - `brier_model`, `brier_market`; `logloss_*` at ε = 1e-6 and `logloss_*_grid` at ε = 0.01;

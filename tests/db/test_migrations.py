@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 from typer.testing import CliRunner
 
 from kbtc.cli import app
-from kbtc.db.engine import make_engine
+from kbtc.db.engine import make_engine, sqlite_file_is_new
 from kbtc.db.migrate import (
     ALEMBIC_INI,
     DatabaseNotMigratedError,
@@ -25,6 +27,10 @@ from kbtc.db.migrate import (
     upgrade_database,
 )
 from kbtc.db.schema import metadata
+from kbtc.db.store import count_rows, read_frame
+from kbtc.edge import EdgeParams
+from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.score_snapshots import scored_snapshots
 
 
 def test_upgrade_creates_every_table_and_downgrade_removes_them(any_db_url: str) -> None:
@@ -41,6 +47,52 @@ def test_upgrade_creates_every_table_and_downgrade_removes_them(any_db_url: str)
         remaining = set(inspect(engine).get_table_names()) - {"alembic_version"}
         assert remaining.isdisjoint(metadata.tables)
         assert current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def _snapshot_params(engine: Engine) -> list[tuple[object, ...]]:
+    frame = read_frame(engine, "SELECT * FROM edge_snapshots ORDER BY asof_ts, market_ticker")
+    column = "params_id" if "params_id" in frame.columns else "params_json"
+    return frame.select("asof_ts", "market_ticker", column).rows()
+
+
+def test_0004_moves_params_json_to_model_params_and_back(any_db_url: str) -> None:
+    upgrade_database(any_db_url, "0003")
+    engine = make_engine(any_db_url)
+    ten = EdgeSettings(params=EdgeParams(contracts=10.0)).params_json()
+    legacy = '{"contracts": "3", "kelly_multiplier": 0.25}'  # no model_version: the snapshots' is taken
+    snapshots = [(1_000, "A", ten), (2_000, "A", ten), (2_000, "B", legacy), (3_000, "B", None)]
+    with engine.begin() as conn:
+        for asof, ticker, params in snapshots:
+            conn.execute(text(
+                "INSERT INTO edge_snapshots (asof_ts, market_ticker, event_ticker, series_ticker, model_version, "
+                "fee_yes_dollars, params_json) VALUES (:asof, :ticker, 'E', 'KXBTCD', 'v-old', 0.18, :params)"
+            ), {"asof": asof, "ticker": ticker, "params": params})
+            conn.execute(text("INSERT INTO snapshot_scores (asof_ts, market_ticker, outcome, scored_ts) "
+                              "VALUES (:asof, :ticker, 1, 9000)"), {"asof": asof, "ticker": ticker})
+    try:
+        upgrade_database(any_db_url)
+        assert "params_json" not in {c["name"] for c in inspect(engine).get_columns("edge_snapshots")}
+        check_models(any_db_url)
+        ten_id = EdgeSettings(params=EdgeParams(contracts=10.0)).param_set().params_id  # what a live tick writes
+        legacy_id = hashlib.sha256(legacy.encode()).hexdigest()[:16]
+        stored = read_frame(engine, "SELECT params_id, model_version, contracts, params_json, first_seen_ts "
+                                    "FROM model_params ORDER BY first_seen_ts")
+        assert stored.rows() == [(ten_id, json.loads(ten)["model_version"], 10.0, ten, 1_000),
+                                 (legacy_id, "v-old", 3.0, legacy, 2_000)]
+        assert _snapshot_params(engine) == [(1_000, "A", ten_id), (2_000, "A", ten_id), (2_000, "B", legacy_id),
+                                            (3_000, "B", None)]
+        # The scores survived (a table rebuild with foreign keys on would have cascaded into them), and scoring
+        # reads each snapshot's order size from its params.
+        scored = scored_snapshots(engine, 0, 10_000)
+        assert scored["contracts"].to_list() == [10.0, 10.0, 3.0, 1.0]
+
+        downgrade_database(any_db_url, "0003")
+        assert "model_params" not in inspect(engine).get_table_names()
+        assert "params_id" not in {c["name"] for c in inspect(engine).get_columns("edge_snapshots")}
+        assert _snapshot_params(engine) == snapshots
+        assert count_rows(engine, "snapshot_scores") == 4
     finally:
         engine.dispose()
 
@@ -133,6 +185,24 @@ def test_wal_and_pragmas_are_set(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
     engine.dispose()
+
+
+def test_bulk_load_pragmas_only_when_asked_and_only_on_the_connection(sqlite_url: str, tmp_path: Path) -> None:
+    assert sqlite_file_is_new(sqlite_url)
+    bulk = make_engine(sqlite_url, bulk_load=True)
+    with bulk.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 0  # OFF
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -262_144
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert not sqlite_file_is_new(sqlite_url)
+    plain = make_engine(sqlite_url)
+    with plain.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL: nothing stayed in the file
+    bulk.dispose()
+    plain.dispose()
+    assert not sqlite_file_is_new("sqlite://") and not sqlite_file_is_new("postgresql://u@h/db")
+    (tmp_path / "empty.sqlite").touch()
+    assert sqlite_file_is_new(f"sqlite:///{tmp_path / 'empty.sqlite'}")
 
 
 def test_cli_db_commands(sqlite_url: str) -> None:

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scoring"))
-from scoring_factories import HOUR, MINUTE, market, snapshot
+from scoring_factories import HOUR, MINUTE, market, snapshot, store_snapshots
 
 from flows.artifacts import HEALTH_KEY, json_rows
 from flows.report import artifact_key
@@ -36,7 +36,7 @@ def test_report_flow_publishes_artifacts(prefect_server: None, sqlite_url: str, 
     now = int(time.time() * 1000)
     ticker = "KXBTCD-26NOV2517-T95000"
     upsert(engine, "markets", [market(ticker, result="yes", close_ts=now - HOUR, settled_ts=now - 50 * MINUTE)])
-    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 2 * HOUR, p_model=0.8, close_ts=now - HOUR)])
+    store_snapshots(engine, [snapshot(ticker, now - 2 * HOUR, p_model=0.8, close_ts=now - HOUR)])
     upsert(engine, "positions", [{"market_ticker": ticker, "side": "YES", "opened_ts": now - 2 * HOUR,
                                   "contracts": 1.0, "entry_price_cents": 52.0, "entry_fee_dollars": 0.02,
                                   "status": "open"}])
@@ -71,7 +71,7 @@ def test_opportunity_loop_flow(prefect_server: None, sqlite_url: str, monkeypatc
     now = int(time.time() * 1000)
     ticker, fair = "KXBTCD-26NOV2517-T95000", "KXBTCD-26NOV2517-T96000"
     upsert(engine, "markets", [market(ticker, close_ts=now + HOUR), market(fair, close_ts=now + HOUR)])
-    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
+    store_snapshots(engine, [snapshot(ticker, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0,
                                                close_ts=now + HOUR),
                                       snapshot(fair, now - 1_000, p_model=0.56, yes_bid=55.0, yes_ask=57.0,
                                                close_ts=now + HOUR)])
@@ -93,7 +93,7 @@ def test_score_and_settle_flow_publishes_data_health(prefect_server: None, sqlit
     now = int(time.time() * 1000)
     ticker = "KXBTCD-26NOV2517-T96000"
     upsert(engine, "markets", [market(ticker, result="no", close_ts=now - HOUR, settled_ts=now - 50 * MINUTE)])
-    upsert(engine, "edge_snapshots", [snapshot(ticker, now - 2 * HOUR, p_model=0.3, close_ts=now - HOUR)])
+    store_snapshots(engine, [snapshot(ticker, now - 2 * HOUR, p_model=0.3, close_ts=now - HOUR)])
     upsert(engine, "positions", [{"market_ticker": ticker, "side": "NO", "opened_ts": now - 2 * HOUR,
                                   "contracts": 1.0, "entry_price_cents": 60.0, "entry_fee_dollars": 0.02,
                                   "status": "open"}])

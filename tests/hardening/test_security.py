@@ -231,13 +231,13 @@ REVIEWED_DYNAMIC_SQL = {
     ("kbtc/pipeline/kalshi_collector.py", "streamable_markets"): "generated placeholders and constant clauses",
     ("kbtc/pipeline/export.py", "export_table"): "table and columns checked against the metadata",
     ("kbtc/pipeline/health.py", "data_health"): "table and column names from a module constant",
-    ("kbtc/pipeline/opportunities.py", "run_opportunity_tick"): "constant columns",
+    ("kbtc/pipeline/opportunities.py", "<module>"): "constant columns and the model_params join (module constants)",
     ("kbtc/pipeline/poll_quotes.py", "tracked_markets"): "generated placeholders and constant clauses",
     ("kbtc/pipeline/prune.py", "prune"): "table and column names checked against PRUNABLE",
     ("kbtc/pipeline/quote_cache.py", "<module>"): "constant columns (the quote schema)",
     ("kbtc/pipeline/report.py", "_ledger_rows"): "one of two constant clauses",
-    ("kbtc/pipeline/score_snapshots.py", "_candidates"): "constant columns and a dialect expression",
-    ("kbtc/pipeline/score_snapshots.py", "scored_snapshots"): "constant columns and a dialect expression",
+    ("kbtc/pipeline/score_snapshots.py", "_candidates"): "constant columns and the model_params join (constants)",
+    ("kbtc/pipeline/score_snapshots.py", "scored_snapshots"): "constant columns and the model_params join",
 }
 
 

@@ -72,7 +72,9 @@ def test_tick_writes_edges_and_snapshots_idempotently(engine: Engine) -> None:
     tick = compute_edge_tick(engine, asof)
     assert tick.skip_counts() == {"priced": 4, "strike_pending": 1}
     assert count_rows(engine, "edges") == 5 and count_rows(engine, "edge_snapshots") == 4
-    snaps = read_frame(engine, "SELECT * FROM edge_snapshots WHERE market_ticker = 'KXBTCD-E-T99999.99'")
+    snaps = read_frame(engine, "SELECT s.*, p.params_json, p.contracts, p.model_version AS params_version, "
+                               "p.first_seen_ts FROM edge_snapshots s JOIN model_params p ON p.params_id = s.params_id "
+                               "WHERE s.market_ticker = 'KXBTCD-E-T99999.99'")
     row = snaps.row(0, named=True)  # the at-the-money strike
     assert row["spot_usd"] == pytest.approx(100_000.0) and row["spot_age_s"] == 0.0 and row["quote_age_s"] == 3.0
     assert row["sigma_status"] is not None and 0.1 < row["sigma_annual"] < 3.0
@@ -81,6 +83,9 @@ def test_tick_writes_edges_and_snapshots_idempotently(engine: Engine) -> None:
     assert 0.3 < row["p_model"] < 0.7 and row["ev_yes_dollars"] == pytest.approx(row["p_model"] - 0.47 - 0.02)
     params = json.loads(row["params_json"])
     assert params["model_version"] == row["model_version"] and params["settlement"] == "average"
+    assert row["params_id"] == EdgeSettings().param_set().params_id and len(row["params_id"]) == 16
+    assert (row["contracts"], row["params_version"], row["first_seen_ts"]) == (1.0, row["model_version"], asof)
+    assert count_rows(engine, "model_params") == 1
     assert count_rows(engine, "vol_estimates") == 1
     # Same as-of time again: rows are replaced, not duplicated.
     compute_edge_tick(engine, asof)
@@ -97,8 +102,9 @@ def test_point_settlement_setting_is_recorded(engine: Engine) -> None:
     seed_database(engine, asof)
     tick = compute_edge_tick(engine, asof, EdgeSettings(params=EdgeParams(settlement="point"), persist_vol=False))
     assert tick.snapshots_written == 4
-    stored = read_frame(engine, "SELECT params_json FROM edge_snapshots")["params_json"].to_list()
-    assert {json.loads(p)["settlement"] for p in stored} == {"point"}
+    stored = read_frame(engine, "SELECT p.params_json FROM edge_snapshots s "
+                                "JOIN model_params p ON p.params_id = s.params_id")["params_json"].to_list()
+    assert len(stored) == 4 and {json.loads(p)["settlement"] for p in stored} == {"point"}
 
 
 @pytest.mark.parametrize("any_db_url", ["sqlite"], indirect=True)
@@ -157,12 +163,13 @@ def test_tick_uses_the_latest_book_for_depth_aware_ev(engine: Engine) -> None:
 ASOF = 1_795_000_000_000
 
 
-def _tables(url: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _tables(url: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     engine = make_engine(url)
     try:
         return tuple(  # type: ignore[return-value]
-            read_frame(engine, f"SELECT * FROM {table} ORDER BY asof_ts, market_ticker").drop("id", strict=False)
-            for table in ("edges", "edge_snapshots")
+            read_frame(engine, f"SELECT * FROM {table} ORDER BY {order}").drop("id", strict=False)
+            for table, order in (("edges", "asof_ts, market_ticker"), ("edge_snapshots", "asof_ts, market_ticker"),
+                                 ("model_params", "params_id"))
         )
     finally:
         engine.dispose()
@@ -178,10 +185,12 @@ def test_write_edges_matches_per_table_upserts(migrated_url: str, tmp_path: Path
     upgrade_database(other_url)
     other = make_engine(other_url)
     upsert(other, "edges", edge_rows(edges))
-    upsert(other, "edge_snapshots", snapshot_rows(edges, settings.params_json()))
+    params = settings.param_set()
+    upsert(other, "model_params", [params.row(ASOF)])
+    upsert(other, "edge_snapshots", snapshot_rows(edges, params.params_id))
     other.dispose()
     ours, reference = _tables(migrated_url), _tables(other_url)
-    assert ours[0].height == 5 and ours[1].height == 4
+    assert ours[0].height == 5 and ours[1].height == 4 and ours[2].height == 1
     for mine, theirs in zip(ours, reference, strict=True):
         assert_frame_equal(mine, theirs, check_dtypes=False)
 
@@ -191,7 +200,8 @@ def test_write_edges_replaces_and_handles_no_snapshots(migrated_url: str) -> Non
     seed_database(engine, ASOF)
     edges = compute_edge_tick(engine, ASOF, EdgeSettings(persist_vol=False)).edges
     changed = edges.with_columns(pl.lit("missing_both_sides").alias("skip_reason"), pl.col("p_model") * 0.5)
-    assert write_edges(engine, changed, "{}") == (5, 0)  # nothing selected: no snapshot statement at all
+    params = EdgeSettings().param_set()
+    assert write_edges(engine, changed, params) == (5, 0)  # nothing selected: no snapshot statement at all
     stored = read_frame(engine, "SELECT market_ticker, skip_reason, p_model FROM edges ORDER BY market_ticker")
     expected = changed.sort("market_ticker").select("market_ticker", "skip_reason", "p_model")
     assert_frame_equal(stored, expected, check_dtypes=False)
@@ -199,10 +209,10 @@ def test_write_edges_replaces_and_handles_no_snapshots(migrated_url: str) -> Non
     # Rows without a price go through the narrower upsert: it still clears the price a stored row had.
     unpriced = changed.with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("p_model", "ev_yes_dollars",
                                                                               "ev_no_dollars"))
-    assert write_edges(engine, unpriced, "{}") == (5, 0)
+    assert write_edges(engine, unpriced, params) == (5, 0)
     stored = read_frame(engine, "SELECT * FROM edges ORDER BY market_ticker")
     assert_frame_equal(stored, edge_rows(unpriced).sort("market_ticker"), check_dtypes=False)
-    assert write_edges(engine, edges.clear(), "{}") == (0, 0)
+    assert write_edges(engine, edges.clear(), params) == (0, 0)
     engine.dispose()
 
 
@@ -313,7 +323,8 @@ def test_commands_switch_the_basis_and_the_sigma_fallback(engine: Engine, migrat
     runner = CliRunner()
     result = runner.invoke(app, ["compute-edges", "--no-basis"])
     assert result.exit_code == 0, result.output
-    snaps = read_frame(engine, "SELECT basis_usd, basis_std_usd, params_json FROM edge_snapshots")
+    snaps = read_frame(engine, "SELECT s.basis_usd, s.basis_std_usd, p.params_json FROM edge_snapshots s "
+                               "JOIN model_params p ON p.params_id = s.params_id")
     assert set(snaps["basis_usd"]) == {0.0} and set(snaps["basis_std_usd"]) == {0.0}
     assert {json.loads(p)["basis"]["enabled"] for p in snaps["params_json"]} == {False}
     # Five minutes of spot: σ is not ready. With EDGE_SIGMA_FALLBACK=none the markets are skipped, not priced

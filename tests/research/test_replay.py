@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -178,6 +179,26 @@ def test_replay_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert "as-of times" in result.output and "snapshots" in result.output
     bad = runner.invoke(app, ["replay", "--tape", str(recording), "--from", "yesterday-ish"])
     assert bad.exit_code == 2 and "not a time" in bad.output
+
+
+def test_replay_command_bulk_loads_only_a_database_it_creates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kbtc.db.engine
+
+    opened: list[bool] = []
+
+    def recording_make_engine(url: str, **kwargs: Any) -> Engine:
+        opened.append(kwargs.get("bulk_load", False))
+        return make(url, **kwargs)
+
+    make = kbtc.db.engine.make_engine
+    monkeypatch.setattr(kbtc.db.engine, "make_engine", recording_make_engine)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'new.sqlite'}")
+    recording = write_jsonl(tmp_path / "rec.jsonl", recording_lines(seconds=60))
+    for creates in (True, False):  # the first run creates the file, the second writes into it
+        opened.clear()
+        result = CliRunner().invoke(app, ["replay", "--tape", str(recording), "--cadence", "30s"])
+        assert result.exit_code == 0, result.output
+        assert (True in opened) is creates
 
 
 def test_status_follows_lifecycle_events_received_by_each_asof_time(tmp_path: Path) -> None:

@@ -90,12 +90,12 @@ async def test_replayed_simulator_recording_reproduces_the_live_snapshots(tmp_pa
     asofs = [span[0] + round((span[1] - span[0]) * f) for f in (0.3, 0.6, 0.95)]
     history = load_history(replayed, asofs[0], asofs[-1], SETTINGS)
     batched = pl.concat([batch.edges for batch in edges_over(history, asofs, SETTINGS)])
-    params_json = SETTINGS.params_json()
+    params_id = SETTINGS.param_set().params_id
     priced = 0
     for asof in asofs:
         tick = compute_edge_tick(live, asof, SETTINGS).edges
         mine = batched.filter(pl.col("asof_ts") == asof)
-        assert_frame_equal(snapshot_rows(mine, params_json), snapshot_rows(tick, params_json),
+        assert_frame_equal(snapshot_rows(mine, params_id), snapshot_rows(tick, params_id),
                            check_exact=False, rel_tol=1e-12, abs_tol=0)
         priced += tick.filter(pl.col("skip_reason").is_null()).height
     assert priced > 0

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
+
+from sqlalchemy import Engine
+
+from kbtc.db.store import upsert
+from kbtc.pipeline.model_params import ParamSet
 
 NOW = 1_795_000_000_000  # 2026-11-19 (epoch ms)
 MINUTE = 60_000
@@ -31,8 +38,10 @@ def market(ticker: str, *, result: str | None = None, event: str | None = None, 
 def snapshot(ticker: str, asof_ts: int = NOW, *, p_model: float | None = 0.6, yes_bid: float | None = 50.0,
              yes_ask: float | None = 52.0, event: str | None = None, series: str = "KXBTCD",
              close_ts: int = NOW + HOUR, fee_yes: float | None = 0.02, fee_no: float | None = 0.02,
-             **extra: Any) -> dict[str, Any]:
-    """An `edge_snapshots` row; NO prices mirror the YES book (no_bid = 100 − yes_ask, no_ask = 100 − yes_bid)."""
+             contracts: float = 1.0, params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """An `edge_snapshots` row as the readers see it, with `params_json` and `contracts` of its model params (an
+    order of `contracts`, plus `params`); NO prices mirror the YES book (no_bid = 100 − yes_ask, no_ask = 100 − yes_bid).
+    `store_snapshots` writes such rows."""
     no_bid = None if yes_ask is None else 100.0 - yes_ask
     no_ask = None if yes_bid is None else 100.0 - yes_bid
     row: dict[str, Any] = {
@@ -70,7 +79,25 @@ def snapshot(ticker: str, asof_ts: int = NOW, *, p_model: float | None = 0.6, ye
         "kelly_yes": None,
         "kelly_no": None,
         "model_version": "gbm-avg-1",
-        "params_json": '{"contracts": 1}',
+        "params_json": json.dumps({"contracts": contracts, "model_version": "gbm-avg-1", **(params or {})},
+                                  sort_keys=True, separators=(",", ":")),
+        "contracts": contracts,
     }
     row.update(extra)
     return row
+
+
+def store_snapshots(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
+    """Write `snapshot` rows as the edge writer does: each params set once in `model_params`, the snapshots
+    referring to it by `params_id`."""
+    sets: dict[str, dict[str, Any]] = {}
+    stored = []
+    for row in rows:
+        params = ParamSet.from_json(row["params_json"])
+        assert params.contracts == row["contracts"], "the row's contracts must be its params'"
+        first = sets.setdefault(params.params_id, params.row(row["asof_ts"]))
+        first["first_seen_ts"] = min(first["first_seen_ts"], row["asof_ts"])
+        stored.append({**{k: v for k, v in row.items() if k not in ("params_json", "contracts")},
+                       "params_id": params.params_id})
+    upsert(engine, "model_params", list(sets.values()), on_conflict="ignore")
+    upsert(engine, "edge_snapshots", stored)

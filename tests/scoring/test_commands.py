@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from scoring_factories import MINUTE, market, snapshot
+from scoring_factories import MINUTE, market, snapshot, store_snapshots
 from typer.testing import CliRunner
 
 from kbtc.cli import app
@@ -25,7 +25,7 @@ def test_commands_end_to_end(sqlite_url: str, tmp_path: Path) -> None:
     engine = make_engine(sqlite_url)
     close = now + 30 * MINUTE
     upsert(engine, "markets", [market(A, close_ts=close), market(B, close_ts=close)])
-    upsert(engine, "edge_snapshots", [
+    store_snapshots(engine, [
         snapshot(A, now - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0, close_ts=close),
         snapshot(B, now - 1_000, p_model=0.50, yes_bid=49.0, yes_ask=51.0, close_ts=close),
     ])

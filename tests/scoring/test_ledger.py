@@ -146,7 +146,7 @@ def test_settlement_pnl_signs_with_fees() -> None:
 def test_order_size_fees_and_implied_no_ask() -> None:
     # The edge engine priced a 10-contract order: fee 18 ¢ for the order, EV 10·(0.65 − 0.55) − 0.18.
     ten = snapshot("KXBTCD-W-T1", p_model=0.65, yes_bid=53.0, yes_ask=55.0, fee_yes=0.18,
-                   ev_yes_dollars=0.82, kelly_yes=0.04, params_json='{"contracts": 10, "kelly_multiplier": 0.25}')
+                   ev_yes_dollars=0.82, kelly_yes=0.04, contracts=10.0, params={"kelly_multiplier": 0.25})
     # No NO ask quoted: buying NO costs 100 − yes_bid = 60 ¢; NO bid 100 − yes_ask = 58 ¢.
     implied = snapshot("KXBTCD-W-T2", p_model=0.20, yes_bid=40.0, yes_ask=42.0, no_ask_cents=None, no_bid_cents=None,
                        ev_no_dollars=None)

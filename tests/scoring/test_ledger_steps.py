@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from scoring_factories import HOUR, MINUTE, NOW, market, snapshot
+from scoring_factories import HOUR, MINUTE, NOW, market, snapshot, store_snapshots
 
 from kbtc.db.engine import make_engine
 from kbtc.db.store import read_frame, upsert
@@ -23,7 +23,7 @@ def test_tick_records_decisions_and_positions_once(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     assert run_opportunity_tick(engine, NOW, LedgerParams()).status == "no_edge_snapshots"
     upsert(engine, "markets", [market(A), market(B), market(C)])
-    upsert(engine, "edge_snapshots", [
+    store_snapshots(engine, [
         snapshot(A, NOW - 10_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0),  # YES ev_net 0.10
         snapshot(B, NOW - 10_000, p_model=0.20, yes_bid=40.0, yes_ask=42.0),  # NO ev_net 0.17
         snapshot(C, NOW - 10_000, p_model=0.50, yes_bid=49.0, yes_ask=51.0),  # nothing
@@ -50,7 +50,7 @@ def test_tick_records_decisions_and_positions_once(migrated_url: str) -> None:
     assert read_frame(engine, "SELECT COUNT(*) AS n FROM positions")["n"][0] == 1
 
     # The next batch: B's position is open, so A gets the slot; TAKE rows only without --emit-passes.
-    upsert(engine, "edge_snapshots", [
+    store_snapshots(engine, [
         snapshot(A, NOW, p_model=0.70, yes_bid=55.0, yes_ask=57.0),
         snapshot(B, NOW, p_model=0.20, yes_bid=40.0, yes_ask=42.0),
     ])
@@ -87,7 +87,7 @@ def test_loop_evaluates_each_batch_once_within_its_duration(migrated_url: str) -
 
     engine = make_engine(migrated_url)
     upsert(engine, "markets", [market(A)])
-    upsert(engine, "edge_snapshots", [snapshot(A, NOW - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0)])
+    store_snapshots(engine, [snapshot(A, NOW - 1_000, p_model=0.70, yes_bid=55.0, yes_ask=57.0)])
     now_s = [NOW / 1000]
     slept: list[float] = []
     statuses: list[str] = []
@@ -96,7 +96,7 @@ def test_loop_evaluates_each_batch_once_within_its_duration(migrated_url: str) -
         slept.append(seconds)
         now_s[0] += seconds
         if len(slept) == 1:  # a new batch arrives during the first sleep
-            upsert(engine, "edge_snapshots", [snapshot(A, int(now_s[0] * 1000) - 500, p_model=0.70,
+            store_snapshots(engine, [snapshot(A, int(now_s[0] * 1000) - 500, p_model=0.70,
                                                        yes_bid=55.0, yes_ask=57.0)])
 
     def on_tick(tick: OpportunityTick) -> None:
@@ -119,7 +119,7 @@ def test_loop_catches_up_on_batches_that_arrived_together(migrated_url: str) -> 
 
     engine = make_engine(migrated_url)
     upsert(engine, "markets", [market(A), market(B)])
-    upsert(engine, "edge_snapshots", [snapshot(A, NOW - 1_000, p_model=0.50, yes_bid=49.0, yes_ask=51.0)])
+    store_snapshots(engine, [snapshot(A, NOW - 1_000, p_model=0.50, yes_bid=49.0, yes_ask=51.0)])
     now_s = [NOW / 1000]
     evaluated_batches: list[tuple[str, int | None]] = []
 
@@ -127,7 +127,7 @@ def test_loop_catches_up_on_batches_that_arrived_together(migrated_url: str) -> 
         now_s[0] += seconds
         if len(evaluated_batches) == 1:  # two batches land during the first sleep
             for lag_ms in (6_000, 1_000):
-                upsert(engine, "edge_snapshots", [snapshot(B, int(now_s[0] * 1000) - lag_ms, p_model=0.50,
+                store_snapshots(engine, [snapshot(B, int(now_s[0] * 1000) - lag_ms, p_model=0.50,
                                                            yes_bid=49.0, yes_ask=51.0)])
 
     def on_tick(tick: OpportunityTick) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scoring_factories import HOUR, MINUTE, NOW, market, snapshot
+from scoring_factories import HOUR, MINUTE, NOW, market, snapshot, store_snapshots
 
 from kbtc.db.engine import make_engine
 from kbtc.db.store import upsert
@@ -34,7 +34,7 @@ def engine(migrated_url: str):  # type: ignore[no-untyped-def]
         market(B, result="no", close_ts=NOW - HOUR, settled_ts=NOW - 40 * MINUTE),
         market(C, close_ts=NOW + HOUR),
     ])
-    upsert(engine, "edge_snapshots", [
+    store_snapshots(engine, [
         snapshot(A, NOW - 2 * HOUR, p_model=0.8, yes_bid=60.0, yes_ask=62.0, close_ts=NOW - HOUR),
         snapshot(B, NOW - 2 * HOUR, p_model=0.3, yes_bid=20.0, yes_ask=24.0, close_ts=NOW - HOUR),
         snapshot(C, NOW - 2 * HOUR, p_model=0.5, close_ts=NOW + HOUR),

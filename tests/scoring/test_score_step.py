@@ -6,7 +6,7 @@ import math
 
 import polars as pl
 import pytest
-from scoring_factories import HOUR, MINUTE, NOW, market, snapshot
+from scoring_factories import HOUR, MINUTE, NOW, market, snapshot, store_snapshots
 
 from kbtc.db.engine import make_engine
 from kbtc.db.store import read_frame, upsert
@@ -21,14 +21,14 @@ def test_score_snapshots_by_hand_and_idempotent(migrated_url: str) -> None:
         market("KXBTCD-26NOV1917-T96000", result="no"),
         market("KXBTCD-26NOV1917-T97000"),  # not settled yet
     ])
-    upsert(engine, "edge_snapshots", [
+    store_snapshots(engine, [
         snapshot("KXBTCD-26NOV1917-T95000", NOW - 30 * MINUTE, p_model=0.8, yes_bid=60.0, yes_ask=62.0),
         snapshot("KXBTCD-26NOV1917-T96000", NOW - 30 * MINUTE, p_model=0.3, yes_bid=20.0, yes_ask=24.0),
         snapshot("KXBTCD-26NOV1917-T96000", NOW - 20 * MINUTE, p_model=None, yes_bid=None, yes_ask=24.0),
         snapshot("KXBTCD-26NOV1917-T97000", NOW - 30 * MINUTE),
         # Fees of a 10-contract order, and no NO ask quoted (implied 100 − yes_bid = 40 ¢).
         snapshot("KXBTCD-26NOV1917-T95000", NOW - 10 * MINUTE, yes_bid=60.0, yes_ask=62.0, fee_yes=0.17,
-                 fee_no=0.17, no_ask_cents=None, params_json='{"contracts": 10}'),
+                 fee_no=0.17, no_ask_cents=None, contracts=10.0),
     ])
     run = score_snapshots(engine, now_ts=NOW)
     assert (run.candidates, run.inserted, run.errors) == (4, 4, 1)
@@ -74,7 +74,7 @@ def test_small_batches_score_the_same_rows(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     tickers = [f"KXBTCD-26NOV1917-T9{k}000" for k in range(5)]
     upsert(engine, "markets", [market(t, result="yes" if k % 2 else "no") for k, t in enumerate(tickers)])
-    upsert(engine, "edge_snapshots", [snapshot(t, NOW - m * MINUTE, p_model=0.5) for t in tickers for m in (30, 20, 10)])
+    store_snapshots(engine, [snapshot(t, NOW - m * MINUTE, p_model=0.5) for t in tickers for m in (30, 20, 10)])
     run = score_snapshots(engine, now_ts=NOW, batch_rows=2)
     assert (run.candidates, run.inserted) == (15, 15)
     small = read_frame(engine, "SELECT * FROM snapshot_scores ORDER BY asof_ts, market_ticker").drop("id", strict=False)
