@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from flows.artifacts import publish_edges
 from flows.common import flow_settings
 from flows.steps import edge_tick_task
+from kbtc.pipeline.edges import LiveTickCache
 from kbtc.pipeline.loop import run_bounded_loop
 
 
@@ -27,9 +28,10 @@ def edge_loop(duration_seconds: float = 290.0, interval_seconds: float = 10.0,
     settings = flow_settings()
     logger = get_run_logger()
     latest: list[pl.DataFrame] = []
+    cache = LiveTickCache()  # as run-live-edges: later ticks read only what arrived since the previous one
 
     def tick(asof_ts: int) -> int:
-        edges = edge_tick_task(settings, asof_ts, contracts)
+        edges = edge_tick_task(settings, asof_ts, contracts, cache)
         latest[:] = [edges]
         priced = int(edges["skip_reason"].is_null().sum())
         logger.info("tick %d: %d markets, %d priced", asof_ts, edges.height, priced)

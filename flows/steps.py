@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from flows.common import TICK_RETRY_DELAYS_S, task_options
 from kbtc.config import Settings
 from kbtc.db.migrate import open_engine
-from kbtc.pipeline.edges import EdgeSettings, compute_edge_tick, edge_settings_from
+from kbtc.pipeline.edges import EdgeSettings, LiveTickCache, compute_edge_tick, edge_settings_from
 from kbtc.pipeline.health import DataHealth, data_health
 from kbtc.pipeline.opportunities import OpportunityTick, run_opportunity_catch_up, run_opportunity_tick
 from kbtc.scoring.ledger import LedgerParams
@@ -112,10 +112,12 @@ def refresh_settlements_task(settings: Settings, since_seconds: float) -> dict[s
 
 
 @task(name="edge-tick", **task_options(120, retry_delays_s=TICK_RETRY_DELAYS_S))
-def edge_tick_task(settings: Settings, asof_ts: int, contracts: float = 1.0) -> pl.DataFrame:
-    """One edge tick at `asof_ts`: write edges and snapshots; return the evaluated markets."""
+def edge_tick_task(settings: Settings, asof_ts: int, contracts: float = 1.0,
+                   cache: LiveTickCache | None = None) -> pl.DataFrame:
+    """One edge tick at `asof_ts`: write edges and snapshots; return the evaluated markets. A loop passes one
+    `cache` to all its ticks (markets, quotes and spot read incrementally, kbtc.pipeline.edges.LiveTickCache)."""
     with engine_for(settings) as engine:
-        return compute_edge_tick(engine, asof_ts, edge_settings(settings, contracts)).edges
+        return compute_edge_tick(engine, asof_ts, edge_settings(settings, contracts), cache).edges
 
 
 @task(name="opportunity-tick", **task_options(120, retry_delays_s=TICK_RETRY_DELAYS_S))

@@ -26,6 +26,7 @@ from kbtc.pipeline.vol_spot import (
 
 if TYPE_CHECKING:
     from kbtc.pipeline.quote_cache import LatestQuoteCache
+    from kbtc.pipeline.spot_cache import SpotTickCache
 
 MARKET_COLUMNS = """
     market_ticker, event_ticker, series_ticker, status, strike_type, floor_strike, cap_strike,
@@ -64,7 +65,7 @@ QUOTE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "yes_bid_size": pl.Float64,
     "yes_ask_size": pl.Float64,
 }
-_SPOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+SPOT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "ts": pl.Int64,
     "price": pl.Float64,
     "best_bid": pl.Float64,
@@ -286,31 +287,34 @@ def load_latest_books(
 
 def load_spot(conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float) -> pl.DataFrame:
     """Spot ticks in [asof − lookback, asof] as (ts, price, best_bid, best_ask), oldest first."""
-    return _spot_ticks(conn, product_id, asof_ts - int(lookback_s * 1000), asof_ts)
+    return load_spot_ticks(conn, product_id, asof_ts - int(lookback_s * 1000), asof_ts)
 
 
-def _spot_ticks(conn: Connection | Engine, product_id: str, start_ts: int, asof_ts: int) -> pl.DataFrame:
+def load_spot_ticks(conn: Connection | Engine, product_id: str, start_ts: int, asof_ts: int) -> pl.DataFrame:
+    """Spot ticks with `tick_ts` in [start, asof] as (ts, price, best_bid, best_ask), by (tick_ts, venue_time_ns)."""
     sql = """
         SELECT tick_ts AS ts, price, best_bid, best_ask FROM spot_ticks
         WHERE product_id = :product AND tick_ts >= :start AND tick_ts <= :asof
         ORDER BY tick_ts, venue_time_ns
     """
     params: dict[str, object] = {"product": product_id, "start": start_ts, "asof": asof_ts}
-    return read_typed(conn, sql, params, _SPOT_SCHEMA)
+    return read_typed(conn, sql, params, SPOT_SCHEMA)
 
 
 def load_spot_with_candles(
-    conn: Connection | Engine, product_id: str, asof_ts: int, lookback_s: float
+    conn: Connection, product_id: str, asof_ts: int, lookback_s: float, cache: SpotTickCache | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Spot ticks in [asof − lookback, asof] (as `load_spot`), and the volatility series over the same span.
 
     The volatility series is the ticks completed from the stored 1-minute candles that ended by `asof` in
     minutes without a tick (kbtc.pipeline.vol_spot). Ticks are read from one minute before the lookback so
     that the first candle's minute is known; candles are read (one range seek) only when the ticks leave a
-    minute-long stretch empty.
+    minute-long stretch empty. `cache` (a live loop's): read only the ticks inserted since the previous tick
+    (kbtc.pipeline.spot_cache).
     """
     start_ts = asof_ts - int(lookback_s * 1000)
-    ticks = _spot_ticks(conn, product_id, start_ts - CANDLE_MS, asof_ts)
+    ticks = (cache.load(conn, product_id, start_ts - CANDLE_MS, asof_ts) if cache is not None
+             else load_spot_ticks(conn, product_id, start_ts - CANDLE_MS, asof_ts))
     spot = ticks.slice(ticks["ts"].search_sorted(start_ts, side="left"))
     if not needs_candles(ticks["ts"], start_ts - CANDLE_MS, asof_ts):
         return spot, spot
@@ -400,9 +404,9 @@ def load_spot_windows(conn: Connection | Engine, product_id: str, windows: Seque
         WHERE product_id = :product AND tick_ts >= :start AND tick_ts < :stop
         ORDER BY tick_ts, venue_time_ns
     """
-    parts = [read_typed(conn, sql, {"product": product_id, "start": start, "stop": stop}, _SPOT_SCHEMA)
+    parts = [read_typed(conn, sql, {"product": product_id, "start": start, "stop": stop}, SPOT_SCHEMA)
              for start, stop in windows]
-    return pl.concat(parts) if parts else pl.DataFrame(schema=_SPOT_SCHEMA)
+    return pl.concat(parts) if parts else pl.DataFrame(schema=SPOT_SCHEMA)
 
 
 def load_edge_inputs(
@@ -418,6 +422,7 @@ def load_edge_inputs(
     reference_span_ms: int | None = 65_000,
     catalog: MarketCatalogCache | None = None,
     quote_cache: LatestQuoteCache | None = None,
+    spot_cache: SpotTickCache | None = None,
 ) -> EdgeInputs:
     """All inputs of one edge tick at `asof_ts`, read in one connection (one consistent snapshot on SQLite WAL).
 
@@ -426,7 +431,8 @@ def load_edge_inputs(
     lookback are read too, so every reference in `basis_lookback_s` gets its Coinbase average, as in a replay.
     None: none are read (the basis is off). `catalog` (a live loop's): reuse the markets read by an earlier
     tick while the catalog is unchanged; `quote_cache` (a live loop's): read only the quotes inserted since
-    the previous tick (kbtc.pipeline.quote_cache).
+    the previous tick (kbtc.pipeline.quote_cache); `spot_cache` (a live loop's): the same for the spot ticks
+    (kbtc.pipeline.spot_cache).
     """
     spot_start = asof_ts - int(spot_lookback_s * 1000)
     with engine.connect() as conn, conn.begin():
@@ -437,7 +443,7 @@ def load_edge_inputs(
             if quote_cache is not None
             else load_latest_quotes(conn, asof_ts, series, max_age_ms=max_age_ms)
         )
-        spot, vol_spot = load_spot_with_candles(conn, product_id, asof_ts, spot_lookback_s)
+        spot, vol_spot = load_spot_with_candles(conn, product_id, asof_ts, spot_lookback_s, spot_cache)
         index_prints = load_index_prints(conn, index_id, asof_ts, spot_lookback_s)
         references = load_settled_references(conn, "KXBTC15M", asof_ts, basis_lookback_s)
         windows = [] if reference_span_ms is None else reference_spot_windows(references, spot_start, reference_span_ms)

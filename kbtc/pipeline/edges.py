@@ -26,6 +26,7 @@ from kbtc.edge.window import first_print_offset_ms
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.model_params import ParamSet, is_stored, remember_stored, store_params
 from kbtc.pipeline.quote_cache import LatestQuoteCache
+from kbtc.pipeline.spot_cache import SpotTickCache
 from kbtc.pipeline.volatility import persist_vol_estimates
 
 # Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
@@ -87,7 +88,7 @@ def edge_settings_from(
 
 @dataclass(slots=True)
 class LiveTickCache:
-    """What a live loop keeps between its ticks: the market list and the latest quote per market.
+    """What a live loop keeps between its ticks: the market list, the latest quote per market, the spot ticks.
 
     Each part re-reads whatever it cannot prove unchanged, so a tick with the cache returns what it would
     without it (tests/pipeline/test_quote_cache.py).
@@ -95,6 +96,7 @@ class LiveTickCache:
 
     catalog: MarketCatalogCache = field(default_factory=MarketCatalogCache)
     quotes: LatestQuoteCache = field(default_factory=LatestQuoteCache)
+    spot: SpotTickCache = field(default_factory=SpotTickCache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +210,7 @@ def compute_edge_tick(
     """Run one edge tick at `asof_ts` (epoch ms): read, estimate, price, write. Nothing after `asof_ts` is read.
 
     A live loop passes one `cache` to every tick: the market list is re-read only when the catalog changed,
-    and only the quotes inserted since the previous tick are read.
+    and only the quotes and spot ticks inserted since the previous tick are read.
     """
     settings = settings or EdgeSettings()
     params = settings.params
@@ -224,6 +226,7 @@ def compute_edge_tick(
         reference_span_ms=reference_spot_span_ms(settings.basis) if settings.basis.enabled else None,
         catalog=cache.catalog if cache is not None else None,
         quote_cache=cache.quotes if cache is not None else None,
+        spot_cache=cache.spot if cache is not None else None,
     )
     vol = estimate_volatility(inputs.vol_spot, [asof_ts], settings.vol)
     basis = estimate_basis(

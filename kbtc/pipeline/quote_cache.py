@@ -74,13 +74,14 @@ class LatestQuoteCache:
             return self._full_read(conn, asof_ts, series, markets, max_age_ms)
         assert self.latest is not None and self.newest is not None and self.pending is not None
         new = read_typed(conn, _DELTA_SQL, {"last_id": self.newest[0], "start": start}, QUOTE_SCHEMA)
-        self.newest = self._newest(conn)
+        newest = self._newest(conn)
         if self.pending.height:
             new = pl.concat([self.pending, new])
         due = pl.col("quote_ts") <= asof_ts
-        self.pending = new.filter(~due)
+        # The watermark moves only after the merge: a tick that fails midway (and is retried) reads the same
+        # rows again instead of losing them.
         self._merge(new.filter(due))
-        self.asof_ts = asof_ts
+        self.newest, self.pending, self.asof_ts = newest, new.filter(~due), asof_ts
         self.hits += 1
         return self.latest.filter(pl.col("quote_ts") >= start)
 

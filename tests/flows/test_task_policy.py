@@ -18,6 +18,7 @@ from flows import common
 from flows.common import retry_if_transient
 from flows.deployments import load_deployment_specs, load_flow
 from kbtc.config import load_settings
+from kbtc.pipeline.edges import LiveTickCache
 from kbtc.pipeline.kalshi_catalog import CatalogSummary, SeriesResult
 from kbtc.pipeline.opportunities import OpportunityTick
 from kbtc.transient import is_transient
@@ -120,9 +121,11 @@ def test_edge_loop_ticks_are_task_runs_that_retry(prefect_server: None, sqlite_u
     edges = pl.DataFrame({"market_ticker": ["KXBTCD-26NOV2517-T95000"], "skip_reason": [None],
                           "ev_yes_dollars": [0.05], "ev_no_dollars": [-0.07]}, schema_overrides={"skip_reason": pl.String})
     calls: list[int] = []
+    caches: list[object] = []
 
-    def flaky(engine: object, asof_ts: int, settings: object) -> SimpleNamespace:
+    def flaky(engine: object, asof_ts: int, settings: object, cache: object) -> SimpleNamespace:
         calls.append(asof_ts)
+        caches.append(cache)
         if len(calls) == 1:
             raise sqlite3.OperationalError("database is locked")
         return SimpleNamespace(edges=edges)
@@ -132,6 +135,8 @@ def test_edge_loop_ticks_are_task_runs_that_retry(prefect_server: None, sqlite_u
     # The retry (1 s ± 50 %) absorbed the failure: the loop itself saw none.
     assert edge_loop(duration_seconds=0) == {"ticks": 1, "failures": 0, "skipped": 0, "priced": 1}
     assert len(calls) == 2
+    # The loop's one cache reaches every attempt (the retry too), so ticks read incrementally.
+    assert isinstance(caches[0], LiveTickCache) and caches[1] is caches[0]
 
 
 @pytest.mark.slow

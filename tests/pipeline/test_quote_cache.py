@@ -132,6 +132,14 @@ def test_live_ticks_with_the_cache_equal_ticks_without(engine: Engine) -> None:
         asof = ASOF + 10_000 * k
         insert(engine, quote(markets[k % 3], asof - 500, asof - 400, 40.0 + k),
                quote(markets[(k + 1) % 3], asof - 15_000, asof - 300, 50.0 + k))  # one late row per tick
+        # Spot ticks since the previous tick (seed_database's run at 1 Hz), a late one and one stamped ahead.
+        spot = [asof - 9_000 + 1_000 * i + 500 for i in range(9)] + [asof - 20_250, asof + 2_500]
+        upsert(engine, "spot_ticks", pl.DataFrame({
+            "product_id": "BTC-USD", "source": "coinbase_advanced", "tick_ts": spot,
+            "venue_time_ns": [t * 1_000_000 for t in spot], "received_ts": asof - 100,
+            "price": [100_000.0 + 3.0 * k + i for i in range(len(spot))],
+        }), on_conflict="ignore")
         cached = compute_edge_tick(engine, asof, settings, cache).edges
         assert_frame_equal(cached, compute_edge_tick(engine, asof, settings).edges)
-    assert cache.quotes.hits == (3 if engine.dialect.name == "sqlite" else 0)
+    hits = 3 if engine.dialect.name == "sqlite" else 0
+    assert (cache.quotes.hits, cache.spot.hits) == (hits, hits)
