@@ -178,6 +178,13 @@ def test_exchange_heartbeat_subscriptions_and_error() -> None:
     assert error.error_message.startswith("Failed to subscribe: level2")
 
 
+@pytest.mark.parametrize("channels", ["1", '"ticker"', '{"name":"ticker"}'])
+def test_exchange_subscriptions_with_channels_not_a_list_are_rejected(channels: str) -> None:
+    # Found by the parser fuzzing (tests/hardening): `channels` of another type raised instead of rejecting.
+    parsed = parse_exchange_frame(f'{{"type":"subscriptions","channels":{channels}}}', 1)
+    assert parsed.kind is FrameKind.REJECTED and parsed.rejects[0].reason == "bad_channels"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -235,6 +235,7 @@ REVIEWED_DYNAMIC_SQL = {
     ("kbtc/pipeline/poll_quotes.py", "tracked_markets"): "generated placeholders and constant clauses",
     ("kbtc/pipeline/prune.py", "prune"): "table and column names checked against PRUNABLE",
     ("kbtc/pipeline/quote_cache.py", "<module>"): "constant columns (the quote schema)",
+    ("kbtc/pipeline/spot_cache.py", "<module>"): "constant columns (the spot-tick schema)",
     ("kbtc/pipeline/report.py", "_ledger_rows"): "one of two constant clauses",
     ("kbtc/pipeline/score_snapshots.py", "_candidates"): "constant columns and the model_params join (constants)",
     ("kbtc/pipeline/score_snapshots.py", "scored_snapshots"): "constant columns and the model_params join",

@@ -137,8 +137,11 @@ def parse_exchange_frame(raw: str | bytes, received_ts: int, product_id: str | N
         reason = data.get("reason")
         return ParsedFrame(FrameKind.ERROR, error_message=f"{message}: {reason}" if reason else message)
     if kind == "subscriptions":
+        channels = data.get("channels")
+        if channels is not None and not isinstance(channels, list):
+            return ParsedFrame(FrameKind.REJECTED, rejects=[reject_record(raw, "bad_channels", received_ts)])
         subscriptions: dict[str, list[str]] = {}
-        for channel in data.get("channels") or []:
+        for channel in channels or []:
             if isinstance(channel, dict) and isinstance(channel.get("name"), str):
                 products = channel.get("product_ids")
                 subscriptions[channel["name"]] = [str(p) for p in products] if isinstance(products, list) else []
