@@ -19,6 +19,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 _KBTC_ENV_PREFIXES = ("KALSHI_", "COINBASE_", "DB_PATH", "DATABASE_URL", "LOG_", "COLLECTOR_", "TRADING_")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every `serial` test in one xdist group: they run one after another, in one worker, so that two
+    multi-process suites with timing windows (kill moments, recovery deadlines) never starve each other of
+    the CPU; the rest of the suite runs beside them in the other workers."""
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Run each test in a temporary directory with no kbtc variables from the outer environment."""

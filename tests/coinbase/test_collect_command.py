@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 from kbtc.pipeline.tape import read_tape, tape_files
 
 StartServer = Callable[..., Awaitable[DocServer]]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # multi-process kills: one at a time
 
 
 def streaming(total_ticks: int, per_burst: int = 20, pause_s: float = 0.01) -> Any:

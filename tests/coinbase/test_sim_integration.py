@@ -207,6 +207,7 @@ async def test_backfill_over_the_simulator(source: Any, sqlite_url: str) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 async def test_kill_9_then_restart_against_the_simulator(tmp_path: Path) -> None:
     db = tmp_path / "kbtc.sqlite"
     async with running_sim(ticks_per_second=50.0) as (sim, _):

@@ -11,6 +11,9 @@ from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import count_rows, upsert
 
+# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
+pytestmark = pytest.mark.serial
+
 WRITERS = 4
 ROWS_PER_WRITER = 10_000
 

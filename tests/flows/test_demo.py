@@ -14,6 +14,7 @@ from kbtc.db.store import read_frame
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_demo_smoke(prefect_server: None, tmp_path: Path) -> None:
     from flows.demo import DemoConfig, run_demo
 

@@ -40,6 +40,9 @@ from kbtc.venues.coinbase.parsing import parse_advanced_frame
 from kbtc.venues.kalshi.marketdata import parse_trade
 from kbtc.venues.kalshi.parsing import FieldError
 
+# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
+pytestmark = pytest.mark.serial
+
 KILLS = max(1, int(os.environ.get("KBTC_CRASH_KILLS", "20")))
 LOSS_WINDOW_MS = 1_500  # the unflushed batch (≤ 0.5 s) plus a commit in flight under lock contention
 NATURAL_KEYS = {

@@ -55,6 +55,9 @@ from kbtc.venues.kalshi.parsing import FieldError
 from kbtc.venues.kalshi.rest import KalshiRestClient, RetryPolicy
 from kbtc.venues.kalshi.ws import StreamSettings
 
+# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
+pytestmark = pytest.mark.serial
+
 SCALE = max(1, int(os.environ.get("KBTC_FAULT_SCALE", "1")))
 SERIES = ["KXBTC15M", "KXBTCD", "KXBTC"]
 WS_FAULTS = [

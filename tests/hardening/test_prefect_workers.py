@@ -32,6 +32,9 @@ from simthread import kbtc, kbtc_env, simulator_thread
 from kbtc.db.engine import make_engine
 from kbtc.db.store import read_frame
 
+# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
+pytestmark = pytest.mark.serial
+
 REPO = Path(__file__).resolve().parents[2]
 POOL = "kbtc"  # the work pool prefect.yaml's deployments name
 WORKERS = ("worker-a", "worker-b")

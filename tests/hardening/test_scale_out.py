@@ -33,6 +33,9 @@ from kbtc.venues.coinbase.parsing import parse_advanced_frame
 from kbtc.venues.kalshi.marketdata import parse_trade
 from kbtc.venues.kalshi.parsing import FieldError
 
+# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
+pytestmark = pytest.mark.serial
+
 NATURAL_KEYS = {
     "markets": "market_ticker",
     "quotes": "market_ticker, quote_ts, source",

@@ -29,6 +29,9 @@ from kbtc.pipeline.recording import record_rejects
 from kbtc.sim.kalshi.auth import ApiKey
 from kbtc.venues.records import RejectRecord
 
+# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).parents[2]
 SOURCES = sorted([*(ROOT / "kbtc").rglob("*.py"), *(ROOT / "flows").rglob("*.py")])
 
