@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
+from kbtc.db.engine import make_engine
+from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import upsert
+from kbtc.pipeline.edges import EdgeSettings
+from kbtc.pipeline.replay import run_replay
 
 START_MS = 1_795_000_000_000  # 2026-11-18T...; a whole multiple of 10 s
 HOUR_MS = 3_600_000
@@ -90,3 +94,18 @@ def write_jsonl(path: Path, lines: list[tuple[int, str, dict[str, Any]]], *, sty
                 line = {**message, "received_ts": received_ts}
             handle.write(json.dumps(line) + "\n")
     return path
+
+
+def replayed_database(tmp: Path, settings: EdgeSettings, *, cadence_s: float, yes_markets: int) -> Engine:
+    """A fresh database with the catalog and the recording replayed into it (edges every `cadence_s`), the first
+    `yes_markets` strikes settled YES and the rest NO. The caller disposes of the engine."""
+    url = f"sqlite:///{tmp / 'db.sqlite'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    seed_catalog(engine)
+    settled = tmp / "settled.csv"
+    settled.write_text("ticker,result\n" + "".join(
+        f"{t},{'yes' if i < yes_markets else 'no'}\n" for i, t in enumerate(tickers())))
+    run_replay(engine, [write_jsonl(tmp / "rec.jsonl", recording_lines())], settings, cadence_s=cadence_s,
+               settlements=settled)
+    return engine

@@ -15,16 +15,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from replay_support import START_MS, recording_lines, seed_catalog, tickers, write_jsonl
+from replay_support import START_MS, replayed_database
 from sqlalchemy import Engine
 
-from kbtc.db.engine import make_engine
-from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
 from kbtc.edge import EdgeParams
 from kbtc.pipeline.edges import EdgeSettings
 from kbtc.pipeline.opportunities import run_opportunity_tick
-from kbtc.pipeline.replay import run_replay
 from kbtc.pipeline.score_snapshots import scored_snapshots
 from kbtc.pipeline.sweep import run_sweep, sweep_settings
 from kbtc.scoring.ledger import LedgerParams
@@ -44,15 +41,7 @@ def _digest(text: str | None) -> str | None:
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    tmp = tmp_path_factory.mktemp("golden")
-    url = f"sqlite:///{tmp / 'db.sqlite'}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    seed_catalog(engine)
-    settled = tmp / "settled.csv"
-    settled.write_text("ticker,result\n" + "".join(f"{t},{'yes' if i < 3 else 'no'}\n" for i, t in enumerate(tickers())))
-    run_replay(engine, [write_jsonl(tmp / "rec.jsonl", recording_lines())], SETTINGS, cadence_s=30,
-               settlements=settled)
+    engine = replayed_database(tmp_path_factory.mktemp("golden"), SETTINGS, cadence_s=30, yes_markets=3)
     yield engine  # type: ignore[misc]
     engine.dispose()
 

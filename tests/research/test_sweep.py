@@ -8,18 +8,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from replay_support import START_MS, recording_lines, seed_catalog, tickers, write_jsonl
+from replay_support import START_MS, replayed_database, tickers
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from kbtc.cli import app
-from kbtc.db.engine import make_engine
-from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import read_frame
 from kbtc.edge import EdgeParams
 from kbtc.pipeline.edges import EdgeSettings
 from kbtc.pipeline.imports import import_csv
-from kbtc.pipeline.replay import run_replay
 from kbtc.pipeline.sweep import SweepParamError, parse_duration_s, run_sweep, sweep_plot, sweep_settings
 
 BASE = EdgeSettings(params=EdgeParams(series=("KXBTCD",)))
@@ -27,14 +24,7 @@ BASE = EdgeSettings(params=EdgeParams(series=("KXBTCD",)))
 
 @pytest.fixture
 def replayed(tmp_path: Path) -> Engine:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade_database(url)
-    engine = make_engine(url)
-    seed_catalog(engine)
-    settled = tmp_path / "settled.csv"
-    settled.write_text("ticker,result\n" + "".join(f"{t},{'yes' if i < 2 else 'no'}\n" for i, t in enumerate(tickers())))
-    run_replay(engine, [write_jsonl(tmp_path / "rec.jsonl", recording_lines())], BASE, cadence_s=10,
-               settlements=settled)
+    engine = replayed_database(tmp_path, BASE, cadence_s=10, yes_markets=2)
     yield engine  # type: ignore[misc]
     engine.dispose()
 
