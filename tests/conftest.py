@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +23,28 @@ _KBTC_ENV_PREFIXES = ("KALSHI_", "COINBASE_", "DB_PATH", "DATABASE_URL", "LOG_",
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every `serial` test in one xdist group: they run one after another, in one worker, so that two
-    multi-process suites with timing windows (kill moments, recovery deadlines) never starve each other of
-    the CPU; the rest of the suite runs beside them in the other workers."""
+    """Put every `serial` test in one xdist group: they run one after another, in one worker."""
     for item in items:
         if item.get_closest_marker("serial") is not None:
             item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+@pytest.fixture(autouse=True)
+def cpu_share(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, a `serial` test runs alone: it holds an exclusive lock that every other test takes
+    shared. Multi-process suites with timing windows (kill moments, recovery deadlines) failed on 2 cores when
+    another worker's tests took a core from them; the other tests still run beside each other."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker of one run
+    if run is None:
+        yield
+        return
+    with (Path(tempfile.gettempdir()) / f"kbtc-pytest-{run}.lock").open("a") as handle:
+        serial = request.node.get_closest_marker("serial") is not None
+        fcntl.flock(handle, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)
