@@ -1,7 +1,6 @@
 """Soak: both collectors and every scheduled step against the simulator, for a duration, on SQLite and PostgreSQL.
 
-    python -m benchmarks.soak --duration 60 --backend sqlite    # CI (.ci/run): 1 minute per backend, the two
-    python -m benchmarks.soak --duration 60 --backend postgres  #   side by side
+    python -m benchmarks.soak --duration 60 --backend both    # CI (.ci/run): 1 minute per backend, 2 in all
     python -m benchmarks.soak --duration 1800 --backend sqlite  # the documented 30-minute run
 
 The two collectors run as long-lived `kbtc` processes for the whole duration. Every step runs as a `kbtc`
