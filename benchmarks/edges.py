@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=("a", "b", "c"), default=["a", "b", "c"],
                         help="which parts to run (default all)")
     parser.add_argument("--skip-db", action="store_true", help="only (a)")
+    parser.add_argument("--history-ticks", type=int, default=0,
+                        help="(b), (c): earlier ticks' edges and snapshots already in the database (0: a fresh file)")
     args = parser.parse_args()
     cases = ["a"] if args.skip_db else args.cases
     if "a" in cases:
@@ -152,7 +154,7 @@ def main() -> None:
         from benchmarks.edges_db import bench_ticks
 
         with tempfile.TemporaryDirectory() as tmp:
-            bench_ticks(Path(tmp), markets)
+            bench_ticks(Path(tmp), markets, args.history_ticks)
 
 
 if __name__ == "__main__":

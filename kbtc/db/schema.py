@@ -321,7 +321,8 @@ class Edge(Base):
     skip_reason: Mapped[str | None] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32))
 
-    __table_args__ = (Index("ix_edges_market_ticker_asof_ts", "market_ticker", "asof_ts"),)
+    # No index led by the market (migration 0005): rows arrive in key order, and one would dirty a page per
+    # market per tick.
 
 
 class ModelParams(Base):
@@ -396,10 +397,8 @@ class EdgeSnapshot(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     params_id: Mapped[str | None] = mapped_column(String(16))
 
-    __table_args__ = (
-        Index("ix_edge_snapshots_settlement_ts", "settlement_ts"),
-        Index("ix_edge_snapshots_market_ticker_asof_ts", "market_ticker", "asof_ts"),
-    )
+    # Settlement time only: an index led by the market would dirty a page per market per tick (migration 0005).
+    __table_args__ = (Index("ix_edge_snapshots_settlement_ts", "settlement_ts"),)
 
 
 class SnapshotScore(Base):

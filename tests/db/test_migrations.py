@@ -97,6 +97,34 @@ def test_0004_moves_params_json_to_model_params_and_back(any_db_url: str) -> Non
         engine.dispose()
 
 
+MARKET_LED = {"edges": "ix_edges_market_ticker_asof_ts", "edge_snapshots": "ix_edge_snapshots_market_ticker_asof_ts"}
+
+
+def _market_led_indexes(engine: Engine) -> set[str]:
+    present = {table: {str(index["name"]) for index in inspect(engine).get_indexes(table)} for table in MARKET_LED}
+    return {name for table, name in MARKET_LED.items() if name in present[table]}
+
+
+def test_0005_drops_the_market_led_ledger_indexes_and_downgrade_restores_them(any_db_url: str) -> None:
+    upgrade_database(any_db_url, "0004")
+    engine = make_engine(any_db_url)
+    try:
+        assert _market_led_indexes(engine) == set(MARKET_LED.values())
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO edges (asof_ts, market_ticker, skip_reason, model_version) "
+                              "VALUES (1000, 'A', 'missing_quote', 'v')"))
+            conn.execute(text("INSERT INTO edge_snapshots (asof_ts, market_ticker, event_ticker, series_ticker, "
+                              "model_version) VALUES (1000, 'A', 'E', 'KXBTCD', 'v')"))
+        upgrade_database(any_db_url)
+        assert _market_led_indexes(engine) == set()
+        check_models(any_db_url)
+        downgrade_database(any_db_url, "0004")
+        assert _market_led_indexes(engine) == set(MARKET_LED.values())
+        assert (count_rows(engine, "edges"), count_rows(engine, "edge_snapshots")) == (1, 1)
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_is_repeatable(sqlite_url: str) -> None:
     upgrade_database(sqlite_url)
     upgrade_database(sqlite_url)
