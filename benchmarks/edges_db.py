@@ -87,7 +87,7 @@ def preload_history(path: Path, settings: EdgeSettings, ticks: int, cadence_ms: 
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
         shifted = ", ".join(f"asof_ts - {cadence_ms} * k" if c == "asof_ts" else c for c in columns)
         conn.execute(
-            f"WITH RECURSIVE ks(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM ks WHERE k < {ticks}) "  # noqa: S608
+            f"WITH RECURSIVE ks(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM ks WHERE k < {ticks}) "
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT {shifted} FROM {table}, ks WHERE asof_ts = {first}"
         )
     conn.commit()

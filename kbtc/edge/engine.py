@@ -40,7 +40,7 @@ import polars as pl
 from kbtc.edge.ev import BOOK_KEY, book_asks, cap_event_exposure, depth_ev
 from kbtc.edge.params import MODEL_VERSION, EdgeParams
 from kbtc.edge.pricing import PRICING_OUTPUTS, price
-from kbtc.edge.quality import off_grid_rows, price_grids
+from kbtc.edge.quality import PriceGrids, off_grid, off_grid_rows, price_grids
 from kbtc.edge.selection import gate, select_band
 from kbtc.edge.window import first_print_offset_ms, fixed_window_prints, spot_price
 
@@ -222,8 +222,13 @@ def compute_edges(
     index_prints: pl.DataFrame | None = None,
     books: pl.DataFrame | None = None,
     params: EdgeParams | None = None,
+    grids: PriceGrids | None = None,
 ) -> pl.DataFrame:
-    """Evaluate every (as-of time, market) pair; return the edges frame (`EDGE_COLUMNS`), one row per pair."""
+    """Evaluate every (as-of time, market) pair; return the edges frame (`EDGE_COLUMNS`), one row per pair.
+
+    `grids`: `PriceGrids.of(price_grids(markets))` when the caller keeps it across calls (a live loop, per
+    catalog read); computed here otherwise.
+    """
     params = params or EdgeParams()
     markets = typed(markets, MARKET_SCHEMA).unique("market_ticker", keep="last")
     quotes = typed(quotes, QUOTE_SCHEMA)
@@ -232,20 +237,31 @@ def compute_edges(
         .with_columns(pl.col("spot_source").fill_null(SPOT_SOURCE_COINBASE))
         .unique("asof_ts", keep="last")
     )
-    off_grid = off_grid_rows(quotes, price_grids(markets)).with_columns(pl.lit(True).alias("off_grid"))
+    split = grids if grids is not None else PriceGrids.of(price_grids(markets))
+    # Markets of one grid range are checked in the query; the rare ones of several by the general match.
+    several = off_grid_rows(quotes, PriceGrids(split.single.clear(), split.several)) if split.several.height \
+        else pl.DataFrame(schema={"asof_ts": pl.Int64, "market_ticker": pl.String})
     basis = pl.col("basis_usd").fill_null(0.0)
     joined = (
         _universe(markets, quotes, state.select("asof_ts"), params)
         .join(state.lazy(), on="asof_ts", how="left")
         .join(quotes.lazy(), on=["asof_ts", "market_ticker"], how="left")
-        .join(off_grid.lazy(), on=["asof_ts", "market_ticker"], how="left")
+        .join(split.single.lazy().with_columns(pl.lit(True).alias("_grid")), on="market_ticker", how="left")
+        .join(several.lazy().with_columns(pl.lit(True).alias("_off_several")), on=["asof_ts", "market_ticker"],
+              how="left")
+        .with_columns(
+            (
+                (pl.col("_grid").fill_null(False) & off_grid(pl.col("start_u"), pl.col("end_u"), pl.col("step_u")))
+                | pl.col("_off_several").fill_null(False)
+            ).alias("off_grid")
+        )
+        .drop("_grid", "start_u", "end_u", "step_u", "_off_several")
         .with_columns(
             # One book: a YES bid is a NO ask at 100 − price and vice versa (fills a side the quote lacks).
             pl.coalesce("yes_bid_cents", 100.0 - pl.col("no_ask_cents")).alias("yes_bid_cents"),
             pl.coalesce("yes_ask_cents", 100.0 - pl.col("no_bid_cents")).alias("yes_ask_cents"),
         )
         .with_columns(
-            pl.col("off_grid").fill_null(False),
             (pl.col("spot_usd") + basis).alias("model_spot_usd"),
             ((pl.col("close_ts") - pl.col("asof_ts")) / 1000.0).alias("time_to_close_s"),
             ((pl.col("close_ts") - pl.col("spot_ts")) / 1000.0).alias("horizon_s"),

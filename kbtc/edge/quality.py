@@ -8,6 +8,8 @@ All grid arithmetic is in integers of $0.0001.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 QUOTE_PRICE_COLUMNS = ("yes_bid_cents", "yes_ask_cents", "no_bid_cents", "no_ask_cents")
@@ -63,33 +65,55 @@ def price_grids(markets: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([p.cast(schema) for p in parts])  # type: ignore[arg-type]
 
 
-def off_grid_rows(quotes: pl.DataFrame, grids: pl.DataFrame) -> pl.DataFrame:
-    """(asof_ts, market_ticker) of quotes with any price off the market's grid (0 and 100 ¢ always allowed)."""
-    key = ["asof_ts", "market_ticker"]
-    ranges = grids.group_by("market_ticker").agg(pl.len().alias("_ranges"))
-    # Most markets have one range (`linear_cent`): their four prices are checked in place, column by column;
-    # only markets of several ranges take the one-row-per-price match (~6× the cost per quote).
-    single = grids.join(ranges.filter(pl.col("_ranges") == 1), on="market_ticker", how="semi")
-    several = ranges.filter(pl.col("_ranges") > 1).select("market_ticker")
+@dataclass(frozen=True, slots=True)
+class PriceGrids:
+    """`price_grids` split for the off-grid check: `single` holds the markets of one range (most: `linear_cent`),
+    whose four prices are checked in place, column by column; `several` every range of the markets of more,
+    matched one row per price (~6× the cost per quote). A live loop computes it once per catalog read."""
+
+    single: pl.DataFrame
+    several: pl.DataFrame
+
+    @classmethod
+    def of(cls, grids: pl.DataFrame) -> PriceGrids:
+        """Split `price_grids(markets)`."""
+        one = pl.len().over("market_ticker") == 1
+        return cls(single=grids.filter(one), several=grids.filter(~one))
+
+
+def off_grid(start_u: pl.Expr, end_u: pl.Expr, step_u: pl.Expr) -> pl.Expr:
+    """Whether any quote price column is off the one-range grid [start_u, end_u] step step_u ($0.0001 units).
+
+    0 and 100 ¢ are always allowed and a null price is never off; a null bound (an unparsable range) puts every
+    other price off the grid, as the general match does.
+    """
     off = []
     for name in QUOTE_PRICE_COLUMNS:
         cents = pl.col(name)
         units = cents * 100.0
         u = units.round(0).cast(pl.Int64, strict=False)  # NaN: null, and NaN is never checked (not < 100)
-        on_grid = ((u >= pl.col("start_u")) & (u <= pl.col("end_u"))
-                   & (((u - pl.col("start_u")) % pl.col("step_u")) == 0)
+        on_grid = ((u >= start_u) & (u <= end_u) & (((u - start_u) % step_u) == 0)
                    & ((units - units.round(0)).abs() < 1e-6))
         off.append(cents.is_not_null() & (cents > 0) & (cents < 100) & ~on_grid.fill_null(False))
+    return pl.any_horizontal(off)
+
+
+def off_grid_rows(quotes: pl.DataFrame, grids: pl.DataFrame | PriceGrids) -> pl.DataFrame:
+    """(asof_ts, market_ticker) of quotes with any price off the market's grid (0 and 100 ¢ always allowed)."""
+    key = ["asof_ts", "market_ticker"]
+    split = grids if isinstance(grids, PriceGrids) else PriceGrids.of(grids)
     in_place = (
-        quotes.select(*key, *QUOTE_PRICE_COLUMNS)
-        .join(single, on="market_ticker", how="inner")
-        .filter(pl.any_horizontal(off))
+        quotes.lazy()
+        .select(*key, *QUOTE_PRICE_COLUMNS)
+        .join(split.single.lazy(), on="market_ticker", how="inner")
+        .filter(off_grid(pl.col("start_u"), pl.col("end_u"), pl.col("step_u")))
         .select(key)
+        .collect()
     )
-    if several.height == 0:
+    if split.several.height == 0:
         return in_place.unique()
-    multi = _off_grid_rows_any(quotes.join(several, on="market_ticker", how="semi"),
-                               grids.join(several, on="market_ticker", how="semi"))
+    several = split.several.select(pl.col("market_ticker").unique())
+    multi = _off_grid_rows_any(quotes.join(several, on="market_ticker", how="semi"), split.several)
     return pl.concat([in_place, multi]).unique()
 
 

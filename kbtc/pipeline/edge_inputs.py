@@ -15,6 +15,7 @@ import polars as pl
 from sqlalchemy import Connection, Dialect, Engine, text
 
 from kbtc.db.store import read_frame
+from kbtc.edge.quality import PriceGrids, price_grids
 from kbtc.pipeline.vol_spot import (
     CANDLE_MS,
     CANDLE_SCHEMA,
@@ -176,6 +177,14 @@ class MarketCatalogCache:
     fingerprint: tuple[object, ...] | None = None
     markets: pl.DataFrame | None = None
     hits: int = 0
+    _grids: PriceGrids | None = None
+
+    def grids(self) -> PriceGrids | None:
+        """The tick-size grids of the markets read (for the engine's off-grid check), computed once per read;
+        None before the first read. A superset of a later tick's markets: the engine joins them by market."""
+        if self._grids is None and self.markets is not None:
+            self._grids = PriceGrids.of(price_grids(self.markets))
+        return self._grids
 
     def load(
         self, conn: Connection, asof_ts: int, series: Sequence[str], *, expired_tolerance_ms: int = 5_000
@@ -193,7 +202,7 @@ class MarketCatalogCache:
             return self.markets.filter(close.is_null() | (close >= asof_ts - expired_tolerance_ms))
         self.fingerprint = _catalog_fingerprint(conn, asof_ts, series, expired_tolerance_ms)
         self.markets = load_markets(conn, asof_ts, series, expired_tolerance_ms=expired_tolerance_ms)
-        self.series, self.asof_ts = tuple(series), asof_ts
+        self.series, self.asof_ts, self._grids = tuple(series), asof_ts, None
         return self.markets
 
 

@@ -245,7 +245,8 @@ def compute_edge_tick(
             engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000)
         ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
     edges = compute_edges(
-        inputs.markets, quotes, state, prints=inputs.spot, index_prints=inputs.index_prints, books=books, params=params
+        inputs.markets, quotes, state, prints=inputs.spot, index_prints=inputs.index_prints, books=books, params=params,
+        grids=cache.catalog.grids() if cache is not None else None,
     )
     edges_written, snapshots_written = write_edges(engine, edges, settings.param_set())
     if settings.persist_vol:

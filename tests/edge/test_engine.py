@@ -6,8 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 from _frames import prob_frame, probabilities
+from polars.testing import assert_frame_equal
 
 from kbtc.edge import EDGE_COLUMNS, EdgeParams, compute_edges, market_state, quotes_asof
+from kbtc.edge.engine import MARKET_SCHEMA, typed
+from kbtc.edge.quality import PriceGrids, price_grids
 from kbtc.edge.selection import SKIP_REASONS
 
 A = 1_795_000_000_000
@@ -155,6 +158,22 @@ def test_every_skip_reason_is_reachable() -> None:
     seen |= set(reasons(run([A], params=EdgeParams(max_spread_cents=1.0))).values())
     seen |= set(reasons(run([A], params=EdgeParams(pct_band=0.05, top_n=1))).values())
     assert seen - {None} == set(SKIP_REASONS)
+
+
+def test_price_grids_kept_across_calls_give_the_same_edges() -> None:
+    # A live loop passes the grids of its catalog read: a superset of a later tick's markets (expired ones
+    # dropped), one-range and several-range (tapered) grids alike.
+    asofs = [A]
+    state = market_state(spot_ticks(), asofs, vol(asofs))
+    markets, quotes = pl.DataFrame(MARKETS), quotes_asof(quote_history(), asofs)
+    extra = markets.head(1).with_columns(pl.lit("GONE-1").alias("market_ticker"),
+                                         pl.lit("tapered_deci_cent").alias("price_level_structure"))
+    grids = PriceGrids.of(price_grids(typed(pl.concat([markets, extra]), MARKET_SCHEMA)))
+    assert grids.single.height and grids.several.height
+    fresh = compute_edges(markets, quotes, state, prints=spot_ticks())
+    kept = compute_edges(markets, quotes, state, prints=spot_ticks(), grids=grids)
+    assert_frame_equal(kept, fresh)
+    assert reasons(kept)["OFFGRID-1"] == "off_tick_grid" and reasons(kept)["WINDOW-1"] is None
 
 
 def test_priced_rows_are_complete_and_one_sided_markets_keep_the_other_side() -> None:
