@@ -326,13 +326,24 @@ def compute_edges(
     after = after.with_columns([pl.when(~skipped).then(pl.col(c)).alias(c) for c in _PRICED_ONLY])
     after = cap_event_exposure(after, params.event_exposure_cap, group=("asof_ts", "event_ticker"))
     result = after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).collect(engine=engine)
-    return _with_depth(result, books, params).select(EDGE_COLUMNS).sort("asof_ts", "market_ticker")
+    return with_depth(result, books, params)
+
+
+_DEPTH_COLUMNS = {"depth_filled_yes": pl.Float64, "depth_ev_yes_dollars": pl.Float64, "depth_filled_no": pl.Float64,
+                  "depth_ev_no_dollars": pl.Float64}
+
+
+def with_depth(edges: pl.DataFrame, books: pl.DataFrame | None, params: EdgeParams) -> pl.DataFrame:
+    """`edges` (`EDGE_COLUMNS`, sorted) with the depth-aware EV of the order size for priced markets with a known
+    book, null otherwise; replaces any depth columns `edges` has. Only priced rows read `books`, so a caller may
+    pass just their books: `compute_edges(…, books=None)` then `with_depth(edges, books of the priced markets)`."""
+    columns = _DEPTH_COLUMNS
+    edges = edges.drop(*columns, strict=False)
+    return _with_depth(edges, books, params).select(EDGE_COLUMNS).sort("asof_ts", "market_ticker")
 
 
 def _with_depth(edges: pl.DataFrame, books: pl.DataFrame | None, params: EdgeParams) -> pl.DataFrame:
-    """Add the depth-aware EV of the order size for priced markets with a known book (null otherwise)."""
-    columns = {"depth_filled_yes": pl.Float64, "depth_ev_yes_dollars": pl.Float64, "depth_filled_no": pl.Float64,
-               "depth_ev_no_dollars": pl.Float64}
+    columns = _DEPTH_COLUMNS
     priced = edges.filter(pl.col("skip_reason").is_null())
     if books is None or books.height == 0 or priced.height == 0:
         return edges.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in columns.items())

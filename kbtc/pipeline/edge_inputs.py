@@ -6,6 +6,7 @@ serves a live tick and a replay. The engine itself (kbtc.edge) is pure; this mod
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -249,6 +250,13 @@ def load_latest_quotes(
     return read_typed(conn, sql, params, QUOTE_SCHEMA)
 
 
+# The elements of the JSON array parameter `:tickers` as rows of one text column `value`, per dialect.
+_JSON_TEXT_ELEMENTS = {
+    "sqlite": "SELECT value FROM json_each(:tickers)",
+    "postgresql": "SELECT json_array_elements_text(CAST(:tickers AS json)) AS value",
+}
+
+
 def load_latest_books(
     conn: Connection | Engine,
     asof_ts: int,
@@ -256,21 +264,30 @@ def load_latest_books(
     *,
     max_age_ms: int,
     expired_tolerance_ms: int = 5_000,
+    tickers: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """The newest order book in [asof − max_age, asof] of each market `load_markets` returns, as bid levels.
 
     Returns market_ticker, side (`yes`/`no`: whose bids), price_cents, size — one row per level, from the
-    stored ladders (`[[price_cents, size], ...]`).
+    stored ladders (`[[price_cents, size], ...]`). `tickers`: only these of those markets (a live tick reads
+    the books of the markets it priced): the read is driven from the list, one index seek per ticker.
     """
     schema: dict[str, pl.DataType | type[pl.DataType]] = {
         "market_ticker": pl.String, "side": pl.String, "price_cents": pl.Float64, "size": pl.Float64,
     }
-    if not series:
+    if not series or (tickers is not None and len(tickers) == 0):
         return pl.DataFrame(schema=schema)
     where, params = _market_filter(series, asof_ts, expired_tolerance_ms)
     params.update({"asof": asof_ts, "start": asof_ts - max_age_ms})
+    markets = "markets m"
+    if tickers is not None:
+        # One JSON array parameter whatever the number of markets (one statement, not one per list length).
+        # CROSS JOIN: SQLite keeps the list as the outer loop (else it walks every market of the series).
+        markets = f"({_JSON_TEXT_ELEMENTS[conn.dialect.name]}) t CROSS JOIN markets m"
+        where += " AND m.market_ticker = t.value"
+        params["tickers"] = json.dumps(list(tickers))
     sql = f"""
-        SELECT b.market_ticker, b.yes_bids_json, b.no_bids_json FROM markets m
+        SELECT b.market_ticker, b.yes_bids_json, b.no_bids_json FROM {markets}
         JOIN orderbook_snapshots b ON b.id = (
             SELECT b2.id FROM orderbook_snapshots b2
             WHERE b2.market_ticker = m.market_ticker AND b2.book_ts <= :asof AND b2.book_ts >= :start
@@ -281,6 +298,8 @@ def load_latest_books(
     """  # noqa: S608 — generated placeholder names only; values are bound
     raw = read_typed(conn, sql, params, {"market_ticker": pl.String, "yes_bids_json": pl.String,
                                          "no_bids_json": pl.String})
+    if raw.height == 0:
+        return pl.DataFrame(schema=schema)
     ladder = pl.List(pl.List(pl.Float64))
     levels = [
         raw.select("market_ticker", pl.lit(side).alias("side"), pl.col(f"{side}_bids_json").str.json_decode(ladder)

@@ -20,6 +20,7 @@ from kbtc.db.schema import Edge, EdgeSnapshot
 from kbtc.db.store import table_of, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis, reference_spot_span_ms
+from kbtc.edge.engine import with_depth
 from kbtc.edge.params import SettlementMode
 from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility
 from kbtc.edge.window import first_print_offset_ms
@@ -239,15 +240,17 @@ def compute_edge_tick(
     )
     state = tick_state(inputs.spot, [asof_ts], vol, basis, index_prints=inputs.index_prints, params=params)
     quotes = inputs.quotes.with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
-    books = None
-    if settings.book_max_age_s is not None:
-        books = load_latest_books(
-            engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000)
-        ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
     edges = compute_edges(
-        inputs.markets, quotes, state, prints=inputs.spot, index_prints=inputs.index_prints, books=books, params=params,
+        inputs.markets, quotes, state, prints=inputs.spot, index_prints=inputs.index_prints, params=params,
         grids=cache.catalog.grids() if cache is not None else None,
     )
+    if settings.book_max_age_s is not None:
+        # Only priced markets get a depth-aware EV: read their books alone (a tenth of a 10k-market tick's).
+        priced = edges.filter(pl.col("skip_reason").is_null())["market_ticker"].to_list()
+        books = load_latest_books(
+            engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000), tickers=priced
+        ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
+        edges = with_depth(edges, books, params)
     edges_written, snapshots_written = write_edges(engine, edges, settings.param_set())
     if settings.persist_vol:
         persist_vol_estimates(engine, vol, settings.product_id, settings.vol)

@@ -19,7 +19,8 @@ from kbtc.db.engine import make_engine
 from kbtc.db.migrate import upgrade_database
 from kbtc.db.store import count_rows, read_frame, upsert
 from kbtc.edge import EdgeParams
-from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_markets
+from kbtc.edge.engine import with_depth
+from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_latest_books, load_markets
 from kbtc.pipeline.edges import (
     EdgeSettings,
     LiveTickCache,
@@ -158,6 +159,31 @@ def test_tick_uses_the_latest_book_for_depth_aware_ev(engine: Engine) -> None:
     assert row["depth_filled_yes"] == 3.0 and row["depth_filled_no"] == 2.0
     fees = 0.02 + 0.04  # 1 × 47 ¢ (⌈1.74⌉ = 2 ¢) then 2 × 48 ¢ (⌈3.49⌉ = 4 ¢)
     assert row["depth_ev_yes_dollars"] == pytest.approx(3 * row["p_model"] - 0.47 - 2 * 0.48 - fees)
+
+
+
+def test_tick_reads_the_books_of_the_priced_markets_only_and_equals_the_engine_with_every_book(engine: Engine) -> None:
+    asof = 1_795_000_000_000
+    seed_database(engine, asof)
+    tickers = read_frame(engine, "SELECT market_ticker FROM markets ORDER BY market_ticker")["market_ticker"].to_list()
+    upsert(engine, "orderbook_snapshots", [
+        {"market_ticker": ticker, "book_ts": asof - 1_000 - i, "received_ts": asof - 1_000, "source": "ws",
+         "yes_bids_json": f"[[{40 + i}.0, 2.0], [30.0, 9.0]]", "no_bids_json": f"[[{50 - i}.0, 1.0]]"}
+        for i, ticker in enumerate(tickers)
+    ])
+    settings = EdgeSettings(params=EdgeParams(contracts=3.0), persist_vol=False)
+    tick = compute_edge_tick(engine, asof, settings)
+    priced = tick.edges.filter(pl.col("skip_reason").is_null())["market_ticker"].to_list()
+    assert 0 < len(priced) < len(tickers)
+    every = load_latest_books(engine, asof, settings.params.series, max_age_ms=30_000)
+    only = load_latest_books(engine, asof, settings.params.series, max_age_ms=30_000, tickers=priced)
+    assert set(every["market_ticker"]) > set(only["market_ticker"]) == set(priced)
+    order = ["market_ticker", "side", "price_cents"]
+    assert_frame_equal(only.sort(order), every.filter(pl.col("market_ticker").is_in(priced)).sort(order))
+    assert load_latest_books(engine, asof, settings.params.series, max_age_ms=30_000, tickers=[]).height == 0
+    assert tick.edges["depth_filled_yes"].null_count() == tick.edges.height - len(priced)
+    expected = with_depth(tick.edges, every.with_columns(pl.lit(asof, pl.Int64).alias("asof_ts")), settings.params)
+    assert_frame_equal(tick.edges, expected)
 
 
 ASOF = 1_795_000_000_000
