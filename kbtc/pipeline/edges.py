@@ -8,27 +8,27 @@ Both writes are upserts on (as-of time, market): re-running a tick replaces its 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.config import Settings
 from kbtc.db.engine import write_transaction
-from kbtc.db.schema import Edge, EdgeSnapshot
-from kbtc.db.store import table_of, upsert_sql
+from kbtc.db.schema import Edge, EdgeSnapshot, VolEstimate
+from kbtc.db.store import table_of, upsert_in, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis, reference_spot_span_ms
 from kbtc.edge.engine import with_depth
 from kbtc.edge.params import SettlementMode
-from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility
+from kbtc.edge.volatility import FallbackPolicy, VolParams, estimate_volatility, vol_estimate_rows
 from kbtc.edge.window import first_print_offset_ms
 from kbtc.pipeline.edge_inputs import MarketCatalogCache, load_edge_inputs, load_latest_books
 from kbtc.pipeline.model_params import ParamSet, is_stored, remember_stored, store_params
 from kbtc.pipeline.quote_cache import LatestQuoteCache
 from kbtc.pipeline.spot_cache import SpotTickCache
-from kbtc.pipeline.volatility import persist_vol_estimates
 
 # Skips decided after selection: the market was in the universe, so it still gets a snapshot (p_model null).
 POST_SELECTION_SKIPS = ("sigma_not_ready", "window_prints_missing", "invalid_edge")
@@ -153,12 +153,15 @@ def _upsert_statement(engine: Engine, table: str, unpriced: bool = False) -> tup
     return _STATEMENTS[key]
 
 
-def write_edges(engine: Engine, edges: pl.DataFrame, params: ParamSet) -> tuple[int, int]:
+def write_edges(
+    engine: Engine, edges: pl.DataFrame, params: ParamSet, *, vol_rows: Sequence[Mapping[str, Any]] = ()
+) -> tuple[int, int]:
     """Upsert the tick's `edges` and `edge_snapshots` rows; return (edges written, snapshots written).
 
     The same upserts as kbtc.db.store.upsert (update on the natural key), in one write transaction: one commit
     per tick instead of one per table, and the tick's tables change together — with the `model_params` row the
-    snapshots refer to, inserted (or ignored) unless this process already stored it through `engine`.
+    snapshots refer to, inserted (or ignored) unless this process already stored it through `engine`, and the
+    tick's `vol_estimates` rows (`vol_rows`, kbtc.edge.volatility.vol_estimate_rows) when given.
     """
     rows = edge_rows(edges)
     snapshots = snapshot_rows(edges, params.params_id)
@@ -170,8 +173,9 @@ def write_edges(engine: Engine, edges: pl.DataFrame, params: ParamSet) -> tuple[
         (EdgeSnapshot.__tablename__, False, snapshots),
     ]
     statements = [(_upsert_statement(engine, table, narrow), frame) for table, narrow, frame in parts if frame.height]
-    if statements:
+    if statements or vol_rows:
         with write_transaction(engine) as conn:
+            upsert_in(conn, VolEstimate, vol_rows)
             if new_params:
                 store_params(conn, params, first_seen_ts=int(snapshots.select(pl.col("asof_ts").min()).item()))
             for (sql, order), frame in statements:
@@ -251,9 +255,8 @@ def compute_edge_tick(
             engine, asof_ts, params.series, max_age_ms=round(settings.book_max_age_s * 1000), tickers=priced
         ).with_columns(pl.lit(asof_ts, pl.Int64).alias("asof_ts"))
         edges = with_depth(edges, books, params)
-    edges_written, snapshots_written = write_edges(engine, edges, settings.param_set())
-    if settings.persist_vol:
-        persist_vol_estimates(engine, vol, settings.product_id, settings.vol)
+    vol_rows = vol_estimate_rows(vol, settings.product_id, settings.vol).to_dicts() if settings.persist_vol else []
+    edges_written, snapshots_written = write_edges(engine, edges, settings.param_set(), vol_rows=vol_rows)
     return EdgeTick(asof_ts, edges, edges_written, snapshots_written)
 
 

@@ -186,6 +186,18 @@ def test_tick_reads_the_books_of_the_priced_markets_only_and_equals_the_engine_w
     assert_frame_equal(tick.edges, expected)
 
 
+
+def test_tick_stores_its_volatility_estimate_with_its_edges(engine: Engine) -> None:
+    asof = 1_795_000_000_000
+    seed_database(engine, asof)
+    compute_edge_tick(engine, asof, EdgeSettings(persist_vol=False))
+    assert count_rows(engine, "vol_estimates") == 0
+    for _ in range(2):  # a re-run replaces its row
+        tick = compute_edge_tick(engine, asof, EdgeSettings())
+    stored = read_frame(engine, "SELECT product_id, asof_ts, status, sigma_annual FROM vol_estimates")
+    assert stored.rows() == [("BTC-USD", asof, "ok", tick.edges["sigma_annual"].drop_nulls()[0])]
+
+
 ASOF = 1_795_000_000_000
 
 
