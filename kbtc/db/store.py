@@ -4,6 +4,9 @@
 and hands the rows straight to the driver's `executemany` in batches, each batch its own short write
 transaction: that keeps SQLAlchemy's per-row overhead out of the hot path (see benchmarks/store.py) while
 staying portable across SQLite and PostgreSQL.
+
+`copy_upsert` is the same upsert for large frames on PostgreSQL: Polars writes the frame as CSV, `COPY` loads it
+into a temporary table and one `INSERT … SELECT … ON CONFLICT` applies it — no Python object per value on the way.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import polars as pl
-from sqlalchemy import Column, Connection, Engine, Table, UniqueConstraint, func, text
+from sqlalchemy import Column, Connection, Engine, Table, UniqueConstraint, func, select, text
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
@@ -157,6 +162,58 @@ def upsert_in(
         else [dict(row) for row in rows]
     conn.exec_driver_sql(sql, params)
     return len(rows)
+
+
+def copy_upsert(
+    conn: Connection,
+    target: Table | type[Base] | str,
+    frame: pl.DataFrame,
+    *,
+    on_conflict: ConflictAction = "update",
+    update_columns: Sequence[str] | None = None,
+) -> int:
+    """`upsert` of `frame` inside the caller's PostgreSQL transaction, sent with `COPY`; return rows sent.
+
+    The CSV is Polars': floats in their shortest round-trip form (PostgreSQL reads them back exactly, NaN and
+    ±inf included), nulls as empty fields, empty strings quoted. The staging table lives until the commit.
+    The rows must not repeat a natural key (ValueError).
+    """
+    if conn.dialect.name != "postgresql":
+        raise NotImplementedError(f"copy_upsert needs PostgreSQL, not {conn.dialect.name}")
+    table = table_of(target)
+    if frame.height == 0:
+        return 0
+    frame = _frame_for_write(frame, table)
+    columns = frame.columns
+    key = natural_key(table)
+    if frame.select(pl.struct(list(key)).is_duplicated().any()).item():
+        # INSERT … SELECT … ON CONFLICT cannot touch a row twice (executemany would let the last one win).
+        raise ValueError(f"rows for {table.name} repeat a natural key: {', '.join(key)}")
+    stage = f"kbtc_stage_{table.name}"
+    names = ", ".join(f'"{name}"' for name in columns)
+    # Names from the metadata (`_frame_for_write` rejects any other column): nothing user-supplied is interpolated.
+    conn.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP'
+    )
+    conn.exec_driver_sql(f'TRUNCATE "{stage}"')  # a second call in the same transaction
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f'COPY "{stage}" ({names}) FROM STDIN (FORMAT csv)') as copy:
+            copy.write(frame.write_csv(include_header=False, quote_style="necessary"))
+    finally:
+        cursor.close()
+    statement = postgresql.insert(table).from_select(
+        columns, select(*(sql_column(name) for name in columns)).select_from(sql_table(stage))
+    )
+    updates = [name for name in (update_columns if update_columns is not None else columns) if name not in key]
+    if on_conflict == "ignore" or not updates:
+        statement = statement.on_conflict_do_nothing(index_elements=list(key))
+    else:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(key), set_={name: statement.excluded[name] for name in updates}
+        )
+    conn.execute(statement)
+    return frame.height
 
 
 def read_frame(

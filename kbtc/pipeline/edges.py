@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from kbtc.config import Settings
 from kbtc.db.engine import write_transaction
 from kbtc.db.schema import Edge, EdgeSnapshot, VolEstimate
-from kbtc.db.store import table_of, upsert_in, upsert_sql
+from kbtc.db.store import copy_upsert, table_of, upsert_in, upsert_sql
 from kbtc.edge import EdgeParams, compute_edges, market_state
 from kbtc.edge.basis import BasisParams, estimate_basis, reference_spot_span_ms
 from kbtc.edge.engine import with_depth
@@ -166,26 +166,37 @@ def write_edges(
     rows = edge_rows(edges)
     snapshots = snapshot_rows(edges, params.params_id)
     new_params = snapshots.height > 0 and not is_stored(engine, params)
+    if rows.height or snapshots.height or vol_rows:
+        with write_transaction(engine) as conn:
+            upsert_in(conn, VolEstimate, vol_rows)
+            if new_params:
+                store_params(conn, params, first_seen_ts=int(snapshots.select(pl.col("asof_ts").min()).item()))
+            if engine.dialect.name == "postgresql":
+                # COPY: the frames go as Polars-written CSV, not a Python object per value (~20× less client CPU).
+                copy_upsert(conn, Edge, rows)
+                copy_upsert(conn, EdgeSnapshot, snapshots)
+            else:
+                _execute_upserts(conn, engine, rows, snapshots)
+        if new_params:
+            remember_stored(engine, params)
+    return rows.height, snapshots.height
+
+
+def _execute_upserts(conn: Connection, engine: Engine, rows: pl.DataFrame, snapshots: pl.DataFrame) -> None:
     unpriced = pl.all_horizontal(pl.col(name).is_null() for name in _UNPRICED_NULLS)
     parts = [
         (Edge.__tablename__, False, rows.filter(~unpriced)),
         (Edge.__tablename__, True, rows.filter(unpriced).drop(_UNPRICED_NULLS)),
         (EdgeSnapshot.__tablename__, False, snapshots),
     ]
-    statements = [(_upsert_statement(engine, table, narrow), frame) for table, narrow, frame in parts if frame.height]
-    if statements or vol_rows:
-        with write_transaction(engine) as conn:
-            upsert_in(conn, VolEstimate, vol_rows)
-            if new_params:
-                store_params(conn, params, first_seen_ts=int(snapshots.select(pl.col("asof_ts").min()).item()))
-            for (sql, order), frame in statements:
-                # Column lists zipped into tuples: half the cost of iter_rows (which builds each row in Python).
-                values = list(zip(*(frame[name].to_list() for name in order), strict=True)) if order is not None \
-                    else frame.to_dicts()
-                conn.exec_driver_sql(sql, values)
-        if new_params:
-            remember_stored(engine, params)
-    return rows.height, snapshots.height
+    for table, narrow, frame in parts:
+        if frame.height == 0:
+            continue
+        sql, order = _upsert_statement(engine, table, narrow)
+        # Column lists zipped into tuples: half the cost of iter_rows (which builds each row in Python).
+        values = list(zip(*(frame[name].to_list() for name in order), strict=True)) if order is not None \
+            else frame.to_dicts()
+        conn.exec_driver_sql(sql, values)
 
 
 def tick_state(

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from sqlalchemy import Engine
 
 from kbtc.db.engine import make_engine
 from kbtc.db.schema import Market, Quote, SpotTick
-from kbtc.db.store import count_rows, latest_quotes, natural_key, read_frame, spot_ticks_between, upsert
+from kbtc.db.store import (
+    copy_upsert,
+    count_rows,
+    latest_quotes,
+    natural_key,
+    read_frame,
+    spot_ticks_between,
+    upsert,
+)
 
 
 @pytest.fixture
@@ -131,3 +140,43 @@ def test_spot_ticks_between_and_datetime_columns(engine: Engine) -> None:
     window = spot_ticks_between(engine, "BTC-USD", start, end)
     assert window["price"].to_list() == [95_002.0, 95_003.0, 95_004.0, 95_005.0]
     assert window["tick_ts"].to_list() == list(range(start, end + 1, 1000))
+
+
+def _awkward_quotes() -> pl.DataFrame:
+    """Quotes whose values a text format could get wrong: shortest-repr floats, NaN, ±inf, nulls, odd text."""
+    frame = _quotes(6)
+    return frame.with_columns(
+        pl.Series("yes_bid_cents", [1 / 3, 0.1 + 0.2, float("nan"), None, 5e-324, 12.3456789012345]),
+        pl.Series("yes_ask_cents", [float("inf"), -float("inf"), 99.99, 1e300, None, 0.0]),
+        pl.Series("source", ["ws", "", 'q"u,o', "l\nb", "ünï", "rest"]),
+    )
+
+
+@pytest.mark.parametrize("any_db_url", ["postgres"], indirect=True)
+def test_copy_upsert_writes_what_upsert_writes(engine: Engine) -> None:
+    order = "SELECT * FROM quotes ORDER BY market_ticker, quote_ts, source"
+    first, second = _awkward_quotes(), _awkward_quotes().with_columns(pl.col("yes_bid_cents") + 1.0)
+    upsert(engine, "quotes", first)
+    upsert(engine, "quotes", second)
+    expected = read_frame(engine, order).drop("id")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE quotes")
+    with engine.begin() as conn:  # twice in one transaction: the staging table is reused, emptied
+        assert copy_upsert(conn, "quotes", first) == 6
+        assert copy_upsert(conn, "quotes", second) == 6
+    assert_frame_equal(read_frame(engine, order).drop("id"), expected)
+    with engine.begin() as conn:
+        copy_upsert(conn, "quotes", first.with_columns(pl.lit(7.0).alias("yes_bid_cents")), on_conflict="ignore")
+        assert copy_upsert(conn, "quotes", first.head(0)) == 0
+    assert_frame_equal(read_frame(engine, order).drop("id"), expected)  # ignore kept the stored rows
+    with engine.begin() as conn, pytest.raises(ValueError, match="repeat a natural key"):
+        copy_upsert(conn, "quotes", pl.concat([first, first]))
+
+
+def test_copy_upsert_is_postgresql_only(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.begin() as conn, pytest.raises(NotImplementedError):
+            copy_upsert(conn, "quotes", _quotes(1))
+    finally:
+        engine.dispose()

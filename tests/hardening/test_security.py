@@ -224,6 +224,7 @@ REVIEWED_DYNAMIC_SQL = {
     ("kbtc/db/engine.py", "_install_sqlite_hooks"): "a module constant (busy timeout) and the BEGIN mode keyword",
     ("kbtc/db/store.py", "latest_quotes"): "generated placeholder names :t0..:tn",
     ("kbtc/db/store.py", "count_rows"): "a table name from the metadata",
+    ("kbtc/db/store.py", "copy_upsert"): "table and column names from the metadata (_frame_for_write checks them)",
     ("kbtc/pipeline/backfill.py", "repair_windows"): "a constant fragment with a placeholder",
     ("kbtc/pipeline/edge_history.py", "load_history"): "constant columns, generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "load_markets"): "constant columns, generated placeholders",
