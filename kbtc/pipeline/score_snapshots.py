@@ -49,6 +49,13 @@ SNAPSHOT_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
     "model_version": pl.String,
 }
 _SELECT = ", ".join(f"s.{name}" for name in SNAPSHOT_COLUMNS)
+# What `score_frame` reads to fill a `snapshot_scores` row: the scoring step fetches these only (half the
+# columns, half the SQLite fetch; the report's `scored_snapshots` reads them all).
+_SCORING_INPUTS = (
+    "asof_ts", "market_ticker", "p_model", "p_market", "yes_bid_cents", "yes_ask_cents", "no_bid_cents",
+    "no_ask_cents", "fee_yes_dollars", "fee_no_dollars", "ev_yes_dollars", "ev_no_dollars",
+)
+_SELECT_SCORING = ", ".join(f"s.{name}" for name in _SCORING_INPUTS)
 # When the venue has not stamped a settlement time yet, the determination time stands in.
 _SETTLED_TS = "COALESCE(mk.settled_ts, mk.determined_ts, mk.settlement_ts)"
 
@@ -76,7 +83,7 @@ def _candidates(engine: Engine, limit: int, after: tuple[int, str] | None) -> pl
         "AND (s.asof_ts > :after_ts OR (s.asof_ts = :after_ts AND s.market_ticker > :after_ticker))"
     )
     sql = f"""
-        SELECT {_SELECT}, {CONTRACTS_SQL} AS contracts, mk.result AS result, {_SETTLED_TS} AS settled_ts
+        SELECT {_SELECT_SCORING}, {CONTRACTS_SQL} AS contracts, mk.result AS result, {_SETTLED_TS} AS settled_ts
         FROM edge_snapshots s
         JOIN markets mk ON mk.market_ticker = s.market_ticker
         {PARAMS_JOIN_SQL}
@@ -85,7 +92,12 @@ def _candidates(engine: Engine, limit: int, after: tuple[int, str] | None) -> pl
         ORDER BY s.asof_ts, s.market_ticker
         LIMIT :limit
     """  # noqa: S608 — the column list and the condition are constants
-    schema = {**SNAPSHOT_COLUMNS, "contracts": pl.Float64, "result": pl.String, "settled_ts": pl.Int64}
+    schema = {
+        **{name: SNAPSHOT_COLUMNS[name] for name in _SCORING_INPUTS},
+        "contracts": pl.Float64,
+        "result": pl.String,
+        "settled_ts": pl.Int64,
+    }
     params: dict[str, object] = {"limit": limit}
     if after is not None:
         params.update(after_ts=after[0], after_ticker=after[1])
