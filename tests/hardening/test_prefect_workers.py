@@ -5,7 +5,7 @@ prefect.yaml registered with `kbtc deploy` into the `kbtc` process pool, and two
 kbtc --type process` subprocesses (at most 3 flow runs each, so neither can take every run) sharing
 `DATABASE_URL=postgresql+psycopg://…`, with a Coinbase collector as the single writer of spot. One flow run is
 created per step deployment (refresh-markets, poll-quotes, edge-loop, opportunity-loop, refresh-settlements,
-score-and-settle) with short loops, on a catalog refreshed beforehand. Then:
+score-and-settle) with short loops, on a catalog refreshed and quotes polled beforehand. Then:
 
 - every flow run is COMPLETED, and both workers ran at least one (read back from the `prefect.worker.name`
   label the executing worker puts on each flow run);
@@ -100,6 +100,14 @@ async def _results(api_url: str, runs: dict[str, Any]) -> dict[str, Any]:
         return {name: await run.state.aresult() for name, run in runs.items()}
 
 
+def _count(url: str, sql: str) -> int:
+    engine = make_engine(url)
+    try:
+        return int(read_frame(engine, sql)["n"][0])
+    finally:
+        engine.dispose()
+
+
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
     try:
@@ -125,6 +133,11 @@ def test_two_prefect_workers_run_the_step_flows_on_one_postgresql(postgres_url: 
         }
         assert kbtc(["db", "upgrade"], env, tmp_path).returncode == 0
         assert kbtc(["refresh-markets"], env, tmp_path).returncode == 0  # the catalog of an earlier refresh
+        # Quotes of an earlier poll: the edge loop may be dispatched seconds before poll-quotes (or finish before
+        # it starts, on a slow host), and with no quote it would price nothing and leave the ledger loop idle.
+        assert kbtc(["poll-quotes", "--seconds", "1", "--interval", "0.5"], env, tmp_path).returncode == 0
+        seeded_quotes = _count(postgres_url, "SELECT COUNT(*) AS n FROM quotes WHERE source = 'rest'")
+        assert seeded_quotes > 0
         spot = subprocess.Popen([sys.executable, "-m", "kbtc.cli", "collect", "--coinbase", "--seconds", "0"],
                                 env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         workers: dict[str, subprocess.Popen[str]] = {}
@@ -179,7 +192,7 @@ def test_two_prefect_workers_run_the_step_flows_on_one_postgresql(postgres_url: 
     print(f"\nPrefect workers: {dispatched}\nresults: {results}")
     # Nothing lost: every row a flow run reports is stored (the only writers of these rows are these runs).
     poll, edges, ledger = results["poll-quotes"], results["edge-loop"], results["opportunity-loop"]
-    assert poll["quotes"] > 0 and rest_quotes == poll["quotes"]
+    assert poll["quotes"] > 0 and rest_quotes == seeded_quotes + poll["quotes"]
     assert edges["ticks"] > 0 and edge_ticks == edges["ticks"] - edges["failures"]
     assert ledger["evaluated"] > 0 and decisions == ledger["evaluated"]
     assert scores == results["score-and-settle"]["scoring"]["inserted"]
