@@ -33,13 +33,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def cpu_share(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under pytest-xdist, a `serial` test runs alone: it holds an exclusive lock that every other test takes
     shared. Multi-process suites with timing windows (kill moments, recovery deadlines) failed on 2 cores when
-    another worker's tests took a core from them; the other tests still run beside each other."""
+    another worker's tests took a core from them; the other tests still run beside each other.
+    `serial(alone=False)`: one at a time with the other serial tests, but beside the rest — for long tests that
+    mostly wait (Prefect servers and workers) with deadlines far from their needs, so the other core keeps
+    working (on a slow 2-core host the exclusive minutes had pushed CI past 15)."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # the same in every worker of one run
     if run is None:
         yield
         return
     with (Path(tempfile.gettempdir()) / f"kbtc-pytest-{run}.lock").open("a") as handle:
-        serial = request.node.get_closest_marker("serial") is not None
+        marker = request.node.get_closest_marker("serial")
+        serial = marker is not None and marker.kwargs.get("alone", True)
         fcntl.flock(handle, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
         try:
             yield

@@ -125,7 +125,7 @@ def test_kbtc_deploy_registers_every_deployment(prefect_server: None, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.serial
+@pytest.mark.serial(alone=False)  # mostly waits on a Prefect server and one worker run; no timing window
 def test_a_process_worker_runs_a_deployment_and_its_pull_steps(prefect_server: None, tmp_path: Path) -> None:
     """`kbtc deploy --name score-and-settle`, then `prefect worker start --run-once` runs a flow run of it: the
     pull steps change into KBTC_HOME and migrate a fresh database (the flow itself never migrates, so it could

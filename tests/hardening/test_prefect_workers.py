@@ -34,8 +34,9 @@ from kbtc.db.store import read_frame
 from kbtc.sim.markets import CatalogConfig
 from kbtc.sim.simulator import SimConfig
 
-# Multi-process and timing-sensitive: run one at a time, in one worker (tests/conftest.py).
-pytestmark = pytest.mark.serial
+# Multi-process: one at a time with the other serial tests (tests/conftest.py), but beside the rest of the suite —
+# it mostly waits on Prefect, and its deadlines (120 s for runs of ~10 s) leave room for a busy core.
+pytestmark = pytest.mark.serial(alone=False)
 
 REPO = Path(__file__).resolve().parents[2]
 POOL = "kbtc"  # the work pool prefect.yaml's deployments name
