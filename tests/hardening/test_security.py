@@ -58,6 +58,7 @@ def _readable(path: Path) -> bytes:
     return data
 
 
+@pytest.mark.serial(alone=False)  # commands and flows whose outputs are searched: no timing window to miss
 @pytest.mark.slow
 def test_no_secret_in_any_output(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     key_id, pem = _key()
@@ -139,6 +140,7 @@ async def _prefect_outputs(flow_run_ids: list[Any]) -> dict[str, bytes]:
     return outputs
 
 
+@pytest.mark.serial(alone=False)  # commands and flows whose outputs are searched: no timing window to miss
 @pytest.mark.slow
 def test_no_secret_in_prefect_artifacts_or_flow_run_logs(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,6 +193,7 @@ def test_no_secret_in_prefect_artifacts_or_flow_run_logs(tmp_path: Path, tmp_pat
     assert not leaks, leaks
 
 
+@pytest.mark.serial(alone=False)  # commands and flows whose outputs are searched: no timing window to miss
 def test_key_file_readable_by_others_is_warned_about(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     key_id, pem = _key()
     key_file = tmp_path_factory.mktemp("keys") / "kalshi.key"
