@@ -62,6 +62,30 @@ def _frame_for_write(frame: pl.DataFrame, table: Table) -> pl.DataFrame:
     return frame.with_columns(conversions) if conversions else frame
 
 
+def _on_conflict(
+    stmt: Any,
+    table: Table,
+    key: Sequence[str],
+    columns: Sequence[str],
+    *,
+    on_conflict: ConflictAction,
+    update_columns: Sequence[str] | None,
+    keep_when_null: Sequence[str] = (),
+) -> Any:
+    """`stmt` (a dialect INSERT) with its `ON CONFLICT (key)` clause: DO NOTHING, or DO UPDATE of
+    `update_columns` (default: every non-key column), `keep_when_null` ones keeping a stored value over a null."""
+    if update_columns is None:
+        update_columns = [name for name in columns if name not in key]
+    if on_conflict == "ignore" or not update_columns:
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    excluded = stmt.excluded
+    set_: dict[str, Any] = {}
+    for name in update_columns:
+        column: Column[Any] = table.c[name]
+        set_[name] = func.coalesce(excluded[name], column) if name in keep_when_null else excluded[name]
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=set_)
+
+
 def upsert_sql(
     engine: Engine | Connection,
     table: Table,
@@ -84,20 +108,8 @@ def upsert_sql(
         stmt = postgresql.insert(table)
     else:
         raise NotImplementedError(f"upsert is not implemented for dialect {dialect.name}")
-    if update_columns is None:
-        update_columns = [name for name in columns if name not in key]
-    if on_conflict == "ignore" or not update_columns:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-    else:
-        excluded = stmt.excluded
-        set_: dict[str, Any] = {}
-        for name in update_columns:
-            column: Column[Any] = table.c[name]
-            if name in keep_when_null:
-                set_[name] = func.coalesce(excluded[name], column)
-            else:
-                set_[name] = excluded[name]
-        stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=set_)
+    stmt = _on_conflict(stmt, table, key, columns, on_conflict=on_conflict, update_columns=update_columns,
+                        keep_when_null=keep_when_null)
     compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
     order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
     extra = sorted(set(order or ()) - set(columns))
@@ -205,14 +217,7 @@ def copy_upsert(
     statement = postgresql.insert(table).from_select(
         columns, select(*(sql_column(name) for name in columns)).select_from(sql_table(stage))
     )
-    updates = [name for name in (update_columns if update_columns is not None else columns) if name not in key]
-    if on_conflict == "ignore" or not updates:
-        statement = statement.on_conflict_do_nothing(index_elements=list(key))
-    else:
-        statement = statement.on_conflict_do_update(
-            index_elements=list(key), set_={name: statement.excluded[name] for name in updates}
-        )
-    conn.execute(statement)
+    conn.execute(_on_conflict(statement, table, key, columns, on_conflict=on_conflict, update_columns=update_columns))
     return frame.height
 
 

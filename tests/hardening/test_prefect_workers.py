@@ -189,18 +189,14 @@ def test_two_prefect_workers_run_the_step_flows_on_one_postgresql(postgres_url: 
     try:
         dupes = {t: read_frame(engine, f"SELECT {k}, COUNT(*) AS n FROM {t} GROUP BY {k} HAVING COUNT(*) > 1")
                  for t, k in NATURAL_KEYS.items()}
-
-        def count(sql: str) -> int:
-            return int(read_frame(engine, sql)["n"][0])
-
-        rest_quotes = count("SELECT COUNT(*) AS n FROM quotes WHERE source = 'rest'")
-        edge_ticks = count("SELECT COUNT(DISTINCT asof_ts) AS n FROM edges")
-        decisions = count("SELECT COUNT(*) AS n FROM opportunities")
-        scores = count("SELECT COUNT(*) AS n FROM snapshot_scores")
-        markets = count("SELECT COUNT(*) AS n FROM markets")
-        settled = count("SELECT COUNT(*) AS n FROM markets WHERE result IS NOT NULL")
     finally:
         engine.dispose()
+    rest_quotes = _count(postgres_url, "SELECT COUNT(*) AS n FROM quotes WHERE source = 'rest'")
+    edge_ticks = _count(postgres_url, "SELECT COUNT(DISTINCT asof_ts) AS n FROM edges")
+    decisions = _count(postgres_url, "SELECT COUNT(*) AS n FROM opportunities")
+    scores = _count(postgres_url, "SELECT COUNT(*) AS n FROM snapshot_scores")
+    markets = _count(postgres_url, "SELECT COUNT(*) AS n FROM markets")
+    settled = _count(postgres_url, "SELECT COUNT(*) AS n FROM markets WHERE result IS NOT NULL")
     for table, frame in dupes.items():
         assert frame.height == 0, f"duplicates in {table}: {frame}"
     print(f"\nPrefect workers: {dispatched}\nresults: {results}")
