@@ -26,6 +26,16 @@ def fast_wall_config(**overrides: Any) -> SimConfig:
                         | overrides))
 
 
+def steady_wall_config(**overrides: Any) -> SimConfig:
+    """`fast_wall_config` with 10-minute windows and events whose current ones opened seconds ago: the markets a
+    test sees at its start are the ones it sees for its first ~10 minutes. (A multi-minute test on a slow host
+    could straddle a 2-minute roll-over: a refresh then demoted every market, and a tick priced none.)"""
+    period_s = 600
+    catalog = CatalogConfig(window_minutes=10, event_minutes=10, history_s=3600, historical_cutoff_s=1200,
+                            phase_s=(int(time.time()) - 5) % period_s)
+    return fast_wall_config(**({"catalog": catalog} | overrides))
+
+
 @contextlib.contextmanager
 def simulator_thread(config: SimConfig | None = None) -> Iterator[Simulator]:
     """Start a simulator on loopback in its own thread and event loop; stop it on exit."""

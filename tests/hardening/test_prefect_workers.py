@@ -27,12 +27,10 @@ from typing import Any
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_server import client_for, prefect_env, prefect_server
-from simthread import fast_wall_config, kbtc, kbtc_env, simulator_thread
+from simthread import kbtc, kbtc_env, simulator_thread, steady_wall_config
 
 from kbtc.db.engine import make_engine
 from kbtc.db.store import read_frame
-from kbtc.sim.markets import CatalogConfig
-from kbtc.sim.simulator import SimConfig
 
 # Multi-process: one at a time with the other serial tests (tests/conftest.py), but beside the rest of the suite —
 # it mostly waits on Prefect, and its deadlines (120 s for runs of ~10 s) leave room for a busy core.
@@ -63,17 +61,6 @@ NATURAL_KEYS = {
     "snapshot_scores": "asof_ts, market_ticker",
     "feed_events": "feed, connection_id, kind, event_ts, subject",
 }
-
-
-def _steady_catalog() -> SimConfig:
-    """10-minute windows and events whose current ones opened seconds ago: the markets of the first refresh are
-    the ones every flow run sees. (With the 2-minute windows of `fast_wall_config` a run of this test on a slow
-    host could straddle a roll-over: the flow's refresh then demoted every market and the edge loop priced none.)
-    """
-    period_s = 600
-    catalog = CatalogConfig(window_minutes=10, event_minutes=10, history_s=3600, historical_cutoff_s=1200,
-                            phase_s=(int(time.time()) - 5) % period_s)
-    return fast_wall_config(catalog=catalog)
 
 
 async def _create_pool(api_url: str) -> None:
@@ -136,7 +123,7 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 def test_two_prefect_workers_run_the_step_flows_on_one_postgresql(postgres_url: str, tmp_path: Path) -> None:
     home = tmp_path / "prefect"
     home.mkdir()
-    with simulator_thread(_steady_catalog()) as sim, prefect_server(home) as api_url:
+    with simulator_thread(steady_wall_config()) as sim, prefect_server(home) as api_url:
         env = kbtc_env(sim, tmp_path, {"DATABASE_URL": postgres_url}) | prefect_env(home, api_url) | {
             "KBTC_HOME": str(REPO),
             # The pull steps run `kbtc db upgrade`: the flow-run processes need this venv's `kbtc` on PATH.

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from simthread import kbtc, kbtc_env, simulator_thread
+from simthread import kbtc, kbtc_env, simulator_thread, steady_wall_config
 
 from kbtc.db.engine import make_engine
 from kbtc.db.store import read_frame
@@ -68,7 +68,7 @@ def _steps(work: Path, worker: str) -> list[list[str]]:
 @pytest.mark.slow
 def test_two_workers_run_every_step_at_once_on_one_postgresql(postgres_url: str, tmp_path: Path) -> None:
     results: dict[str, list[tuple[str, int, str]]] = {"a": [], "b": []}
-    with simulator_thread() as sim:
+    with simulator_thread(steady_wall_config()) as sim:  # no window roll-over mid-test
         env = kbtc_env(sim, tmp_path, {"DATABASE_URL": postgres_url})
         assert kbtc(["db", "upgrade"], env, tmp_path).returncode == 0
         collectors = {
