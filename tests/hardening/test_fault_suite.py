@@ -122,6 +122,7 @@ class FaultRounds:
         self.gaps: list[tuple[str, list[tuple[int, int]]]] = []  # per skipped number: (feed, its gap rows)
         self.stale: list[list[int]] = []  # per ticker stall: durations (ms) of the stale rows it left
         self.storms: list[tuple[str, int]] = []  # per 429 storm: (step, client retries it cost)
+        self.timeline: list[str] = []  # per WebSocket round: when it was applied and recovered (for a failure)
 
     def _events(self, feed: str, kind: str, since_ms: int) -> list[tuple[Any, ...]]:
         frame = read_frame(self.engine, "SELECT expected_seq, received_seq, duration_ms FROM feed_events "
@@ -139,8 +140,16 @@ class FaultRounds:
         applied_ms = _now_ms()
         table = "orderbook_snapshots" if target is FaultTarget.KALSHI_WS else "spot_ticks"
         timeout = ROUND_TIMEOUT_S + (STALL_S if kind is FaultKind.STALL else 0.0)
-        if await _until(lambda: _latest(self.engine, table) > applied_ms + 200, timeout):
+        recovered = await _until(lambda: _latest(self.engine, table) > applied_ms + 200, timeout)
+        if recovered:
             self.recovered[f"{target}/{kind}"] += 1
+        channel = f"[{params['channel']}]" if "channel" in params else ""
+        self.timeline.append(
+            f"{target}/{kind}{channel}: applied {applied_ms - injected_ms} ms after injection, "
+            + (f"recovered {_now_ms() - applied_ms} ms later" if recovered else
+               f"NOT recovered in {timeout:g} s (latest {table} row received {_latest(self.engine, table) - applied_ms}"
+               " ms after the fault was applied)")
+        )
         if kind is FaultKind.SKIP_SEQ:
             # One number skipped on one stream: exactly one gap row, naming that number (events flush in batches).
             await _until(lambda: bool(self._events(feed, "gap", injected_ms)), 5.0)
@@ -261,19 +270,24 @@ async def test_every_fault_class_is_recovered_without_loss_or_duplicates(
     finally:
         engine.dispose()
 
+    report = "\n".join([
+        f"fault suite (scale {SCALE}): target/kind          injected  applied  recovered",
+        *(f"  {name:<34} {counts['injected']:>8} {counts['applied']:>8} {rounds.recovered[name]:>10}"
+          for name, counts in summary.items()),
+        f"  feed_events: {dict(zip(events['feed'] + '/' + events['kind'], events['n'], strict=True))}",
+        f"  rejects: {dict(zip(rejects['source'], rejects['n'], strict=True))}",
+        f"  gap rows per skipped number: {rounds.gaps}",
+        f"  stale periods per ticker stall (ms): {rounds.stale}",
+        f"  retries per {STORM_429}×429 storm: {rounds.storms}",
+        "  WebSocket rounds:", *(f"    {line}" for line in rounds.timeline),
+    ])
     with capsys.disabled():
-        print(f"\nfault suite (scale {SCALE}): target/kind          injected  applied  recovered")
-        for name, counts in summary.items():
-            print(f"  {name:<34} {counts['injected']:>8} {counts['applied']:>8} {rounds.recovered[name]:>10}")
-        print(f"  feed_events: {dict(zip(events['feed'] + '/' + events['kind'], events['n'], strict=True))}")
-        print(f"  rejects: {dict(zip(rejects['source'], rejects['n'], strict=True))}")
-        print(f"  gap rows per skipped number: {rounds.gaps}")
-        print(f"  stale periods per ticker stall (ms): {rounds.stale}")
-        print(f"  retries per {STORM_429}×429 storm: {rounds.storms}")
+        print("\n" + report)
 
     for name, counts in summary.items():
-        assert counts["applied"] == counts["injected"], f"{name} not applied: {counts}"
-        assert rounds.recovered[name] == counts["injected"], f"{name} not recovered: {rounds.recovered[name]}"
+        assert counts["applied"] == counts["injected"], f"{name} not applied: {counts}\n{report}"
+        assert rounds.recovered[name] == counts["injected"], \
+            f"{name} not recovered: {rounds.recovered[name]}\n{report}"
     for table, dupes in tables.items():
         assert dupes.height == 0, f"duplicates in {table}: {dupes}"
     count = {(f, k): n for f, k, n in events.iter_rows()}
