@@ -22,11 +22,13 @@ never a wrong number).
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import polars as pl
 
 from kbtc.edge.params import FeeRounding
+from kbtc.edge.stages import Stages, apply_stages
 
 FeeRole = Literal["taker", "maker"]
 QUADRATIC_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees")
@@ -63,35 +65,64 @@ def with_fees(
     [0, 100] ¢, contracts ≤ 0, a negative multiplier or an unknown fee type; 0 at a price of exactly 0 or 100 ¢.
     Intermediate integers are materialised once and shared by every price (this is a hot path).
     """
+    stages, temporaries = fee_stages(
+        tuple(prices.items()),
+        contracts=contracts,
+        fee_type=fee_type,
+        fee_multiplier=fee_multiplier,
+        role=role,
+        rounding=rounding,
+        flat_fee_per_contract_dollars=flat_fee_per_contract_dollars,
+        units=units,
+    )
+    return apply_stages(frame, stages).drop(*temporaries)
+
+
+@functools.lru_cache(maxsize=64)
+def fee_stages(
+    prices: tuple[tuple[str, str], ...],
+    *,
+    contracts: str,
+    fee_type: str,
+    fee_multiplier: str,
+    role: FeeRole,
+    rounding: FeeRounding,
+    flat_fee_per_contract_dollars: float,
+    units: bool,
+) -> tuple[Stages, tuple[str, ...]]:
+    """The expressions of `with_fees` stage by stage, and the temporary columns to drop; built once per setting."""
     kind = pl.col(fee_type)
     c = (pl.col(contracts) * 100.0).round(0).cast(pl.Int64)
     mu = (pl.col(fee_multiplier) * 10_000.0).round(0).cast(pl.Int64)
     # One guard for every price: the product is exact in UInt64 (beyond: null, never a wrong number).
     ok = (c > 0) & (mu >= 0) & (c.cast(pl.Float64) * mu.cast(pl.Float64) < _MAX_MU_C)
-    staged = frame.with_columns(
-        # Reinterpreted, not cast (a cast checks every value, ~30 instructions a row): a negative size or
-        # multiplier becomes a huge UInt64, but such a row has no fee mode, so its wrapped products are never read.
-        c.reinterpret(signed=False).alias("_fee_c"),
-        mu.reinterpret(signed=False).alias("_fee_mu"),
-        # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
-        pl.when(~ok)
-        .then(None)
-        # Equalities, not `is_in`: three broadcast comparisons cost about half of one hash-set probe per row.
-        .when(pl.any_horizontal(kind == name for name in QUADRATIC_TYPES))
-        .then(pl.lit(1, pl.UInt8))
-        .when(kind == "flat")
-        .then(pl.lit(2, pl.UInt8))
-        .alias("_fee_mode"),
-        # Maker share divisor k (taker: 1); 0 = this role pays nothing.
+    stages: list[tuple[pl.Expr, ...]] = []
+    stages.append(
         (
-            pl.lit(1, pl.Int64)
-            if role == "taker"
-            else pl.when(kind == "quadratic_with_maker_fees")
-            .then(4)
-            .when(kind == "quadratic_with_combo_maker_fees")
-            .then(2)
-            .otherwise(0)
-        ).alias("_fee_k"),
+            # Reinterpreted, not cast (a cast checks every value, ~30 instructions a row): a negative size or
+            # multiplier becomes a huge UInt64, but such a row has no fee mode, so its wrapped products are never read.
+            c.reinterpret(signed=False).alias("_fee_c"),
+            mu.reinterpret(signed=False).alias("_fee_mu"),
+            # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
+            pl.when(~ok)
+            .then(None)
+            # Equalities, not `is_in`: three broadcast comparisons cost about half of one hash-set probe per row.
+            .when(pl.any_horizontal(kind == name for name in QUADRATIC_TYPES))
+            .then(pl.lit(1, pl.UInt8))
+            .when(kind == "flat")
+            .then(pl.lit(2, pl.UInt8))
+            .alias("_fee_mode"),
+            # Maker share divisor k (taker: 1); 0 = this role pays nothing.
+            (
+                pl.lit(1, pl.Int64)
+                if role == "taker"
+                else pl.when(kind == "quadratic_with_maker_fees")
+                .then(4)
+                .when(kind == "quadratic_with_combo_maker_fees")
+                .then(2)
+                .otherwise(0)
+            ).alias("_fee_k"),
+        )
     )
     cu, mu = pl.col("_fee_c"), pl.col("_fee_mu")
     base = 10**14 if rounding == "cent" else 10**12
@@ -99,18 +130,14 @@ def with_fees(
     rate = round(flat_fee_per_contract_dollars * 10_000)
     # flat: fee$ = μ·c·r / 10¹⁰ with r the per-contract rate in $0.0001; in cents ÷10⁸, in $0.0001 ÷10⁶.
     flat = _ceil_div(mu * rate, cu, 10**8 if rounding == "cent" else 10**6)
-    staged = staged.with_columns(flat.alias("_fee_flat_units"))
-    temps = [f"_fee_p_{out}" for out in prices]
-    staged = staged.with_columns(
-        price_units(pl.col(col)).alias(tmp) for tmp, col in zip(temps, prices.values(), strict=True)
-    )
+    stages.append((flat.alias("_fee_flat_units"),))
+    temps = [f"_fee_p_{out}" for out, _ in prices]
+    stages.append(tuple(price_units(pl.col(col)).alias(tmp) for tmp, (_, col) in zip(temps, prices, strict=True)))
     # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
-    staged = staged.with_columns(
-        (7 * mu * pl.col(tmp) * (10_000 - pl.col(tmp))).alias(f"{tmp}_a") for tmp in temps
-    )
+    stages.append(tuple((7 * mu * pl.col(tmp) * (10_000 - pl.col(tmp))).alias(f"{tmp}_a") for tmp in temps))
     k = pl.col("_fee_k")
     outputs = []
-    for out, tmp in zip(prices, temps, strict=True):
+    for (out, _), tmp in zip(prices, temps, strict=True):
         a = pl.col(f"{tmp}_a")
         if role == "taker":
             quadratic = _ceil_div(a, cu, base)
@@ -124,10 +151,13 @@ def with_fees(
             )
         # A null price propagates through `quadratic`; the flat fee does not read the price, so check it.
         mode = pl.col("_fee_mode")
-        fee = pl.when(mode == 1).then(quadratic).when((mode == 2) & pl.col(tmp).is_not_null()).then(
-            pl.col("_fee_flat_units")
+        fee = (
+            pl.when(mode == 1)
+            .then(quadratic)
+            .when((mode == 2) & pl.col(tmp).is_not_null())
+            .then(pl.col("_fee_flat_units"))
         )
         outputs.append(fee.cast(pl.Int64).alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
-    staged = staged.with_columns(outputs)
-    drop = ["_fee_c", "_fee_mu", "_fee_mode", "_fee_k", "_fee_flat_units"]
-    return staged.drop(*drop, *temps, *(f"{t}_a" for t in temps))
+    stages.append(tuple(outputs))
+    drop = ("_fee_c", "_fee_mu", "_fee_mode", "_fee_k", "_fee_flat_units")
+    return tuple(stages), (*drop, *temps, *(f"{t}_a" for t in temps))

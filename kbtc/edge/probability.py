@@ -35,11 +35,13 @@ Conventions of `average` mode (documented in docs/EDGE_VALIDATION.md):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import polars as pl
 
 from kbtc.edge.params import SECONDS_PER_YEAR, SettlementMode
+from kbtc.edge.stages import Stages, apply_stages
 
 GREATER_TYPES = ("greater", "greater_or_equal")
 LESS_TYPES = ("less", "less_or_equal")
@@ -86,8 +88,24 @@ def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: floa
 
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
 _GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
-_TEMPS = ("_gt", "_lt", "_bt", "_incl", "_x", "_k_lo", "_k_hi", "_w", "_z_hi", "_sgn", "_a", "_b", "_scale",
-          "_shift", "_vdiff")
+# The temporary columns of `probability_stages` (dropped by `with_probability` and by kbtc.edge.pricing.price).
+PROBABILITY_TEMPORARIES = (
+    "_gt",
+    "_lt",
+    "_bt",
+    "_incl",
+    "_x",
+    "_k_lo",
+    "_k_hi",
+    "_w",
+    "_z_hi",
+    "_sgn",
+    "_a",
+    "_b",
+    "_scale",
+    "_shift",
+    "_vdiff",
+)
 
 
 def with_probability(
@@ -103,6 +121,17 @@ def with_probability(
     `frame` must carry the columns of `PROBABILITY_INPUTS`. Vectorised: a few passes of Polars expressions,
     each stage materialised once so that no branch recomputes a transcendental function.
     """
+    return apply_stages(frame, probability_stages(mode, window_prints, print_interval_s, prob_clip)).drop(
+        *PROBABILITY_TEMPORARIES, strict=False
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def probability_stages(mode: SettlementMode, window_prints: int, print_interval_s: float, prob_clip: float) -> Stages:
+    """The expressions of `with_probability`, stage by stage (before dropping the temporaries).
+
+    Built once per setting (kbtc.edge.stages).
+    """
     n = float(window_prints)
     dt = float(print_interval_s)
     t = pl.col("horizon_s")
@@ -111,35 +140,42 @@ def with_probability(
     basis_std = pl.col("basis_std_usd").fill_null(0.0)
     greater, less = _GT, _LT
     strike_type = pl.col("strike_type")
-    staged = frame.with_columns(
-        ((strike_type == "greater") | (strike_type == "greater_or_equal")).alias("_gt"),
-        ((strike_type == "less") | (strike_type == "less_or_equal")).alias("_lt"),
-        (strike_type == "between").alias("_bt"),
-        ((strike_type == "greater_or_equal") | (strike_type == "less_or_equal")).alias("_incl"),
+    stages: list[tuple[pl.Expr, ...]] = []
+    stages.append(
+        (
+            ((strike_type == "greater") | (strike_type == "greater_or_equal")).alias("_gt"),
+            ((strike_type == "less") | (strike_type == "less_or_equal")).alias("_lt"),
+            (strike_type == "between").alias("_bt"),
+            ((strike_type == "greater_or_equal") | (strike_type == "less_or_equal")).alias("_incl"),
+        )
     )
     if mode == "average":
         m = pl.col("prints_left")
         first = t - (m - 1.0) * dt  # time to the first future print, in (0, Δ]
         diffusion = pl.when(m > 0).then(var_per_s * (first + dt * (m - 1.0) * (2.0 * m - 1.0) / (6.0 * m)))
-        staged = staged.with_columns(future_prints(t, window_prints, print_interval_s).alias("prints_left"))
-        staged = staged.with_columns(
-            pl.when(pl.col("prints_left") == 0)
-            .then(pl.col("fixed_sum_usd") / n)
-            .otherwise(pl.col("model_spot_usd"))
-            .alias("_x"),
-            pl.when(pl.col("prints_left") == 0).then(1.0).otherwise(n / pl.col("prints_left")).alias("_scale"),
-            # Before the window nothing is fixed (Σ = 0 even when no prints were supplied).
-            pl.when((pl.col("prints_left") > 0) & (pl.col("prints_left") < n))
-            .then(pl.col("fixed_sum_usd") / pl.col("prints_left"))
-            .otherwise(0.0)
-            .alias("_shift"),
-            diffusion.fill_null(0.0).alias("_vdiff"),
+        stages.append((future_prints(t, window_prints, print_interval_s).alias("prints_left"),))
+        stages.append(
+            (
+                pl.when(pl.col("prints_left") == 0)
+                .then(pl.col("fixed_sum_usd") / n)
+                .otherwise(pl.col("model_spot_usd"))
+                .alias("_x"),
+                pl.when(pl.col("prints_left") == 0).then(1.0).otherwise(n / pl.col("prints_left")).alias("_scale"),
+                # Before the window nothing is fixed (Σ = 0 even when no prints were supplied).
+                pl.when((pl.col("prints_left") > 0) & (pl.col("prints_left") < n))
+                .then(pl.col("fixed_sum_usd") / pl.col("prints_left"))
+                .otherwise(0.0)
+                .alias("_shift"),
+                diffusion.fill_null(0.0).alias("_vdiff"),
+            )
         )
         # A strike the type does not use is computed but never read (less ignores `_a`, greater `_b`).
-        staged = staged.with_columns(
-            (pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
-            (pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
-            (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
+        stages.append(
+            (
+                (pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
+                (pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
+                (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
+            )
         )
         # A NaN sum would reach erfc as NaN and be read as a tie: only a finite sum prices the window.
         in_window_without_prints = (pl.col("prints_left") < n) & ~is_finite(pl.col("fixed_sum_usd")).fill_null(False)
@@ -147,27 +183,32 @@ def with_probability(
         # The original's horizon is max(T, 0); at T ≤ 0 it never reads σ. (Not `max_horizontal(t, 0)`: it
         # skips a NaN and would turn a NaN horizon into an expired market.)
         point_diffusion = pl.when(t > 0).then(var_per_s * t).otherwise(0.0)
-        staged = staged.with_columns(
-            pl.lit(None, pl.Float64).alias("prints_left"),
-            pl.col("model_spot_usd").alias("_x"),
-            pl.col("floor_strike").alias("_k_lo"),
-            pl.col("cap_strike").alias("_k_hi"),
-            (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
+        stages.append(
+            (
+                pl.lit(None, pl.Float64).alias("prints_left"),
+                pl.col("model_spot_usd").alias("_x"),
+                pl.col("floor_strike").alias("_k_lo"),
+                pl.col("cap_strike").alias("_k_hi"),
+                (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
+            )
         )
         in_window_without_prints = pl.lit(False)
 
     x, v = pl.col("_x"), pl.col("model_var")
     k_lo, k_hi = pl.col("_k_lo"), pl.col("_k_hi")
     # z = d/√2 = (ln(x/K) − v/2)·w with w = 1/√(2v), so Φ(±d) = ½·erfc(∓z).
-    staged = staged.with_columns((_INV_SQRT2 / v.sqrt()).alias("_w"))
+    stages.append(((_INV_SQRT2 / v.sqrt()).alias("_w"),))
     w = pl.col("_w")
     z_lo = ((x / k_lo).log() - 0.5 * v) * w
     z_hi = ((x / k_hi).log() - 0.5 * v) * w
     # Φ(y) = ½·erfc(−y/√2) keeps full relative precision in both tails. A bucket whose strikes both lie below
     # the centre (d_hi > 0) is computed from the lower tails, Φ(−d_hi) − Φ(−d_lo), both small: no cancellation.
-    staged = staged.with_columns(z_hi.alias("_z_hi")).with_columns(
-        # fill_nan: Polars orders NaN above every number; a tie at the cap (z = NaN) is not "below the centre".
-        pl.when(less | (_BT & (pl.col("_z_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn")
+    stages.append((z_hi.alias("_z_hi"),))
+    stages.append(
+        (
+            # fill_nan: Polars orders NaN above every number; a tie at the cap (z = NaN) is not "below the centre".
+            pl.when(less | (_BT & (pl.col("_z_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn"),
+        )
     )
     sgn = pl.col("_sgn")
     # With v = 0 (outcome decided) z = ±∞ and Φ gives the indicator; at a tie x = K, z = 0·∞ = NaN and the
@@ -182,15 +223,17 @@ def with_probability(
     exceeded = (sgn < 0).cast(pl.Float64)
     # erfc is the costliest step (~16 ns a row, ~4 at ±∞): a tail the type never reads (less: `_a`, greater:
     # `_b`) gets an infinite argument instead of its z, so only a `between` pays for two.
-    staged = staged.with_columns(
-        pl.when(k_lo <= 0)
-        .then(exceeded)
-        .otherwise((0.5 * pl.when(less).then(math.inf).otherwise(sgn * z_lo).erfc()).fill_nan(tie_a))
-        .alias("_a"),
-        pl.when(k_hi <= 0)
-        .then(exceeded)
-        .otherwise((0.5 * pl.when(greater).then(math.inf).otherwise(sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b))
-        .alias("_b"),
+    stages.append(
+        (
+            pl.when(k_lo <= 0)
+            .then(exceeded)
+            .otherwise((0.5 * pl.when(less).then(math.inf).otherwise(sgn * z_lo).erfc()).fill_nan(tie_a))
+            .alias("_a"),
+            pl.when(k_hi <= 0)
+            .then(exceeded)
+            .otherwise((0.5 * pl.when(greater).then(math.inf).otherwise(sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b))
+            .alias("_b"),
+        )
     )
     a, b = pl.col("_a"), pl.col("_b")
     smooth = pl.when(greater).then(a).when(less).then(b).otherwise(sgn * (b - a)).clip(0.0, 1.0)
@@ -220,11 +263,12 @@ def with_probability(
         & is_finite(t)
         & (v < math.inf)
     )
-    staged = staged.with_columns(pl.when(valid).then(smooth).alias("p_model_raw"))
+    stages.append((pl.when(valid).then(smooth).alias("p_model_raw"),))
     clipped = pl.col("p_model_raw")
     if mode == "point":
         # With T > 0 the original clamps both CDFs of a range before the difference (≤ 2ε from clip(raw)).
         eps_a, eps_b = a.clip(prob_clip, 1.0 - prob_clip), b.clip(prob_clip, 1.0 - prob_clip)
         clipped = pl.when(_BT & (t > 0)).then(sgn * (eps_b - eps_a)).otherwise(clipped)
         clipped = pl.when(valid).then(clipped)
-    return staged.with_columns(clipped.clip(prob_clip, 1.0 - prob_clip).alias("p_model")).drop(*_TEMPS, strict=False)
+    stages.append((clipped.clip(prob_clip, 1.0 - prob_clip).alias("p_model"),))
+    return tuple(stages)

@@ -31,6 +31,8 @@ plus data-quality gates. The first failing check names the row's `skip_reason`, 
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 from kbtc.edge.ev import no_ask_cents
@@ -94,6 +96,12 @@ def gate(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
     `frame` has the engine's joined columns: market fields, `asof_ts`, `known_market`, `spot_usd`, `spot_ts`,
     the quote fields, `off_grid` (bool) and `model_spot_usd`.
     """
+    return frame.with_columns(gate_expressions(params))
+
+
+@functools.lru_cache(maxsize=64)
+def gate_expressions(params: EdgeParams) -> tuple[pl.Expr, ...]:
+    """The expressions `gate` adds, built once per setting (kbtc.edge.stages)."""
     asof = pl.col("asof_ts")
     close = pl.col("close_ts")
     yes_bid, yes_ask = pl.col("yes_bid_cents"), pl.col("yes_ask_cents")
@@ -154,7 +162,7 @@ def gate(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
         .then(pl.col("cap_strike"))
         .otherwise(pl.col("floor_strike"))
     )
-    return frame.with_columns(
+    return (
         reason.alias("skip_reason"),
         pl.when(yes_ok).then(yes_ask).alias("yes_ask_used_cents"),
         pl.when(no_ok).then(no_ask).alias("no_ask_used_cents"),
@@ -172,21 +180,26 @@ def select_band(frame: pl.LazyFrame, params: EdgeParams) -> pl.LazyFrame:
     Per as-of time, among markets with no skip reason yet, ranked by (distance, ticker): all within `pct_band` %
     are kept when they number at least `min(top_n, candidates)`; otherwise the `top_n` nearest are kept.
     """
+    ranks, reason = _band_expressions(params.pct_band, params.top_n)
+    return frame.with_columns(ranks).with_columns(reason).drop("_rank", "_candidates", "_in_band")
+
+
+@functools.lru_cache(maxsize=64)
+def _band_expressions(pct_band: float, top_n: int) -> tuple[tuple[pl.Expr, ...], pl.Expr]:
     candidate = pl.col("skip_reason").is_null()
     # Non-candidates rank last; ties keep row order, which the engine sorts by ticker.
     distance = pl.when(candidate).then(pl.col("distance_pct")).otherwise(float("inf")).fill_null(float("inf"))
-    ranked = frame.with_columns(
+    ranks = (
         distance.rank("ordinal").over("asof_ts").alias("_rank"),
         candidate.sum().over("asof_ts").alias("_candidates"),
-        (candidate & (pl.col("distance_pct") <= params.pct_band)).sum().over("asof_ts").alias("_in_band"),
+        (candidate & (pl.col("distance_pct") <= pct_band)).sum().over("asof_ts").alias("_in_band"),
     )
-    use_band = pl.col("_in_band") >= pl.min_horizontal(pl.lit(params.top_n), pl.col("_candidates"))
-    keep = pl.when(use_band).then(pl.col("distance_pct") <= params.pct_band).otherwise(
-        pl.col("_rank") <= params.top_n
-    )
-    return ranked.with_columns(
+    use_band = pl.col("_in_band") >= pl.min_horizontal(pl.lit(top_n), pl.col("_candidates"))
+    keep = pl.when(use_band).then(pl.col("distance_pct") <= pct_band).otherwise(pl.col("_rank") <= top_n)
+    reason = (
         pl.when(candidate & ~keep.fill_null(False))
         .then(pl.lit("outside_strike_band"))
         .otherwise(pl.col("skip_reason"))
         .alias("skip_reason")
-    ).drop("_rank", "_candidates", "_in_band")
+    )
+    return ranks, reason

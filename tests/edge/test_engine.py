@@ -10,8 +10,9 @@ from polars.testing import assert_frame_equal
 
 from kbtc.edge import EDGE_COLUMNS, EdgeParams, compute_edges, market_state, quotes_asof
 from kbtc.edge.engine import MARKET_SCHEMA, typed
+from kbtc.edge.pricing import pricing_steps
 from kbtc.edge.quality import PriceGrids, price_grids
-from kbtc.edge.selection import SKIP_REASONS
+from kbtc.edge.selection import SKIP_REASONS, gate_expressions
 
 A = 1_795_000_000_000
 S = 100_000.0
@@ -174,6 +175,20 @@ def test_price_grids_kept_across_calls_give_the_same_edges() -> None:
     kept = compute_edges(markets, quotes, state, prints=spot_ticks(), grids=grids)
     assert_frame_equal(kept, fresh)
     assert reasons(kept)["OFFGRID-1"] == "off_tick_grid" and reasons(kept)["WINDOW-1"] is None
+
+
+def test_expressions_built_once_per_setting_serve_each_setting_alone() -> None:
+    # The engine's expressions are built once per EdgeParams and reused: a later tick with other settings
+    # must not see the first one's, and a repeat of the first settings must give the first result again.
+    assert pricing_steps(EdgeParams()) is pricing_steps(EdgeParams())
+    assert gate_expressions(EdgeParams()) is gate_expressions(EdgeParams())
+    other = EdgeParams(contracts=50.0, kelly_multiplier=1.0, fee_rounding="ten_thousandth", settlement="point",
+                       top_n=1, pct_band=0.0)
+    first, second, again = run([A]), run([A], params=other), run([A])
+    assert_frame_equal(again, first)
+    assert second["contracts"].unique().to_list() == [50.0]
+    assert sorted(reasons(second).items(), key=str) != sorted(reasons(first).items(), key=str)  # the band of 1
+    assert not second.select("ev_yes_dollars", "kelly_yes").equals(first.select("ev_yes_dollars", "kelly_yes"))
 
 
 def test_priced_rows_are_complete_and_one_sided_markets_keep_the_other_side() -> None:
