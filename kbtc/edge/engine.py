@@ -32,16 +32,18 @@ Coinbase) is added to spot and to the fixed prints, and its standard deviation e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
 import polars as pl
 
-from kbtc.edge.ev import BOOK_KEY, book_asks, cap_event_exposure, depth_ev
+from kbtc.edge.ev import BOOK_KEY, book_asks, capped_event_exposure, depth_ev
 from kbtc.edge.params import MODEL_VERSION, EdgeParams
 from kbtc.edge.pricing import PRICING_OUTPUTS, price
 from kbtc.edge.quality import PriceGrids, off_grid, off_grid_rows, price_grids
 from kbtc.edge.selection import gate, select_band
+from kbtc.edge.stages import Stages, apply_stages
 from kbtc.edge.window import first_print_offset_ms, fixed_window_prints, spot_price
 
 MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -103,6 +105,8 @@ _STREAMING_FROM_ROWS = 200_000
 
 def typed(frame: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
     """`frame` with exactly the columns of `schema`, cast, missing ones null (extra columns dropped)."""
+    if list(frame.schema.items()) == list(schema.items()):  # already typed (the loaders' frames): nothing to do
+        return frame
     return frame.select(
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()
@@ -238,24 +242,23 @@ def compute_edges(
         .unique("asof_ts", keep="last")
     )
     split = grids if grids is not None else PriceGrids.of(price_grids(markets))
-    # Markets of one grid range are checked in the query; the rare ones of several by the general match.
-    several = off_grid_rows(quotes, PriceGrids(split.single.clear(), split.several)) if split.several.height \
-        else pl.DataFrame(schema={"asof_ts": pl.Int64, "market_ticker": pl.String})
     basis = pl.col("basis_usd").fill_null(0.0)
+    # Markets of one grid range are checked in the query; the rare ones of several by the general match.
     joined = (
         _universe(markets, quotes, state.select("asof_ts"), params)
         .join(state.lazy(), on="asof_ts", how="left")
         .join(quotes.lazy(), on=["asof_ts", "market_ticker"], how="left")
         .join(split.single.lazy().with_columns(pl.lit(True).alias("_grid")), on="market_ticker", how="left")
-        .join(several.lazy().with_columns(pl.lit(True).alias("_off_several")), on=["asof_ts", "market_ticker"],
-              how="left")
-        .with_columns(
-            (
-                (pl.col("_grid").fill_null(False) & off_grid(pl.col("start_u"), pl.col("end_u"), pl.col("step_u")))
-                | pl.col("_off_several").fill_null(False)
-            ).alias("off_grid")
-        )
-        .drop("_grid", "start_u", "end_u", "step_u", "_off_several")
+    )
+    is_off_grid = pl.col("_grid").fill_null(False) & off_grid(pl.col("start_u"), pl.col("end_u"), pl.col("step_u"))
+    if split.several.height:
+        several = off_grid_rows(quotes, PriceGrids(split.single.clear(), split.several))
+        joined = joined.join(several.lazy().with_columns(pl.lit(True).alias("_off_several")),
+                             on=["asof_ts", "market_ticker"], how="left")
+        is_off_grid = is_off_grid | pl.col("_off_several").fill_null(False)
+    joined = (
+        joined.with_columns(is_off_grid.alias("off_grid"))
+        .drop("_grid", "start_u", "end_u", "step_u", "_off_several", strict=False)
         .with_columns(
             # One book: a YES bid is a NO ask at 100 − price and vice versa (fills a side the quote lacks).
             pl.coalesce("yes_bid_cents", 100.0 - pl.col("no_ask_cents")).alias("yes_bid_cents"),
@@ -276,11 +279,7 @@ def compute_edges(
     engine: Literal["in-memory", "streaming"] = "streaming" if pairs >= _STREAMING_FROM_ROWS else "in-memory"
     gated = select_band(gate(joined, params), params).collect(engine=engine)
 
-    # A print is fixed once its second has passed: from the first print on (not from the window's open, a
-    # second earlier) the fixed prints are needed; before it none is fixed and Σ = 0.
-    in_window = pl.col("spot_ts") >= pl.col("close_ts") - first_print_offset_ms(
-        params.window_prints, params.print_interval_s
-    )
+    in_window = _in_window(params)
     needs_prints = gated.filter(pl.col("skip_reason").is_null() & in_window).select(
         pl.col("spot_ts").alias("info_ts"), "close_ts", "spot_source"
     )
@@ -305,13 +304,37 @@ def compute_edges(
         # Coinbase proxies move to index units like the spot (with the index as spot the basis is 0).
         (pl.col("fixed_sum_usd") + pl.col("fixed_count") * basis).alias("fixed_sum_usd"),
     )
-    priced = price(staged, params)
+    result = (
+        apply_stages(price(staged, params), _outcome_stages(params))
+        .select(EDGE_COLUMNS)
+        .sort("asof_ts", "market_ticker")
+        .collect(engine=engine)
+    )
+    return result if books is None else with_depth(result, books, params)
+
+
+_DEPTH_COLUMNS = {"depth_filled_yes": pl.Float64, "depth_ev_yes_dollars": pl.Float64, "depth_filled_no": pl.Float64,
+                  "depth_ev_no_dollars": pl.Float64}
+
+
+def _in_window(params: EdgeParams) -> pl.Expr:
+    """A print is fixed once its second has passed: from the first print on (not from the window's open, a
+    second earlier) the fixed prints are needed; before it none is fixed and Σ = 0."""
+    offset_ms = first_print_offset_ms(params.window_prints, params.print_interval_s)
+    return pl.col("spot_ts") >= pl.col("close_ts") - offset_ms
+
+
+@functools.lru_cache(maxsize=64)
+def _outcome_stages(params: EdgeParams) -> Stages:
+    """After pricing: the post-pricing skip reasons, priced-only columns nulled on skipped rows, the per-event
+    Kelly cap, the model version and (filled by `with_depth`) null depth columns; built once per setting."""
+    in_window = _in_window(params)
     sigma_ok = pl.col("sigma_annual").is_finite() & (pl.col("sigma_annual") >= 0)
     prints_missing = (
         in_window & pl.col("fixed_sum_usd").is_null() if params.settlement == "average" else pl.lit(False)
     )
     pending = pl.col("skip_reason").is_null()
-    after = priced.with_columns(
+    reason = (
         pl.when(pending & ~sigma_ok.fill_null(False))
         .then(pl.lit("sigma_not_ready"))
         .when(pending & prints_missing)
@@ -322,15 +345,16 @@ def compute_edges(
         .otherwise(pl.col("skip_reason"))
         .alias("skip_reason")
     )
-    skipped = pl.col("skip_reason").is_not_null()
-    after = after.with_columns([pl.when(~skipped).then(pl.col(c)).alias(c) for c in _PRICED_ONLY])
-    after = cap_event_exposure(after, params.event_exposure_cap, group=("asof_ts", "event_ticker"))
-    result = after.with_columns(pl.lit(MODEL_VERSION).alias("model_version")).collect(engine=engine)
-    return with_depth(result, books, params)
-
-
-_DEPTH_COLUMNS = {"depth_filled_yes": pl.Float64, "depth_ev_yes_dollars": pl.Float64, "depth_filled_no": pl.Float64,
-                  "depth_ev_no_dollars": pl.Float64}
+    priced = pl.col("skip_reason").is_null()
+    return (
+        (reason,),
+        tuple(pl.when(priced).then(pl.col(c)).alias(c) for c in _PRICED_ONLY),
+        capped_event_exposure(params.event_exposure_cap, group=("asof_ts", "event_ticker")),
+        (
+            pl.lit(MODEL_VERSION).alias("model_version"),
+            *(pl.lit(None, dtype).alias(name) for name, dtype in _DEPTH_COLUMNS.items()),
+        ),
+    )
 
 
 def with_depth(edges: pl.DataFrame, books: pl.DataFrame | None, params: EdgeParams) -> pl.DataFrame:

@@ -34,15 +34,15 @@ def kelly_fraction(q_side: pl.Expr, cost: pl.Expr, multiplier: float) -> pl.Expr
     return ((q_side - cost).clip(lower_bound=0.0) / (1.0 - cost)).fill_nan(0.0) * multiplier
 
 
-def cap_event_exposure(frame: pl.LazyFrame, cap: float, *, group: tuple[str, ...]) -> pl.LazyFrame:
-    """Scale `kelly_yes`/`kelly_no` so the total stake per `group` (e.g. as-of × event) is at most `cap`.
+def capped_event_exposure(cap: float, *, group: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr]:
+    """`kelly_yes`/`kelly_no` scaled so the total stake per `group` (e.g. as-of × event) is at most `cap`.
 
     Only one side of a market can have positive EV (`ask ≥ bid`), so a market's stake is the larger of the two.
     """
     stake = pl.max_horizontal(pl.col("kelly_yes").fill_null(0.0), pl.col("kelly_no").fill_null(0.0))
     total = stake.sum().over(group)
     scale = pl.when(total > cap).then(cap / total).otherwise(1.0)
-    return frame.with_columns(pl.col("kelly_yes") * scale, pl.col("kelly_no") * scale)
+    return pl.col("kelly_yes") * scale, pl.col("kelly_no") * scale
 
 
 BOOK_KEY = ("asof_ts", "market_ticker")

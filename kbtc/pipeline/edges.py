@@ -7,6 +7,7 @@ Both writes are upserts on (as-of time, market): re-running a tick replaces its 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,8 +58,13 @@ class EdgeSettings:
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
     def param_set(self) -> ParamSet:
-        """The settings' `model_params` set: the JSON, its id and its order size."""
-        return ParamSet.from_json(self.params_json())
+        """The settings' `model_params` set: the JSON, its id and its order size (computed once per setting)."""
+        return _param_set(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _param_set(settings: EdgeSettings) -> ParamSet:
+    return ParamSet.from_json(settings.params_json())
 
 
 def edge_settings_from(
@@ -136,21 +142,16 @@ def edge_rows(edges: pl.DataFrame) -> pl.DataFrame:
 # An unpriced market's row lacks these: such rows go through an upsert without them (NULL by default, and set
 # to NULL on conflict) — a quarter fewer parameters to bind for most of a 10k-market tick's rows.
 _UNPRICED_NULLS = ("p_model", "ev_yes_dollars", "ev_no_dollars")
-_STATEMENTS: dict[tuple[str, str, str, bool], tuple[str, tuple[str, ...] | None]] = {}
 
 
 def _upsert_statement(engine: Engine, table: str, unpriced: bool = False) -> tuple[str, tuple[str, ...] | None]:
-    """The compiled upsert of `table`'s columns (`unpriced`: of `edges` without `_UNPRICED_NULLS`), compiled once
-    per database driver, not per tick (~0.6 ms)."""
-    key = (engine.dialect.name, engine.dialect.driver, table, unpriced)
-    if key not in _STATEMENTS:
-        model = Edge if table == Edge.__tablename__ else EdgeSnapshot
-        columns = _EDGE_TABLE_COLUMNS if model is Edge else _SNAPSHOT_COLUMNS
-        update = [name for name in columns if name not in ("asof_ts", "market_ticker")]
-        if unpriced:
-            columns = tuple(name for name in columns if name not in _UNPRICED_NULLS)
-        _STATEMENTS[key] = upsert_sql(engine, table_of(model), columns, update_columns=update)
-    return _STATEMENTS[key]
+    """The upsert of `table`'s columns (`unpriced`: of `edges` without `_UNPRICED_NULLS`)."""
+    model = Edge if table == Edge.__tablename__ else EdgeSnapshot
+    columns = _EDGE_TABLE_COLUMNS if model is Edge else _SNAPSHOT_COLUMNS
+    update = [name for name in columns if name not in ("asof_ts", "market_ticker")]
+    if unpriced:
+        columns = tuple(name for name in columns if name not in _UNPRICED_NULLS)
+    return upsert_sql(engine, table_of(model), columns, update_columns=update)
 
 
 def write_edges(
