@@ -38,7 +38,11 @@ TYPES = ("greater", "less", "between")
 
 
 def pricing_rows(n: int, seed: int = 5) -> pl.DataFrame:
-    """Random rows before the settlement window: all strike types, sub-cent asks, sizes 1–100."""
+    """Random rows before the settlement window: all strike types, sub-cent asks, sizes 1–100.
+
+    `strike_type` and `fee_type` are Categorical, as the engine's rows carry them (kbtc.edge.engine.MARKET_SCHEMA:
+    typed once on the markets frame, inherited by every as-of × market row).
+    """
     rng = np.random.default_rng(seed)
     spot = 100_000 + rng.normal(0, 2_000, n)
     floor = spot + rng.normal(0, 1_500, n)
@@ -50,7 +54,7 @@ def pricing_rows(n: int, seed: int = 5) -> pl.DataFrame:
             "model_spot_usd": spot,
             "sigma_annual": rng.uniform(0.2, 1.2, n),
             "horizon_s": rng.uniform(60, 21_600, n),
-            "strike_type": pl.Series(np.array(TYPES)[kind]),
+            "strike_type": pl.Series(np.array(TYPES)[kind], dtype=pl.Categorical),
             "floor_strike": np.where(kind == 1, np.nan, floor),
             "cap_strike": np.where(kind == 0, np.nan, floor + 500),
             "fixed_sum_usd": np.zeros(n),
@@ -58,7 +62,7 @@ def pricing_rows(n: int, seed: int = 5) -> pl.DataFrame:
             "yes_ask_used_cents": ask,
             "no_ask_used_cents": 100.0 - bid,
             "contracts": rng.integers(1, 101, n).astype(float),
-            "fee_type": "quadratic",
+            "fee_type": pl.Series(["quadratic"] * n, dtype=pl.Categorical),
             "fee_multiplier": 1.0,
         }
     ).with_columns(pl.col("floor_strike").fill_nan(None), pl.col("cap_strike").fill_nan(None))

@@ -46,18 +46,22 @@ from kbtc.edge.selection import gate, select_band
 from kbtc.edge.stages import Stages, apply_stages
 from kbtc.edge.window import first_print_offset_ms, fixed_window_prints, spot_price
 
+# strike_type and fee_type are Categorical inside the engine: typed once on the (small) markets frame, every
+# (as-of, market) row inherits them, and a comparison with a literal is an integer one (a string equality costs
+# ~1 ns a row, and pricing makes nine). The edges frame gives them back as strings.
+CATEGORICAL_MARKET_COLUMNS = ("strike_type", "fee_type")
 MARKET_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "market_ticker": pl.String,
     "event_ticker": pl.String,
     "series_ticker": pl.String,
     "status": pl.String,
-    "strike_type": pl.String,
+    "strike_type": pl.Categorical,
     "floor_strike": pl.Float64,
     "cap_strike": pl.Float64,
     "open_ts": pl.Int64,
     "close_ts": pl.Int64,
     "settlement_ts": pl.Int64,
-    "fee_type": pl.String,
+    "fee_type": pl.Categorical,
     "fee_multiplier": pl.Float64,
     "price_level_structure": pl.String,
     "price_ranges": pl.String,
@@ -268,7 +272,7 @@ def compute_edges(
             (pl.col("spot_usd") + basis).alias("model_spot_usd"),
             ((pl.col("close_ts") - pl.col("asof_ts")) / 1000.0).alias("time_to_close_s"),
             ((pl.col("close_ts") - pl.col("spot_ts")) / 1000.0).alias("horizon_s"),
-            pl.coalesce(pl.col("fee_type"), pl.lit(params.default_fee_type)).alias("fee_type"),
+            pl.coalesce(pl.col("fee_type"), pl.lit(params.default_fee_type, pl.Categorical)).alias("fee_type"),
             pl.coalesce(pl.col("fee_multiplier"), pl.lit(params.default_fee_multiplier)).alias("fee_multiplier"),
             pl.lit(float(params.contracts)).alias("contracts"),
             ((pl.col("yes_bid_cents") + pl.col("yes_ask_cents")) / 200.0).alias("p_market"),
@@ -307,6 +311,7 @@ def compute_edges(
     result = (
         apply_stages(price(staged, params), _outcome_stages(params))
         .select(EDGE_COLUMNS)
+        .with_columns(pl.col(CATEGORICAL_MARKET_COLUMNS).cast(pl.String))
         .sort("asof_ts", "market_ticker")
         .collect(engine=engine)
     )

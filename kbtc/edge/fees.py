@@ -37,9 +37,17 @@ _MAX_MU_C = 1.8e19 / (7 * 25_000_000)
 
 
 def price_units(price_cents: pl.Expr) -> pl.Expr:
-    """Price as a UInt64 count of $0.0001 (0…10 000); null outside [0, 100] ¢ (negatives fail the cast)."""
-    units = (price_cents * 100.0).round(0).cast(pl.UInt64, strict=False)
-    return pl.when(units <= 10_000).then(units)
+    """Price as a UInt64 count of $0.0001 (0…10 000); null outside [0, 100] ¢ (NaN fails `≤ 10 000`: Polars
+    orders NaN above every number)."""
+    units = (price_cents * 100.0).round(0)
+    return _to_uint64(pl.when((units >= 0) & (units <= 10_000)).then(units))
+
+
+def _to_uint64(whole: pl.Expr) -> pl.Expr:
+    """Whole non-negative floats below 2⁶³ as UInt64: a wrapping cast to Int64 reinterpreted, ~a third of a
+    checked cast's cost (and of a cast to UInt64, which x86 has no single instruction for). Other values wrap:
+    callers guard them."""
+    return whole.cast(pl.Int64, wrap_numerical=True).reinterpret(signed=False)
 
 
 def _ceil_div(a: pl.Expr, c: pl.Expr, den: int) -> pl.Expr:
@@ -92,17 +100,18 @@ def fee_stages(
 ) -> tuple[Stages, tuple[str, ...]]:
     """The expressions of `with_fees` stage by stage, and the temporary columns to drop; built once per setting."""
     kind = pl.col(fee_type)
-    c = (pl.col(contracts) * 100.0).round(0).cast(pl.Int64)
-    mu = (pl.col(fee_multiplier) * 10_000.0).round(0).cast(pl.Int64)
-    # One guard for every price: the product is exact in UInt64 (beyond: null, never a wrong number).
-    ok = (c > 0) & (mu >= 0) & (c.cast(pl.Float64) * mu.cast(pl.Float64) < _MAX_MU_C)
+    c = (pl.col(contracts) * 100.0).round(0)
+    mu = (pl.col(fee_multiplier) * 10_000.0).round(0)
+    # One guard for every price, in floats: the product is exact in UInt64 (beyond: null, never a wrong number).
+    # NaN fails it too: Polars orders NaN above every number, so `NaN·μ < max` is false.
+    ok = (c > 0) & (mu >= 0) & (c * mu < _MAX_MU_C)
     stages: list[tuple[pl.Expr, ...]] = []
     stages.append(
         (
-            # Reinterpreted, not cast (a cast checks every value, ~30 instructions a row): a negative size or
-            # multiplier becomes a huge UInt64, but such a row has no fee mode, so its wrapped products are never read.
-            c.reinterpret(signed=False).alias("_fee_c"),
-            mu.reinterpret(signed=False).alias("_fee_mu"),
+            # Wrapping casts: every guarded value is an exact integer in range; an unguarded row has no fee mode,
+            # so its wrapped value is never read.
+            _to_uint64(c).alias("_fee_c"),
+            _to_uint64(mu).alias("_fee_mu"),
             # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
             pl.when(~ok)
             .then(None)
@@ -112,16 +121,19 @@ def fee_stages(
             .when(kind == "flat")
             .then(pl.lit(2, pl.UInt8))
             .alias("_fee_mode"),
-            # Maker share divisor k (taker: 1); 0 = this role pays nothing.
-            (
-                pl.lit(1, pl.Int64)
+            # Maker share divisor k; 0 = this role pays nothing (a taker always pays: no column).
+            *(
+                ()
                 if role == "taker"
-                else pl.when(kind == "quadratic_with_maker_fees")
-                .then(4)
-                .when(kind == "quadratic_with_combo_maker_fees")
-                .then(2)
-                .otherwise(0)
-            ).alias("_fee_k"),
+                else (
+                    pl.when(kind == "quadratic_with_maker_fees")
+                    .then(4)
+                    .when(kind == "quadratic_with_combo_maker_fees")
+                    .then(2)
+                    .otherwise(0)
+                    .alias("_fee_k"),
+                )
+            ),
         )
     )
     cu, mu = pl.col("_fee_c"), pl.col("_fee_mu")
@@ -135,13 +147,13 @@ def fee_stages(
     stages.append(tuple(price_units(pl.col(col)).alias(tmp) for tmp, (_, col) in zip(temps, prices, strict=True)))
     # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
     stages.append(tuple((7 * mu * pl.col(tmp) * (10_000 - pl.col(tmp))).alias(f"{tmp}_a") for tmp in temps))
-    k = pl.col("_fee_k")
     outputs = []
     for (out, _), tmp in zip(prices, temps, strict=True):
         a = pl.col(f"{tmp}_a")
         if role == "taker":
             quadratic = _ceil_div(a, cu, base)
         else:
+            k = pl.col("_fee_k")
             quadratic = (
                 pl.when(k == 0)
                 .then(0)
@@ -156,8 +168,10 @@ def fee_stages(
             .then(quadratic)
             .when((mode == 2) & pl.col(tmp).is_not_null())
             .then(pl.col("_fee_flat_units"))
+            # A fee is far below 2⁶³: as Int64 (reinterpreted) it converts to a float in one instruction.
+            .reinterpret(signed=True)
         )
-        outputs.append(fee.cast(pl.Int64).alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
+        outputs.append(fee.alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
     stages.append(tuple(outputs))
-    drop = ("_fee_c", "_fee_mu", "_fee_mode", "_fee_k", "_fee_flat_units")
+    drop = ("_fee_c", "_fee_mu", "_fee_mode", "_fee_flat_units", *(() if role == "taker" else ("_fee_k",)))
     return tuple(stages), (*drop, *temps, *(f"{t}_a" for t in temps))

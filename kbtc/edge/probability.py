@@ -86,6 +86,17 @@ def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: floa
     )
 
 
+def _at_least_zero(strike: pl.Expr) -> pl.Expr:
+    """`strike`, with values ≤ 0 as +0.0: ln(x/0) = +∞ gives P(above) = 1 without a branch per tail (−0.0 would
+    give −∞). NaN stays NaN (Polars orders it above 0); null becomes 0.0 (its row is invalid: `bounds_ok`)."""
+    return pl.when(strike > 0).then(strike).otherwise(0.0)
+
+
+def _indicator(mask: pl.Expr) -> pl.Expr:
+    """1.0 where `mask`, else 0.0: a select of two literals costs a quarter of `cast(Float64)`."""
+    return pl.when(mask).then(1.0).otherwise(0.0)
+
+
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
 _GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
 # The temporary columns of `probability_stages` (dropped by `with_probability` and by kbtc.edge.pricing.price).
@@ -172,8 +183,8 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
         # A strike the type does not use is computed but never read (less ignores `_a`, greater `_b`).
         stages.append(
             (
-                (pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
-                (pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
+                _at_least_zero(pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
+                _at_least_zero(pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
                 (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
             )
         )
@@ -187,8 +198,8 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
             (
                 pl.lit(None, pl.Float64).alias("prints_left"),
                 pl.col("model_spot_usd").alias("_x"),
-                pl.col("floor_strike").alias("_k_lo"),
-                pl.col("cap_strike").alias("_k_hi"),
+                _at_least_zero(pl.col("floor_strike")).alias("_k_lo"),
+                _at_least_zero(pl.col("cap_strike")).alias("_k_hi"),
                 (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
             )
         )
@@ -206,8 +217,9 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     stages.append((z_hi.alias("_z_hi"),))
     stages.append(
         (
-            # fill_nan: Polars orders NaN above every number; a tie at the cap (z = NaN) is not "below the centre".
-            pl.when(less | (_BT & (pl.col("_z_hi").fill_nan(0.0) > 0))).then(1.0).otherwise(-1.0).alias("_sgn"),
+            # −z < 0, not z > 0: Polars orders NaN above every number, and a tie at the cap (z = NaN) is not
+            # "below the centre".
+            pl.when(less | (_BT & (-pl.col("_z_hi") < 0))).then(1.0).otherwise(-1.0).alias("_sgn"),
         )
     )
     sgn = pl.col("_sgn")
@@ -215,37 +227,28 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     # strike type's own inequality decides. `a` is P(above floor) (or below, when sgn = +1), `b` P(above cap)
     # (or below): a tie counts for `a` when the floor is inclusive, for `b` when "below cap" is inclusive.
     if mode == "average":
-        tie_a = (_INCL | _BT).cast(pl.Float64)  # ≥ floor: greater_or_equal and between
-        tie_b = _INCL.cast(pl.Float64)  # ≤ cap: less_or_equal (a between's "above cap" is strict)
+        tie_a = _indicator(_INCL | _BT)  # ≥ floor: greater_or_equal and between
+        tie_b = _indicator(_INCL)  # ≤ cap: less_or_equal (a between's "above cap" is strict)
     else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
         tie_a = tie_b = pl.lit(1.0)
-    # K ≤ 0 is always exceeded (ln(S/K) undefined) — model_math.md §1.1: Φ(d) = 1, Φ(−d) = 0.
-    exceeded = (sgn < 0).cast(pl.Float64)
-    # erfc is the costliest step (~16 ns a row, ~4 at ±∞): a tail the type never reads (less: `_a`, greater:
-    # `_b`) gets an infinite argument instead of its z, so only a `between` pays for two.
+    # erfc is the costliest step (~16 ns a row, ~2 at ±∞): a tail the type never reads (less: `_a`, greater:
+    # `_b`) gets an infinite argument instead of its z, so only a `between` pays for two — and that tail is
+    # exactly 0, so `sgn·(b − a)` is P for every type (greater: sgn = −1, b = 0; less: sgn = +1, a = 0).
+    # A strike ≤ 0 was clamped to 0: z = +∞ and the tail is the limit (model_math.md §1.1: always exceeded).
     stages.append(
         (
-            pl.when(k_lo <= 0)
-            .then(exceeded)
-            .otherwise((0.5 * pl.when(less).then(math.inf).otherwise(sgn * z_lo).erfc()).fill_nan(tie_a))
-            .alias("_a"),
-            pl.when(k_hi <= 0)
-            .then(exceeded)
-            .otherwise((0.5 * pl.when(greater).then(math.inf).otherwise(sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b))
-            .alias("_b"),
+            (0.5 * pl.when(less).then(math.inf).otherwise(sgn * z_lo).erfc()).fill_nan(tie_a).alias("_a"),
+            (0.5 * pl.when(greater).then(math.inf).otherwise(sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b).alias("_b"),
         )
     )
     a, b = pl.col("_a"), pl.col("_b")
-    smooth = pl.when(greater).then(a).when(less).then(b).otherwise(sgn * (b - a)).clip(0.0, 1.0)
+    smooth = (sgn * (b - a)).clip(0.0, 1.0)
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
+    # Boolean algebra, not a when-chain: bitmap operations instead of a select per branch.
     bounds_ok = (
-        pl.when(greater)
-        .then(is_finite(floor))
-        .when(less)
-        .then(is_finite(cap))
-        .when(_BT)
-        .then(is_finite(floor) & is_finite(cap) & (cap > floor))
-        .otherwise(False)
+        (greater & is_finite(floor))
+        | (less & is_finite(cap))
+        | (_BT & is_finite(floor) & is_finite(cap) & (cap > floor))
     )
     # Polars orders NaN above every number (`NaN > 0` is true): `< ∞` and `is_finite` reject NaN.
     if mode == "average":

@@ -85,6 +85,13 @@ def test_flat_fee_boundaries_and_invalid_inputs() -> None:
     assert fees([-1.0, 101.0, 50.0, 50.0], [1.0, 1.0, 0.0, -2.0]) == [None, None, None, None]
     assert fees([50.0], [1.0], "per_contract_mystery") == [None]
     assert fees([50.0], [10_000_000.0]) == [None]  # beyond the exact 64-bit range: no number rather than a wrong one
+    nan, inf = math.nan, math.inf
+    assert fees([50.0, 50.0, 50.0, nan, inf, -0.0], [nan, inf, -inf, 1.0, 1.0, 1.0]) == [None] * 5 + [0]
+    for multiplier in (nan, inf, -0.5):
+        assert fees([50.0], [1.0], "quadratic", multiplier) == [None]
+        assert fees([50.0], [1.0], "flat", multiplier) == [None]
+    assert fees([50.0], [1.0], "quadratic", 0.0) == [0] and fees([50.0], [1.0], "quadratic_with_maker_fees",
+                                                               role="maker") == [1]
 
 
 def test_fee_dollars_units() -> None:
