@@ -70,13 +70,18 @@ def is_finite(value: pl.Expr) -> pl.Expr:
     return value.abs() < math.inf
 
 
+def _times(value: pl.Expr, factor: float) -> pl.Expr:
+    """`value · factor`, without a pass over the column when the factor is 1 (1-second prints)."""
+    return value if factor == 1.0 else value * factor
+
+
 def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: float) -> pl.Expr:
     """Number of settlement prints still to come: `min(n, ⌈T/Δ⌉)`, 0 once the window has ended.
 
     Prints sit at `close − jΔ`, j = 0…n−1; the one exactly at "now" counts as fixed. Null for a NaN or infinite
     horizon (`min_horizontal` would skip a NaN and answer n).
     """
-    ceil = (horizon_s / print_interval_s).ceil()
+    ceil = (horizon_s / print_interval_s if print_interval_s != 1.0 else horizon_s).ceil()
     return (
         pl.when(~is_finite(horizon_s))
         .then(None)
@@ -162,8 +167,8 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     )
     if mode == "average":
         m = pl.col("prints_left")
-        first = t - (m - 1.0) * dt  # time to the first future print, in (0, Δ]
-        diffusion = pl.when(m > 0).then(var_per_s * (first + dt * (m - 1.0) * (2.0 * m - 1.0) / (6.0 * m)))
+        first = t - _times(m - 1.0, dt)  # time to the first future print, in (0, Δ]
+        diffusion = pl.when(m > 0).then(var_per_s * (first + _times(m - 1.0, dt) * (2.0 * m - 1.0) / (6.0 * m)))
         stages.append((future_prints(t, window_prints, print_interval_s).alias("prints_left"),))
         stages.append(
             (
