@@ -68,8 +68,11 @@ def pricing_rows(n: int, seed: int = 5) -> pl.DataFrame:
     ).with_columns(pl.col("floor_strike").fill_nan(None), pl.col("cap_strike").fill_nan(None))
 
 
+OUTPUTS = ("p_model", "ev_yes_dollars", "ev_no_dollars", "kelly_yes")
+
+
 def ours(frame: pl.DataFrame, params: EdgeParams) -> pl.DataFrame:
-    return price(frame.lazy(), params).select("p_model", "ev_yes_dollars", "ev_no_dollars", "kelly_yes").collect()
+    return price(frame.lazy(), params).select(OUTPUTS).collect()
 
 
 def python_loop(frame: pl.DataFrame, params: EdgeParams) -> list[tuple[float, float, float]]:

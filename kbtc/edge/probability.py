@@ -97,6 +97,12 @@ def _at_least_zero(strike: pl.Expr) -> pl.Expr:
     return pl.when(strike > 0).then(strike).otherwise(0.0)
 
 
+def _at_least(value: pl.Expr, bound: float) -> pl.Expr:
+    """`value.clip(lower_bound=bound)` (NaN, null and −0.0 kept alike) as a compare and a select: a third
+    cheaper than Polars' scalar clip loop."""
+    return pl.when(value < bound).then(bound).otherwise(value)
+
+
 def _indicator(mask: pl.Expr) -> pl.Expr:
     """1.0 where `mask`, else 0.0: a select of two literals costs a quarter of `cast(Float64)`."""
     return pl.when(mask).then(1.0).otherwise(0.0)
@@ -247,7 +253,8 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
         )
     )
     a, b = pl.col("_a"), pl.col("_b")
-    smooth = (sgn * (b - a)).clip(0.0, 1.0)
+    # a, b ∈ [0, 1], so sgn·(b − a) ≤ 1; a range's difference of two close tails can round below 0.
+    smooth = _at_least(sgn * (b - a), 0.0)
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     # Boolean algebra, not a when-chain: bitmap operations instead of a select per branch.
     bounds_ok = (
