@@ -8,7 +8,7 @@ from fractions import Fraction
 import polars as pl
 import pytest
 
-from kbtc.edge.fees import with_fees
+from kbtc.edge.fees import round_whole, with_fees
 
 
 def fees(prices: list[float], contracts: list[float], fee_type: str = "quadratic", multiplier: float = 1.0,
@@ -99,3 +99,13 @@ def test_fee_dollars_units() -> None:
     cent = with_fees(frame, {"f": "p"}).collect()["f"].item()
     fine = with_fees(frame, {"f": "p"}, rounding="ten_thousandth").collect()["f"].item()
     assert cent == 0.02 and fine == 0.0175
+
+
+def test_round_whole_is_round_half_to_even_where_the_guards_let_values_through() -> None:
+    ties = [k / 2 for k in range(-4_001, 4_002)]  # every half between −2000.5 and 2000.5
+    wide = [v * s for v in (0.49999999999999994, 1e5, 123_456.5, 2.0**51 - 1.5, 1e9 + 0.25) for s in (1, -1)]
+    values = pl.Series("v", [*ties, *wide, -0.0, math.nan, math.inf, -math.inf], dtype=pl.Float64)
+    rounded = pl.select(round_whole(pl.lit(values))).to_series()
+    expected = values.round(0)
+    assert rounded.is_nan().to_list() == expected.is_nan().to_list()
+    assert rounded.fill_nan(0.0).to_list() == expected.fill_nan(0.0).to_list()
