@@ -54,7 +54,7 @@ PROBABILITY_INPUTS = (
     "model_spot_usd",  # spot in settlement-index units (spot + basis)
     "sigma_annual",
     "horizon_s",  # seconds from the spot's time to the close (≤ 0: the window has ended)
-    "strike_type",
+    "strike_type",  # String or Categorical (the engine's: its comparisons with literals are integer ones)
     "floor_strike",
     "cap_strike",
     "fixed_sum_usd",  # sum of the window's prints already fixed (index units); ignored before the window
