@@ -238,7 +238,11 @@ def compute_edges(
     catalog read); computed here otherwise.
     """
     params = params or EdgeParams()
-    markets = typed(markets, MARKET_SCHEMA).unique("market_ticker", keep="last")
+    markets = typed(markets, MARKET_SCHEMA)
+    # Counting distinct tickers costs a tenth of `unique` (10k markets: 0.12 against 1.2 ms), and a catalog read
+    # has none twice.
+    if markets["market_ticker"].n_unique() < markets.height:
+        markets = markets.unique("market_ticker", keep="last")
     quotes = typed(quotes, QUOTE_SCHEMA)
     state = (
         typed(state, STATE_SCHEMA)

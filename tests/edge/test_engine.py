@@ -206,6 +206,16 @@ def test_priced_rows_are_complete_and_one_sided_markets_keep_the_other_side() ->
     assert skipped["p_model"].null_count() == skipped.height
 
 
+def test_a_market_listed_twice_is_evaluated_once_with_its_last_row() -> None:
+    spot = spot_ticks()
+    state = market_state(spot, [A], vol([A]))
+    markets = pl.DataFrame([market("OK-1", floor_strike=S + 900.0), *MARKETS])  # OK-1's later row wins
+    edges = compute_edges(markets, quotes_asof(quote_history(), [A]), state, prints=spot)
+    assert edges.height == run([A]).height and edges["market_ticker"].n_unique() == edges.height
+    assert edges.filter(pl.col("market_ticker") == "OK-1")["floor_strike"].to_list() == [S + 100.0]
+    assert edges["strike_type"].dtype == pl.String and edges["fee_type"].dtype == pl.String
+
+
 def test_inside_window_uses_the_fixed_prints() -> None:
     row = run([A]).filter(pl.col("market_ticker") == "WINDOW-1").row(0, named=True)
     assert row["prints_left"] == 30.0
