@@ -14,6 +14,7 @@ import polars as pl
 
 from kbtc.edge.fees import with_fees
 from kbtc.edge.params import FeeRounding
+from kbtc.edge.probability import at_least
 
 
 def no_ask_cents(no_ask: pl.Expr, yes_bid: pl.Expr) -> pl.Expr:
@@ -31,9 +32,7 @@ def kelly_fraction(q_side: pl.Expr, cost: pl.Expr, multiplier: float) -> pl.Expr
 
     Null when either input is null; an all-in cost of exactly $1 (0/0) is no edge.
     """
-    edge = q_side - cost
-    # `when`, not clip(lower_bound=0): the same values (null, NaN, −0.0 kept), a third cheaper.
-    return (pl.when(edge < 0).then(0.0).otherwise(edge) / (1.0 - cost)).fill_nan(0.0) * multiplier
+    return (at_least(q_side - cost, 0.0) / (1.0 - cost)).fill_nan(0.0) * multiplier
 
 
 def capped_event_exposure(cap: float, *, group: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr]:

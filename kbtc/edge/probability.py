@@ -97,7 +97,7 @@ def _at_least_zero(strike: pl.Expr) -> pl.Expr:
     return pl.when(strike > 0).then(strike).otherwise(0.0)
 
 
-def _at_least(value: pl.Expr, bound: float) -> pl.Expr:
+def at_least(value: pl.Expr, bound: float) -> pl.Expr:
     """`value.clip(lower_bound=bound)` (NaN, null and −0.0 kept alike) as a compare and a select: a third
     cheaper than Polars' scalar clip loop."""
     return pl.when(value < bound).then(bound).otherwise(value)
@@ -254,7 +254,7 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     )
     a, b = pl.col("_a"), pl.col("_b")
     # a, b ∈ [0, 1], so sgn·(b − a) ≤ 1; a range's difference of two close tails can round below 0.
-    smooth = _at_least(sgn * (b - a), 0.0)
+    smooth = at_least(sgn * (b - a), 0.0)
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     # Boolean algebra, not a when-chain: bitmap operations instead of a select per branch.
     bounds_ok = (

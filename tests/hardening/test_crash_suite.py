@@ -186,20 +186,25 @@ def test_kill_9_loses_at_most_the_last_batch_and_restarts_cleanly(tmp_path: Path
             "kalshi": sorted(r[0] for r in conn.execute("SELECT received_ts FROM kalshi_trades")),
         }
 
+    def session_kill(received_ts: int, lane: str) -> int | None:
+        """The kill that ended the session a row was received in; None for a clean session."""
+        after = bisect_right(kills[lane], received_ts)
+        return kills[lane][after] if after < len(kills[lane]) else None
+
     def must_be_stored(received_ts: int, lane: str) -> bool:
         # A clean session keeps everything. A killed one may lose only its tail: what it received after the
         # newest row it committed (a row before that one missing is a hole), and within the loss window.
-        later = kills[lane][bisect_right(kills[lane], received_ts):]
-        if not later:
+        kill = session_kill(received_ts, lane)
+        if kill is None:
             return True
         stored = stored_received[lane]
-        committed = bisect_right(stored, later[0])
+        committed = bisect_right(stored, kill)
         newest_before_kill = stored[committed - 1] if committed else -1
-        return received_ts <= newest_before_kill or received_ts < later[0] - LOSS_WINDOW_MS
+        return received_ts <= newest_before_kill or received_ts < kill - LOSS_WINDOW_MS
 
     def lost(received_ts: int, lane: str) -> str:
-        later = kills[lane][bisect_right(kills[lane], received_ts):]
-        before_kill = f"{later[0] - received_ts} ms before its session's kill" if later else "in a clean session"
+        kill = session_kill(received_ts, lane)
+        before_kill = f"{kill - received_ts} ms before its session's kill" if kill is not None else "in a clean session"
         return f"{lane} row received at {received_ts}, {before_kill}"
 
     tape = tmp_path / "data" / "tape"
