@@ -105,7 +105,7 @@ def read_typed(
     if isinstance(conn, Engine):
         with conn.connect() as connection:
             return read_typed(connection, sql, params, schema)
-    statement, order = _compiled(conn.dialect, sql)
+    statement, order = compiled_sql(conn.dialect, sql)
     # The driver's cursor on the connection's (transaction's) DBAPI connection: plain tuples, without building a
     # SQLAlchemy Row per result row (~0.3 µs a row: a quarter of reading 10k markets or an hour of ticks).
     cursor = conn.connection.cursor()
@@ -123,7 +123,7 @@ def read_typed(
 
 
 @lru_cache(maxsize=64)
-def _compiled(dialect: Dialect, sql: str) -> tuple[str, tuple[str, ...] | None]:
+def compiled_sql(dialect: Dialect, sql: str) -> tuple[str, tuple[str, ...] | None]:
     """`sql` (with `:name` placeholders) in the driver's paramstyle, and the parameter order when positional."""
     compiled = text(sql).compile(dialect=dialect)
     return compiled.string, tuple(compiled.positiontup or ()) if compiled.positional else None

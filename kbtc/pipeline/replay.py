@@ -30,7 +30,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.log import get_logger
-from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, edges_over, load_history
+from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, cadence_ms, edges_over, load_history
 from kbtc.pipeline.edges import EdgeSettings, write_edges
 from kbtc.pipeline.kalshi_store import write_books, write_index_prices, write_lifecycle, write_quotes, write_trades
 from kbtc.pipeline.recording import record_feed_events, record_rejects
@@ -328,7 +328,7 @@ def replay_edges(
     asofs = asof_grid(start_ts, end_ts, cadence_s)
     if not asofs:
         return 0, 0, 0
-    inputs = load_history(engine, asofs[0], asofs[-1], settings)
+    inputs = load_history(engine, asofs[0], asofs[-1], settings, asof_step_ms=cadence_ms(cadence_s))
     params = settings.param_set()
     edges_written = snapshots_written = 0
     for batch in edges_over(inputs, asofs, settings, chunk_rows=chunk_rows):

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from kbtc.db.store import read_frame
 from kbtc.log import get_logger
-from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, edges_over, load_history
+from kbtc.pipeline.edge_history import DEFAULT_CHUNK_ROWS, asof_grid, cadence_ms, edges_over, load_history
 from kbtc.pipeline.edges import EdgeSettings, snapshot_rows
 from kbtc.pipeline.score_snapshots import SNAPSHOT_COLUMNS
 from kbtc.scoring.calibration import calibration_error
@@ -205,7 +205,8 @@ def run_sweep(
     asofs = asof_grid(start_ts, end_ts, cadence_s)
     if not settings or not asofs:
         raise ValueError("nothing to sweep: no settings or an empty period")
-    inputs = load_history(engine, asofs[0], asofs[-1], _widest([s.settings for s in settings]))
+    inputs = load_history(engine, asofs[0], asofs[-1], _widest([s.settings for s in settings]),
+                          asof_step_ms=cadence_ms(cadence_s))
     outcomes = settled_outcomes(engine)
     rows, leads, scored = [], [], {}
     for setting in settings:

@@ -230,6 +230,7 @@ REVIEWED_DYNAMIC_SQL = {
     ("kbtc/db/store.py", "copy_upsert"): "table and column names from the metadata (_frame_for_write checks them)",
     ("kbtc/pipeline/backfill.py", "repair_windows"): "a constant fragment with a placeholder",
     ("kbtc/pipeline/edge_history.py", "load_history"): "constant columns, generated placeholders",
+    ("kbtc/pipeline/edge_history.py", "_read_quotes"): "module constant SQL and columns, generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "load_markets"): "constant columns, generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "load_latest_quotes"): "constant columns, generated placeholders",
     ("kbtc/pipeline/edge_inputs.py", "load_latest_books"): "generated placeholders",
