@@ -20,6 +20,8 @@ Every write is an idempotent upsert: replaying twice, or into the live database,
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +79,53 @@ class IngestSummary:
     last_ts: int | None = None
 
 
+class _Writer:
+    """The batches' writes, in submission order, on one background thread: SQLite releases the GIL while it
+    steps an insert, so a day's millions of quote inserts overlap the decoding of the next chunks (which runs in
+    Polars, also without the GIL). One writer, first in first out: the tables get the rows, and the row ids, of a
+    write on the calling thread. At most `depth` batches wait; a failed write is raised on the next submit or at
+    `close`, and nothing after it is written."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue[tuple[Callable[[list[Any]], object], list[Any]] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name="kbtc-replay-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None and not self._abandoned:
+                write, rows = item
+                try:
+                    write(rows)
+                except BaseException as exc:  # handed to the submitting thread, raised there
+                    self._error = exc
+
+    def submit(self, write: Callable[[list[Any]], object], rows: list[Any]) -> None:
+        self._raise()
+        self._queue.put((write, rows))
+
+    def close(self) -> None:
+        """Wait for every submitted write; raise the first failure."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def abandon(self) -> None:
+        """Stop after the write in progress (the caller failed): the waiting batches are not written."""
+        self._abandoned = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 class _Batches:
-    """One buffer per table, written through the collectors' writers when full and at the end."""
+    """One buffer per table, written through the collectors' writers (on the `_Writer` thread) when full and at
+    the end."""
 
     def __init__(self, engine: Engine, batch_rows: int) -> None:
         self.batch_rows = batch_rows
@@ -93,6 +140,7 @@ class _Batches:
             "rejects": lambda rows: record_rejects(engine, rows),
         }
         self._rows: dict[str, list[Any]] = {name: [] for name in self._writers}
+        self._writer = _Writer()
 
     def add(self, table: str, row: Any) -> None:
         rows = self._rows[table]
@@ -109,12 +157,18 @@ class _Batches:
     def flush(self, table: str) -> None:
         rows = self._rows[table]
         if rows:
-            self._writers[table](rows)
+            self._writer.submit(self._writers[table], rows)
             self._rows[table] = []
 
     def flush_all(self) -> None:
+        """Write every buffered row and wait for the writes."""
         for table in self._writers:
             self.flush(table)
+        self._writer.close()
+
+    def abandon(self) -> None:
+        """Stop the writer thread without writing what waits (the ingest failed)."""
+        self._writer.abandon()
 
 
 class _BookThrottle:
@@ -266,6 +320,17 @@ def ingest(
     quotes of both reach the writer in line order — the rows are those of a frame-by-frame ingest.
     """
     state = _Ingest(engine, series, product_id, book_interval_s, batch_rows, from_ts=from_ts, to_ts=to_ts)
+    try:
+        _ingest_chunks(state, paths, from_ts, to_ts, chunk_lines)
+    except BaseException:
+        state.batches.abandon()
+        raise
+    return state.finish()
+
+
+def _ingest_chunks(
+    state: _Ingest, paths: Iterable[Path], from_ts: int | None, to_ts: int | None, chunk_lines: int
+) -> None:
     summary = state.summary
     for path, first, lines in read_line_chunks(paths, chunk_lines):
         batch = ticker_batch(lines_text(lines))
@@ -299,7 +364,6 @@ def ingest(
                 state.record(record)
         if emitted < len(quote_rows):
             state.batches.extend("quotes", quote_rows[emitted:])
-    return state.finish()
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,46 @@ def test_a_market_closed_retroactively_trades_in_the_period_until_the_news(tmp_p
     assert before["moved"].height == 6
     assert_frame_equal(before["listed"], before["moved"], check_exact=True)
     assert frames["moved"]["asof_ts"].max() < moved
+
+
+def test_a_failed_write_stops_the_ingest_and_its_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from kbtc.pipeline import replay
+
+    written: list[int] = []
+
+    def failing_quotes(_engine: Engine, rows: list[Any]) -> int:
+        written.append(len(rows))
+        if len(written) == 2:
+            time.sleep(0.5)  # the next batches are queued meanwhile: none may be written after this failure
+            raise RuntimeError("disk full")
+        return len(rows)
+
+    monkeypatch.setattr(replay, "write_quotes", failing_quotes)
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    recording = write_jsonl(tmp_path / "rec.jsonl", recording_lines(), style="tape")
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(engine, [recording], series=("KXBTCD",), batch_rows=50, chunk_lines=100)
+    assert len(written) == 2  # nothing written after the failure
+    assert not [t for t in threading.enumerate() if t.name == "kbtc-replay-writer"]
+    engine.dispose()
+
+
+def test_a_failed_decode_stops_the_writer_without_writing_what_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from kbtc.pipeline import replay
+
+    def failing_batch(_lines: pl.Series) -> Any:
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(replay, "ticker_batch", failing_batch)
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    with pytest.raises(MemoryError):
+        ingest(engine, [write_jsonl(tmp_path / "rec.jsonl", recording_lines())], series=("KXBTCD",))
+    assert not [t for t in threading.enumerate() if t.name == "kbtc-replay-writer"]
+    assert read_frame(engine, "SELECT COUNT(*) AS n FROM quotes")["n"].item() == 0
+    engine.dispose()
