@@ -153,7 +153,8 @@ def main() -> None:
         main_bytes, wal_bytes = database_bytes(db)
         print(f"# replay: {replay_s:.1f} s ({replay_cpu_s:.1f} s CPU), {result.ingest.quotes:,} quotes, "
               f"{result.asofs:,} as-of times, {result.edges_written:,} edges, {result.snapshots_written:,} snapshots; "
-              f"database {main_bytes / 1e6:.1f} MB + WAL {wal_bytes / 1e6:.1f} MB")
+              f"database {main_bytes / 1e6:.1f} MB + WAL {wal_bytes / 1e6:.1f} MB; stages (wall): "
+              + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.stage_s.items()))
         print(bench_line("replay_updates_per_s", args.updates / replay_s, "updates/s", args.updates / floor_s))
         print(bench_line("replay_cpu_updates_per_s", args.updates / replay_cpu_s, "updates/CPU-s",
                          args.updates / floor_cpu_s))

@@ -93,6 +93,8 @@ def replay_command(  # noqa: PLR0917 — typer maps each option to a parameter
     scored = result.score.inserted if result.score is not None else 0
     console.print(f"edges: {result.asofs:,} as-of times, {result.edges_written:,} edges, "
                   f"{result.snapshots_written:,} snapshots; {scored:,} snapshots scored", highlight=False)
+    console.print("time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.stage_s.items()),
+                  highlight=False)
     if ingest.frames == 0:
         raise typer.Exit(1)
 

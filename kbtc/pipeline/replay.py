@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,6 +378,7 @@ class ReplayResult:
     score: ScoreRun | None = None
     settlements_applied: int = 0
     settlement_errors: list[tuple[int, str]] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=dict)  # wall seconds: ingest, edges, score
 
 
 def replay_edges(
@@ -426,10 +428,12 @@ def run_replay(
     # Frames before the period are history the first as-of time would have known (volatility, basis, quotes).
     warmup_ms = round(1000 * max(settings.vol.lookback_s, settings.basis.lookback_s,
                                  settings.basis.index_lookback_s + 120.0, settings.params.quote_max_age_s))
+    started = time.perf_counter()
     summary = ingest(engine, paths, series=settings.params.series, product_id=settings.product_id,
                      from_ts=None if from_ts is None else from_ts - warmup_ms, to_ts=to_ts,
                      book_interval_s=book_interval_s)
     result = ReplayResult(summary)
+    result.stage_s["ingest"] = time.perf_counter() - started
     start = from_ts if from_ts is not None else summary.first_ts
     end = to_ts if to_ts is not None else summary.last_ts
     if settlements is not None:
@@ -437,11 +441,16 @@ def run_replay(
         result.settlements_applied, result.settlement_errors = imported.rows_written, imported.errors
     if start is None or end is None:
         return result
+    started = time.perf_counter()
     result.asofs, result.edges_written, result.snapshots_written = replay_edges(
         engine, start, end, cadence_s, settings, chunk_rows=chunk_rows
     )
+    result.stage_s["edges"] = time.perf_counter() - started
+    started = time.perf_counter()
     # Stamped with the period's end, not the wall clock: the same input gives the same scores table.
     result.score = score_snapshots(engine, end)
+    result.stage_s["score"] = time.perf_counter() - started
     _log.info("replay_done", frames=summary.frames, asofs=result.asofs, edges=result.edges_written,
-              snapshots=result.snapshots_written, scored=result.score.inserted)
+              snapshots=result.snapshots_written, scored=result.score.inserted,
+              seconds={stage: round(seconds, 3) for stage, seconds in result.stage_s.items()})
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,7 @@ def test_replay_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
                                  "--settlements", str(settlements_csv(tmp_path / "s.csv"))])
     assert result.exit_code == 0, result.output
     assert "as-of times" in result.output and "snapshots" in result.output
+    assert re.search(r"time: ingest [0-9.]+ s, edges [0-9.]+ s, score [0-9.]+ s", result.output), result.output
     bad = runner.invoke(app, ["replay", "--tape", str(recording), "--from", "yesterday-ish"])
     assert bad.exit_code == 2 and "not a time" in bad.output
 
