@@ -116,8 +116,9 @@ class _Writer:
     def abandon(self) -> None:
         """Stop after the write in progress (the caller failed): the waiting batches are not written."""
         self._abandoned = True
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -323,10 +324,10 @@ def ingest(
     state = _Ingest(engine, series, product_id, book_interval_s, batch_rows, from_ts=from_ts, to_ts=to_ts)
     try:
         _ingest_chunks(state, paths, from_ts, to_ts, chunk_lines)
+        return state.finish()
     except BaseException:
-        state.batches.abandon()
+        state.batches.abandon()  # the writer thread never outlives a failed ingest
         raise
-    return state.finish()
 
 
 def _ingest_chunks(

@@ -353,3 +353,20 @@ def test_a_failed_decode_stops_the_writer_without_writing_what_waits(
     assert not [t for t in threading.enumerate() if t.name == "kbtc-replay-writer"]
     assert read_frame(engine, "SELECT COUNT(*) AS n FROM quotes")["n"].item() == 0
     engine.dispose()
+
+
+def test_a_write_failing_at_the_last_flush_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from kbtc.pipeline import replay
+
+    def failing_ticks(_engine: Engine, _rows: list[Any]) -> int:
+        raise RuntimeError("read-only file")
+
+    monkeypatch.setattr(replay, "write_ticks", failing_ticks)
+    engine = fresh_engine(tmp_path / "db.sqlite")
+    with pytest.raises(RuntimeError, match="read-only"):  # every batch waits for the end: one flush, one failure
+        ingest(engine, [write_jsonl(tmp_path / "rec.jsonl", recording_lines())], series=("KXBTCD",),
+               batch_rows=1_000_000)
+    assert not [t for t in threading.enumerate() if t.name == "kbtc-replay-writer"]
+    engine.dispose()
