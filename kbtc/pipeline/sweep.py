@@ -161,8 +161,10 @@ def score_setting(
         parts.append(rows.join(outcomes, on="market_ticker", how="inner"))
     if not parts:
         return pl.DataFrame()
-    # The order size the live scoring step would join from `model_params`.
-    snapshots = pl.concat(parts).with_columns(pl.lit(params.contracts).alias("contracts"))
+    # The order size the live scoring step would join from `model_params`. Sorted: a join's output order varies
+    # from run to run; the scored rows come in (as-of, market) order.
+    snapshots = (pl.concat(parts).with_columns(pl.lit(params.contracts).alias("contracts"))
+                 .sort("asof_ts", "market_ticker"))
     return with_buckets(score_frame(snapshots)).collect()
 
 

@@ -80,6 +80,9 @@ def test_results_match_the_golden_files(replayed: Engine) -> None:
     for name, frame in results.items():
         assert frame.height > 0, name
         golden = pl.read_ndjson(GOLDEN / f"{name}.ndjson", schema=frame.schema)
-        assert_frame_equal(frame, golden, check_exact=True)
+        # Floats to 1e-12 relative: Polars' group-by sums a group's values in an order that varies from run to
+        # run (seen with Polars 2.2: the sweep's ECE moves in the last bit between runs on the same rows); the
+        # other columns exactly.
+        assert_frame_equal(frame, golden, check_exact=False, rel_tol=1e-12, abs_tol=0)
     decisions = results["opportunities"]
     assert set(decisions["decision"]) == {"TAKE", "PASS"} and set(decisions["contracts"]) == {10.0}
