@@ -3,9 +3,10 @@
 The live tick (`kbtc.pipeline.edges.compute_edge_tick`) reads the database as of one time; a replay or a sweep
 needs thousands of as-of times. `load_history` reads the period once; `edges_over` then evaluates every as-of
 time through the engine's multi-as-of entry point (`kbtc.edge.compute_edges`): volatility and basis for all
-as-of times in one vectorised pass each, quotes by an as-of join, and one engine call per *segment* — a run
-of as-of times over which no tracked market changed its tradable status or its close time — cut into chunks of
-at most `chunk_rows` (as-of × market) pairs so memory stays bounded (streaming).
+as-of times in one vectorised pass each, quotes by an as-of join (for an as-of grid, only the quotes that can
+be chosen are read), and one engine call per *segment* — a run of as-of times over which no tracked market
+changed its tradable status or its close time — cut into chunks of at most `chunk_rows` (as-of × market) pairs
+so memory stays bounded (streaming).
 
 Why segments: the engine takes one catalog frame per call, but a market's status moves with its lifecycle
 (`activated`, `deactivated`, `determined`, …). The status at an as-of time is the one set by the latest
@@ -227,8 +228,8 @@ def load_history(
     """Read the inputs of every as-of time in [start_ts, end_ts] (nothing after `end_ts`).
 
     With `asof_step_ms`, the inputs serve only the as-of times `start_ts + k·asof_step_ms` (an `asof_grid`):
-    where that grid has fewer (as-of × market) pairs than the period has quotes, only the quotes that are the
-    latest at one of its times are read (`edges_over` then refuses other as-of times).
+    where that grid needs at most half as many (as-of × market) lookups as the period has quotes, only the quotes
+    that are the latest at one of its times are read (`edges_over` then refuses other as-of times).
     """
     params = settings.params
     placeholders, series = _series_params(params.series or ("",))
