@@ -3,13 +3,13 @@
 Ingest: frames (kbtc.pipeline.replay_sources) go through the collectors' own parsers — a `KalshiStream` per
 recorded connection (`handle_frame`: quotes, books with sequence checks, trades, lifecycle, index prints) and
 `kbtc.venues.coinbase.parsing.parse_frame` — and the collectors' own writers (kbtc.pipeline.kalshi_store,
-spot_collector.write_ticks, recording), in batches, in order, on one background thread. Plain Kalshi
-`ticker` lines of our tape — most of a day — take a vectorised path with the same rules
-(kbtc.pipeline.replay_batch); their quotes reach the writer in line order among the per-frame path's. The
-clock is simulated: whatever the live collector times with the wall clock (the book throttle, feed-event times)
-uses the frame's `received_ts`, so the same input always gives the same rows. Coinbase Exchange `match`/`last_match` messages become ticks too (source
-`coinbase_exchange_matches`), for users whose recordings hold trades only. Lifecycle events of series that are
-not tracked are skipped, as live.
+spot_collector.write_ticks, recording), in batches, in order, on one background thread. Plain Kalshi `ticker` lines
+of our tape — most of a day — take a vectorised path with the same rules (kbtc.pipeline.replay_batch); their quotes
+reach the writer in line order among the per-frame path's. The clock is simulated: whatever the live collector
+times with the wall clock (the book throttle, feed-event times) uses the frame's `received_ts`, so the same input
+always gives the same rows. Coinbase Exchange `match`/`last_match` messages become ticks too (source
+`coinbase_exchange_matches`), for users whose recordings hold trades only. Lifecycle events of series that are not
+tracked are skipped, as live.
 
 Then: settlements from the recorded lifecycle events (applied by the writer) and an optional settlements file
 (`kbtc import settlements` format); edges at a cadence over the period through the multi-as-of path
