@@ -15,6 +15,7 @@ import polars as pl
 from sqlalchemy import Engine
 
 from kbtc.db.store import read_frame, upsert
+from kbtc.pipeline.edge_inputs import read_typed
 from kbtc.pipeline.model_params import CONTRACTS_SQL, PARAMS_JOIN_SQL
 from kbtc.scoring.metrics import outcome_from_result
 from kbtc.scoring.snapshots import score_frame, with_buckets
@@ -101,8 +102,9 @@ def _candidates(engine: Engine, limit: int, after: tuple[int, str] | None) -> pl
     params: dict[str, object] = {"limit": limit}
     if after is not None:
         params.update(after_ts=after[0], after_ticker=after[1])
-    frame = read_frame(engine, sql, params, schema=schema)
-    return frame.cast(schema)  # type: ignore[arg-type]
+    # Typed column-wise from the driver's cursor: a SQLAlchemy Row per row and a row-wise frame cost ~30 % of
+    # scoring a day's million snapshots.
+    return read_typed(engine, sql, params, schema)
 
 
 def score_snapshots(engine: Engine, now_ts: int, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> ScoreRun:
