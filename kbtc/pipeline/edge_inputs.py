@@ -114,6 +114,13 @@ def read_typed(
         rows = cursor.fetchall()
     finally:
         cursor.close()
+    return typed_frame(rows, schema)
+
+
+def typed_frame(
+    rows: Sequence[Sequence[object]], schema: dict[str, pl.DataType | type[pl.DataType]]
+) -> pl.DataFrame:
+    """Driver rows (in `schema`'s column order) as a typed frame, built column-wise: no per-row inference."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     return pl.DataFrame(
         {name: pl.Series(name, list(values), dtype=dtype, strict=False) for (name, dtype), values in
