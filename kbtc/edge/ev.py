@@ -14,7 +14,7 @@ import polars as pl
 
 from kbtc.edge.fees import with_fees
 from kbtc.edge.params import FeeRounding
-from kbtc.edge.probability import at_least
+from kbtc.edge.probability import at_least, fill_nan
 
 
 def no_ask_cents(no_ask: pl.Expr, yes_bid: pl.Expr) -> pl.Expr:
@@ -32,7 +32,7 @@ def kelly_fraction(q_side: pl.Expr, cost: pl.Expr, multiplier: float) -> pl.Expr
 
     Null when either input is null; an all-in cost of exactly $1 (0/0) is no edge.
     """
-    return (at_least(q_side - cost, 0.0) / (1.0 - cost)).fill_nan(0.0) * multiplier
+    return fill_nan(at_least(q_side - cost, 0.0) / (1.0 - cost), 0.0) * multiplier
 
 
 def capped_event_exposure(cap: float, *, group: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr]:

@@ -16,7 +16,8 @@ Rounding: up to the cent per order (the conservative standard, `fee_rounding="ce
 Exactness: the price is an integer `p` of $0.0001 (cents × 100, the venue's resolution), the size an integer
 `c` of 0.01 contract, the multiplier an integer `μ` of 1/10 000. Then the taker fee in cents is
 `⌈7·μ·c·p·(10 000 − p) / 10¹⁴⌉` — integer arithmetic, never `math.ceil` on a float product (which is wrong in
-81 of 19 800 cases with C ≤ 200). The product is exact in UInt64 up to ~10⁵ contracts per order (null beyond:
+81 of 19 800 cases with C ≤ 200). The two factors `7·p·(10 000 − p)` (≤ 1.75·10⁸) and `μ·c` (< 1.03·10¹¹ under
+the guard) are exact in Float64 and multiplied in UInt64, exact up to ~10⁵ contracts per order (null beyond:
 never a wrong number).
 """
 
@@ -36,11 +37,11 @@ QUADRATIC_TYPES = ("quadratic", "quadratic_with_maker_fees", "quadratic_with_com
 _MAX_MU_C = 1.8e19 / (7 * 25_000_000)
 
 
-def price_units(price_cents: pl.Expr) -> pl.Expr:
-    """Price as a UInt64 count of $0.0001 (0…10 000); null outside [0, 100] ¢ (NaN fails `≤ 10 000`: Polars
-    orders NaN above every number)."""
+def _quadratic_factor(price_cents: pl.Expr) -> pl.Expr:
+    """`7·p·(10 000 − p)` as a UInt64, `p` the price in $0.0001 (0…10 000); null outside [0, 100] ¢ (NaN fails
+    `≤ 10 000`: Polars orders NaN above every number). Computed in floats, exact: every product is below 2⁵³."""
     units = round_whole(price_cents * 100.0)
-    return _to_uint64(pl.when((units >= 0) & (units <= 10_000)).then(units))
+    return _to_uint64(pl.when((units >= 0) & (units <= 10_000)).then(7.0 * units * (10_000.0 - units)))
 
 
 # 1.5·2⁵²: x + M lies in [2⁵², 2⁵³) for |x| < 2⁵¹, where the float spacing is 1, so the addition itself rounds x
@@ -114,16 +115,17 @@ def fee_stages(
     kind = pl.col(fee_type)
     c = round_whole(pl.col(contracts) * 100.0)
     mu = round_whole(pl.col(fee_multiplier) * 10_000.0)
+    # μ·c is exact in floats below the guard (< 2⁵³), so it is cast once instead of each factor.
+    mu_c = c * mu
     # One guard for every price, in floats: the product is exact in UInt64 (beyond: null, never a wrong number).
     # NaN fails it too: Polars orders NaN above every number, so `NaN·μ < max` is false.
-    ok = (c > 0) & (mu >= 0) & (c * mu < _MAX_MU_C)
+    ok = (c > 0) & (mu >= 0) & (mu_c < _MAX_MU_C)
     stages: list[tuple[pl.Expr, ...]] = []
     stages.append(
         (
-            # Wrapping casts: every guarded value is an exact integer in range; an unguarded row has no fee mode,
+            # A wrapping cast: every guarded value is an exact integer in range; an unguarded row has no fee mode,
             # so its wrapped value is never read.
-            _to_uint64(c).alias("_fee_c"),
-            _to_uint64(mu).alias("_fee_mu"),
+            _to_uint64(mu_c).alias("_fee_mu_c"),
             # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
             pl.when(~ok)
             .then(None)
@@ -148,42 +150,45 @@ def fee_stages(
             ),
         )
     )
-    cu, mu = pl.col("_fee_c"), pl.col("_fee_mu")
+    mu_cu = pl.col("_fee_mu_c")
     base = 10**14 if rounding == "cent" else 10**12
     scale = 100.0 if rounding == "cent" else 10_000.0
     rate = round(flat_fee_per_contract_dollars * 10_000)
     # flat: fee$ = μ·c·r / 10¹⁰ with r the per-contract rate in $0.0001; in cents ÷10⁸, in $0.0001 ÷10⁶.
-    flat = _ceil_div(mu * rate, cu, 10**8 if rounding == "cent" else 10**6)
-    stages.append((flat.alias("_fee_flat_units"),))
-    temps = [f"_fee_p_{out}" for out, _ in prices]
-    stages.append(tuple(price_units(pl.col(col)).alias(tmp) for tmp, (_, col) in zip(temps, prices, strict=True)))
-    # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
-    stages.append(tuple((7 * mu * pl.col(tmp) * (10_000 - pl.col(tmp))).alias(f"{tmp}_a") for tmp in temps))
+    flat = _ceil_div(mu_cu, pl.lit(rate, pl.UInt64), 10**8 if rounding == "cent" else 10**6)
+    temps = [f"_fee_q_{out}" for out, _ in prices]
+    stages.append(
+        (
+            flat.alias("_fee_flat_units"),
+            *(_quadratic_factor(pl.col(col)).alias(tmp) for tmp, (_, col) in zip(temps, prices, strict=True)),
+        )
+    )
     outputs = []
     for (out, _), tmp in zip(prices, temps, strict=True):
-        a = pl.col(f"{tmp}_a")
+        # quadratic: fee$ = 7·μ·c·q / (k·10¹⁶) with q = p(10⁴ − p); in cents ÷10¹⁴, in $0.0001 ÷10¹².
+        a = pl.col(tmp)
         if role == "taker":
-            quadratic = _ceil_div(a, cu, base)
+            quadratic = _ceil_div(a, mu_cu, base)
         else:
             k = pl.col("_fee_k")
             quadratic = (
                 pl.when(k == 0)
                 .then(0)
                 .when(k == 2)
-                .then(_ceil_div(a, cu, 2 * base))
-                .otherwise(_ceil_div(a, cu, 4 * base))
+                .then(_ceil_div(a, mu_cu, 2 * base))
+                .otherwise(_ceil_div(a, mu_cu, 4 * base))
             )
         # A null price propagates through `quadratic`; the flat fee does not read the price, so check it.
         mode = pl.col("_fee_mode")
         fee = (
             pl.when(mode == 1)
             .then(quadratic)
-            .when((mode == 2) & pl.col(tmp).is_not_null())
+            .when((mode == 2) & a.is_not_null())
             .then(pl.col("_fee_flat_units"))
             # A fee is far below 2⁶³: as Int64 (reinterpreted) it converts to a float in one instruction.
             .reinterpret(signed=True)
         )
         outputs.append(fee.alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
     stages.append(tuple(outputs))
-    drop = ("_fee_c", "_fee_mu", "_fee_mode", "_fee_flat_units", *(() if role == "taker" else ("_fee_k",)))
-    return tuple(stages), (*drop, *temps, *(f"{t}_a" for t in temps))
+    drop = ("_fee_mu_c", "_fee_mode", "_fee_flat_units", *(() if role == "taker" else ("_fee_k",)))
+    return tuple(stages), (*drop, *temps)

@@ -91,6 +91,14 @@ def future_prints(horizon_s: pl.Expr, window_prints: int, print_interval_s: floa
     )
 
 
+def _log_ratio(x: pl.Expr, k: pl.Expr) -> pl.Expr:
+    """ln(x/k) as `log1p(x/k − 1)`: libm's `log` takes a slower path near 1, where strikes near the spot put
+    x/k (7 against 3 ns a row); `log1p` does not. For x/k in [½, 2] the subtraction is exact (Sterbenz), so
+    the result is as accurate as `log`'s; beyond 2 its rounding costs ≤ 2⁻⁵³ relative to x/k (≤ 1.1·10⁻¹⁶
+    absolute in the logarithm), below ½ ≤ 2⁻⁵⁴/(x/k) absolute (5.5·10⁻¹⁵ at x/k = 0.01)."""
+    return (x / k - 1.0).log1p()
+
+
 def _at_least_zero(strike: pl.Expr) -> pl.Expr:
     """`strike`, with values ≤ 0 as +0.0: ln(x/0) = +∞ gives P(above) = 1 without a branch per tail (−0.0 would
     give −∞). NaN stays NaN (Polars orders it above 0); null becomes 0.0 (its row is invalid: `bounds_ok`)."""
@@ -103,9 +111,16 @@ def at_least(value: pl.Expr, bound: float) -> pl.Expr:
     return pl.when(value < bound).then(bound).otherwise(value)
 
 
-def _indicator(mask: pl.Expr) -> pl.Expr:
-    """1.0 where `mask`, else 0.0: a select of two literals costs a quarter of `cast(Float64)`."""
-    return pl.when(mask).then(1.0).otherwise(0.0)
+def fill_nan(value: pl.Expr, fill: pl.Expr | float) -> pl.Expr:
+    """`value.fill_nan(fill)` (null stays null) as one test and one select: Polars' `fill_nan` tests
+    `is_not_nan() | is_null()`, two more passes."""
+    return pl.when(value.is_nan()).then(fill).otherwise(value)
+
+
+def _indicator(mask: pl.Expr, value: float = 1.0) -> pl.Expr:
+    """`value` where `mask`, else 0.0: a select of two literals costs a quarter of `cast(Float64)`. Typed
+    literals: with untyped ones Polars casts the select's result, one more pass."""
+    return pl.when(mask).then(pl.lit(value, pl.Float64)).otherwise(pl.lit(0.0, pl.Float64))
 
 
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
@@ -120,6 +135,7 @@ PROBABILITY_TEMPORARIES = (
     "_k_lo",
     "_k_hi",
     "_w",
+    "_hv",
     "_z_hi",
     "_sgn",
     "_a",
@@ -173,8 +189,14 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     )
     if mode == "average":
         m = pl.col("prints_left")
-        first = t - _times(m - 1.0, dt)  # time to the first future print, in (0, Δ]
-        diffusion = pl.when(m > 0).then(var_per_s * (first + _times(m - 1.0, dt) * (2.0 * m - 1.0) / (6.0 * m)))
+        # δ + Δ(m−1)(2m−1)/(6m) with δ = T − (m−1)Δ the time to the first future print, as T − Δ(m−1)(4m+1)/(6m):
+        # fewer passes, and exactly T at m = 1. Null m (a NaN or infinite horizon) gives 0 here; its variance is
+        # null through `_scale`.
+        diffusion = (
+            pl.when(m > 0)
+            .then(var_per_s * (t - _times((m - 1.0) * (4.0 * m + 1.0) / (6.0 * m), dt)))
+            .otherwise(0.0)
+        )
         stages.append((future_prints(t, window_prints, print_interval_s).alias("prints_left"),))
         stages.append(
             (
@@ -188,7 +210,7 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
                 .then(pl.col("fixed_sum_usd") / pl.col("prints_left"))
                 .otherwise(0.0)
                 .alias("_shift"),
-                diffusion.fill_null(0.0).alias("_vdiff"),
+                diffusion.alias("_vdiff"),
             )
         )
         # A strike the type does not use is computed but never read (less ignores `_a`, greater `_b`).
@@ -219,10 +241,10 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     x, v = pl.col("_x"), pl.col("model_var")
     k_lo, k_hi = pl.col("_k_lo"), pl.col("_k_hi")
     # z = d/√2 = (ln(x/K) − v/2)·w with w = 1/√(2v), so Φ(±d) = ½·erfc(∓z).
-    stages.append(((_INV_SQRT2 / v.sqrt()).alias("_w"),))
-    w = pl.col("_w")
-    z_lo = ((x / k_lo).log() - 0.5 * v) * w
-    z_hi = ((x / k_hi).log() - 0.5 * v) * w
+    stages.append(((_INV_SQRT2 / v.sqrt()).alias("_w"), (0.5 * v).alias("_hv")))
+    w, half_v = pl.col("_w"), pl.col("_hv")
+    z_lo = (_log_ratio(x, k_lo) - half_v) * w
+    z_hi = (_log_ratio(x, k_hi) - half_v) * w
     # Φ(y) = ½·erfc(−y/√2) keeps full relative precision in both tails. A bucket whose strikes both lie below
     # the centre (d_hi > 0) is computed from the lower tails, Φ(−d_hi) − Φ(−d_lo), both small: no cancellation.
     stages.append((z_hi.alias("_z_hi"),))
@@ -230,31 +252,34 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
         (
             # −z < 0, not z > 0: Polars orders NaN above every number, and a tie at the cap (z = NaN) is not
             # "below the centre".
-            pl.when(less | (_BT & (-pl.col("_z_hi") < 0))).then(1.0).otherwise(-1.0).alias("_sgn"),
+            pl.when(_BT & (-pl.col("_z_hi") < 0)).then(1.0).otherwise(-1.0).alias("_sgn"),
         )
     )
     sgn = pl.col("_sgn")
     # With v = 0 (outcome decided) z = ±∞ and Φ gives the indicator; at a tie x = K, z = 0·∞ = NaN and the
-    # strike type's own inequality decides. `a` is P(above floor) (or below, when sgn = +1), `b` P(above cap)
-    # (or below): a tie counts for `a` when the floor is inclusive, for `b` when "below cap" is inclusive.
+    # strike type's own inequality decides. `a` is twice the tail every type reads: P(above floor) (below, when
+    # sgn = +1) for `greater` and `between`, P(below cap) for `less`; `b` is twice a `between`'s tail at the cap,
+    # P(above cap) (below, when sgn = +1), and exactly 0 for the other types. A tie counts for `a` when its
+    # bound is inclusive, for `b` never (a range's "above cap" is strict).
     if mode == "average":
-        tie_a = _indicator(_INCL | _BT)  # ≥ floor: greater_or_equal and between
-        tie_b = _indicator(_INCL)  # ≤ cap: less_or_equal (a between's "above cap" is strict)
+        tie_a = _indicator(_INCL | _BT, 2.0)  # ≥ floor, ≤ cap: greater_or_equal, less_or_equal and between
+        tie_b = 0.0
     else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
-        tie_a = tie_b = pl.lit(1.0)
-    # erfc is the costliest step (~16 ns a row, ~2 at ±∞): a tail the type never reads (less: `_a`, greater:
-    # `_b`) gets an infinite argument instead of its z, so only a `between` pays for two — and that tail is
-    # exactly 0, so `sgn·(b − a)` is P for every type (greater: sgn = −1, b = 0; less: sgn = +1, a = 0).
+        tie_a = tie_b = 2.0
+    # erfc is the costliest step (~14 ns a row, ~1.5 at ±∞, and a branch mispredicted where finite and infinite
+    # arguments alternate): `a`'s arguments are all finite, and only a `between` gives `b` a finite one, so
+    # `½·sgn·(b − a)` is P for every type (greater and less: sgn = −1, b = 0). The ½ of Φ = ½·erfc is applied
+    # once, to the difference (exact: a power of 2).
     # A strike ≤ 0 was clamped to 0: z = +∞ and the tail is the limit (model_math.md §1.1: always exceeded).
     stages.append(
         (
-            (0.5 * pl.when(less).then(math.inf).otherwise(sgn * z_lo).erfc()).fill_nan(tie_a).alias("_a"),
-            (0.5 * pl.when(greater).then(math.inf).otherwise(sgn * pl.col("_z_hi")).erfc()).fill_nan(tie_b).alias("_b"),
+            fill_nan(pl.when(less).then(pl.col("_z_hi")).otherwise(sgn * z_lo).erfc(), tie_a).alias("_a"),
+            fill_nan(pl.when(_BT).then(sgn * pl.col("_z_hi")).otherwise(math.inf).erfc(), tie_b).alias("_b"),
         )
     )
     a, b = pl.col("_a"), pl.col("_b")
-    # a, b ∈ [0, 1], so sgn·(b − a) ≤ 1; a range's difference of two close tails can round below 0.
-    smooth = at_least(sgn * (b - a), 0.0)
+    # a, b ∈ [0, 2], so ½·sgn·(b − a) ≤ 1; a range's difference of two close tails can round below 0.
+    smooth = at_least(0.5 * (sgn * (b - a)), 0.0)
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     # Boolean algebra, not a when-chain: bitmap operations instead of a select per branch.
     bounds_ok = (
@@ -275,14 +300,16 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
         & (x < math.inf)
         & (pl.col("model_spot_usd") > 0)
         & (pl.col("model_spot_usd") < math.inf)
-        & is_finite(t)
         & (v < math.inf)
     )
+    if mode == "point":
+        # In average mode a NaN or infinite horizon has no prints count, so its variance is null already.
+        valid = valid & is_finite(t)
     stages.append((pl.when(valid).then(smooth).alias("p_model_raw"),))
     clipped = pl.col("p_model_raw")
     if mode == "point":
         # With T > 0 the original clamps both CDFs of a range before the difference (≤ 2ε from clip(raw)).
-        eps_a, eps_b = a.clip(prob_clip, 1.0 - prob_clip), b.clip(prob_clip, 1.0 - prob_clip)
+        eps_a, eps_b = (0.5 * a).clip(prob_clip, 1.0 - prob_clip), (0.5 * b).clip(prob_clip, 1.0 - prob_clip)
         clipped = pl.when(_BT & (t > 0)).then(sgn * (eps_b - eps_a)).otherwise(clipped)
         clipped = pl.when(valid).then(clipped)
     stages.append((clipped.clip(prob_clip, 1.0 - prob_clip).alias("p_model"),))
