@@ -261,6 +261,7 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     # sgn = +1) for `greater` and `between`, P(below cap) for `less`; `b` is twice a `between`'s tail at the cap,
     # P(above cap) (below, when sgn = +1), and exactly 0 for the other types. A tie counts for `a` when its
     # bound is inclusive, for `b` never (a range's "above cap" is strict).
+    tie_a: pl.Expr | float
     if mode == "average":
         tie_a = _indicator(_INCL | _BT, 2.0)  # ≥ floor, ≤ cap: greater_or_equal, less_or_equal and between
         tie_b = 0.0
