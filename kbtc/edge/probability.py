@@ -123,6 +123,12 @@ def _indicator(mask: pl.Expr, value: float = 1.0) -> pl.Expr:
     return pl.when(mask).then(pl.lit(value, pl.Float64)).otherwise(pl.lit(0.0, pl.Float64))
 
 
+# The strike a type does not use (a `greater`'s cap, a `less`'s floor) is never read, but its logarithm is
+# computed: the other strike stands in for it, because libm's log1p at +∞ (a null strike clamped to 0) costs
+# mispredicted branches where it alternates with finite arguments (5.2 against 3.2 ns a row for a third of ∞).
+_floor_or_cap = pl.coalesce(pl.col("floor_strike"), pl.col("cap_strike"))
+_cap_or_floor = pl.coalesce(pl.col("cap_strike"), pl.col("floor_strike"))
+
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
 _GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
 # The temporary columns of `probability_stages` (dropped by `with_probability` and by kbtc.edge.pricing.price).
@@ -213,11 +219,11 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
                 diffusion.alias("_vdiff"),
             )
         )
-        # A strike the type does not use is computed but never read (less ignores `_a`, greater `_b`).
+        # A strike the type does not use is computed but never read (see `_floor_or_cap`).
         stages.append(
             (
-                _at_least_zero(pl.col("_scale") * pl.col("floor_strike") - pl.col("_shift")).alias("_k_lo"),
-                _at_least_zero(pl.col("_scale") * pl.col("cap_strike") - pl.col("_shift")).alias("_k_hi"),
+                _at_least_zero(pl.col("_scale") * _floor_or_cap - pl.col("_shift")).alias("_k_lo"),
+                _at_least_zero(pl.col("_scale") * _cap_or_floor - pl.col("_shift")).alias("_k_hi"),
                 (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
             )
         )
@@ -231,8 +237,8 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
             (
                 pl.lit(None, pl.Float64).alias("prints_left"),
                 pl.col("model_spot_usd").alias("_x"),
-                _at_least_zero(pl.col("floor_strike")).alias("_k_lo"),
-                _at_least_zero(pl.col("cap_strike")).alias("_k_hi"),
+                _at_least_zero(_floor_or_cap).alias("_k_lo"),
+                _at_least_zero(_cap_or_floor).alias("_k_hi"),
                 (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
             )
         )
