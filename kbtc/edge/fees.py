@@ -119,22 +119,19 @@ def fee_stages(
     mu_c = c * mu
     # One guard for every price, in floats: the product is exact in UInt64 (beyond: null, never a wrong number).
     # NaN fails it too: Polars orders NaN above every number, so `NaN·μ < max` is false.
-    ok = (c > 0) & (mu >= 0) & (mu_c < _MAX_MU_C)
+    # A null size or multiplier is not refused here: its fee is null through `μ·c` (a maker's zero fee excepted).
+    ok = ((c > 0) & (mu >= 0) & (mu_c < _MAX_MU_C)).fill_null(True)
     stages: list[tuple[pl.Expr, ...]] = []
     stages.append(
         (
             # A wrapping cast: every guarded value is an exact integer in range; an unguarded row has no fee mode,
             # so its wrapped value is never read.
             _to_uint64(mu_c).alias("_fee_mu_c"),
-            # 1: quadratic, 2: flat, null: no valid fee (unknown type, size ≤ 0, negative multiplier, overflow).
-            pl.when(~ok)
-            .then(None)
-            # Equalities, not `is_in`: three broadcast comparisons cost about half of one hash-set probe per row.
-            .when(pl.any_horizontal(kind == name for name in QUADRATIC_TYPES))
-            .then(pl.lit(1, pl.UInt8))
-            .when(kind == "flat")
-            .then(pl.lit(2, pl.UInt8))
-            .alias("_fee_mode"),
+            # The fee mode as two masks (bitmaps, no select): neither for no valid fee (unknown type, size ≤ 0,
+            # negative multiplier, overflow). Equalities, not `is_in`: three broadcast comparisons cost about half
+            # of one hash-set probe per row.
+            (ok & pl.any_horizontal(kind == name for name in QUADRATIC_TYPES)).alias("_fee_quadratic"),
+            (ok & (kind == "flat")).alias("_fee_flat"),
             # Maker share divisor k; 0 = this role pays nothing (a taker always pays: no column).
             *(
                 ()
@@ -179,16 +176,15 @@ def fee_stages(
                 .otherwise(_ceil_div(a, mu_cu, 4 * base))
             )
         # A null price propagates through `quadratic`; the flat fee does not read the price, so check it.
-        mode = pl.col("_fee_mode")
         fee = (
-            pl.when(mode == 1)
+            pl.when(pl.col("_fee_quadratic"))
             .then(quadratic)
-            .when((mode == 2) & a.is_not_null())
+            .when(pl.col("_fee_flat") & a.is_not_null())
             .then(pl.col("_fee_flat_units"))
             # A fee is far below 2⁶³: as Int64 (reinterpreted) it converts to a float in one instruction.
             .reinterpret(signed=True)
         )
         outputs.append(fee.alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
     stages.append(tuple(outputs))
-    drop = ("_fee_mu_c", "_fee_mode", "_fee_flat_units", *(() if role == "taker" else ("_fee_k",)))
+    drop = ("_fee_mu_c", "_fee_quadratic", "_fee_flat", "_fee_flat_units", *(() if role == "taker" else ("_fee_k",)))
     return tuple(stages), (*drop, *temps)

@@ -228,7 +228,9 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
             )
         )
         # A NaN sum would reach erfc as NaN and be read as a tie: only a finite sum prices the window.
-        in_window_without_prints = (pl.col("prints_left") < n) & ~is_finite(pl.col("fixed_sum_usd")).fill_null(False)
+        # Inside the window the shift is Σ/m: a null, NaN or infinite sum makes it so (before the window it is 0,
+        # after it the sum is the spot `_x`, checked below).
+        in_window_without_prints = ~is_finite(pl.col("_shift"))
     else:
         # The original's horizon is max(T, 0); at T ≤ 0 it never reads σ. (Not `max_horizontal(t, 0)`: it
         # skips a NaN and would turn a NaN horizon into an expired market.)
