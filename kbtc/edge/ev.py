@@ -27,12 +27,14 @@ def breakeven_probability(ask_cents: pl.Expr, fee: pl.Expr, contracts: pl.Expr) 
     return ask_cents / 100.0 + fee / contracts
 
 
-def kelly_fraction(q_side: pl.Expr, cost: pl.Expr, multiplier: float) -> pl.Expr:
+def kelly_fraction(q_side: pl.Expr, cost: pl.Expr, multiplier: float, *, edge: pl.Expr | None = None) -> pl.Expr:
     """Fractional Kelly stake (fraction of bankroll) of a $1 binary bought at all-in `cost`; 0 without edge.
 
-    Null when either input is null; an all-in cost of exactly $1 (0/0) is no edge.
+    Null when either input is null; an all-in cost of exactly $1 (0/0) is no edge. `edge`: `q_side − cost`
+    when the caller has it already.
     """
-    return fill_nan(at_least(q_side - cost, 0.0) / (1.0 - cost), 0.0) * multiplier
+    edge = q_side - cost if edge is None else edge
+    return fill_nan(at_least(edge, 0.0) / (1.0 - cost), 0.0) * multiplier
 
 
 def capped_event_exposure(cap: float, *, group: tuple[str, ...]) -> tuple[pl.Expr, pl.Expr]:

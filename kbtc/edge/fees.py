@@ -113,15 +113,23 @@ def fee_stages(
 ) -> tuple[Stages, tuple[str, ...]]:
     """The expressions of `with_fees` stage by stage, and the temporary columns to drop; built once per setting."""
     kind = pl.col(fee_type)
-    c = round_whole(pl.col(contracts) * 100.0)
-    mu = round_whole(pl.col(fee_multiplier) * 10_000.0)
+    stages: list[tuple[pl.Expr, ...]] = []
+    # The rounded size and multiplier are materialised: Polars' common-subexpression elimination does not reach
+    # inside the expressions below, which would round each twice.
+    stages.append(
+        (
+            round_whole(pl.col(contracts) * 100.0).alias("_fee_c"),
+            round_whole(pl.col(fee_multiplier) * 10_000.0).alias("_fee_mu"),
+        )
+    )
+    c, mu = pl.col("_fee_c"), pl.col("_fee_mu")
     # μ·c is exact in floats below the guard (< 2⁵³), so it is cast once instead of each factor.
-    mu_c = c * mu
+    stages.append(((c * mu).alias("_fee_mu_c_f"),))
+    mu_c = pl.col("_fee_mu_c_f")
     # One guard for every price, in floats: the product is exact in UInt64 (beyond: null, never a wrong number).
     # NaN fails it too: Polars orders NaN above every number, so `NaN·μ < max` is false.
     # A null size or multiplier is not refused here: its fee is null through `μ·c` (a maker's zero fee excepted).
     ok = ((c > 0) & (mu >= 0) & (mu_c < _MAX_MU_C)).fill_null(True)
-    stages: list[tuple[pl.Expr, ...]] = []
     stages.append(
         (
             # A wrapping cast: every guarded value is an exact integer in range; an unguarded row has no fee mode,
@@ -186,5 +194,8 @@ def fee_stages(
         )
         outputs.append(fee.alias(out) if units else (fee.cast(pl.Float64) / scale).alias(out))
     stages.append(tuple(outputs))
-    drop = ("_fee_mu_c", "_fee_quadratic", "_fee_flat", "_fee_flat_units", *(() if role == "taker" else ("_fee_k",)))
+    drop = (
+        *("_fee_c", "_fee_mu", "_fee_mu_c_f", "_fee_mu_c", "_fee_quadratic", "_fee_flat", "_fee_flat_units"),
+        *(() if role == "taker" else ("_fee_k",)),
+    )
     return tuple(stages), (*drop, *temps)

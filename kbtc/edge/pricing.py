@@ -74,10 +74,16 @@ def pricing_steps(params: EdgeParams) -> tuple[tuple[Stages, tuple[str, ...]], .
         (
             (q_yes - pl.col("breakeven_yes")).alias("ev_yes_per_contract"),
             (q_no - pl.col("breakeven_no")).alias("ev_no_per_contract"),
-            kelly_fraction(q_yes, pl.col("breakeven_yes"), params.kelly_multiplier).alias("kelly_yes"),
-            kelly_fraction(q_no, pl.col("breakeven_no"), params.kelly_multiplier).alias("kelly_no"),
         ),
         (
+            # From the materialised edges: Polars' common-subexpression elimination does not reach inside
+            # `kelly_fraction`, which would subtract each twice more.
+            kelly_fraction(
+                q_yes, pl.col("breakeven_yes"), params.kelly_multiplier, edge=pl.col("ev_yes_per_contract")
+            ).alias("kelly_yes"),
+            kelly_fraction(
+                q_no, pl.col("breakeven_no"), params.kelly_multiplier, edge=pl.col("ev_no_per_contract")
+            ).alias("kelly_no"),
             (pl.col("ev_yes_per_contract") * contracts).alias("ev_yes_dollars"),
             (pl.col("ev_no_per_contract") * contracts).alias("ev_no_dollars"),
         ),
