@@ -4,7 +4,9 @@
     vectorised Polars) vs the same math as a per-row pure-Python loop (math.erfc, integer fees, pre-extracted
     lists — the fastest loop form) on a 200k-row subset. Targets: ≥ 20M rows/s and ≥ 50× the loop.
     `pricing_*_cpu_ns_per_row` is the CPU time of all threads per row (ratio: the loop's / ours): on the shared
-    2-core machine it moves far less with other processes' load than the wall-clock rate does.
+    2-core machine it moves far less with other processes' load than the wall-clock rate does. Ours runs on the
+    streaming engine with the morsel size every kbtc process uses (kbtc.edge.streaming, set when kbtc.edge is
+    imported; `POLARS_IDEAL_MORSEL_SIZE=100000` in the environment measures Polars' default).
 (b) `live_tick_500_markets_ms`: one live tick of 500 markets including the DB read (load_edge_inputs), σ and
     basis, and the edges + edge_snapshots write, on SQLite; median over 15 ticks. Target: ≤ 50 ms.
 (c) `tick_10k_markets_per_s`: 10k markets per tick including DB I/O. Target: ≥ 100k markets/s.
