@@ -4,10 +4,11 @@ Polars' streaming engine (what `LazyFrame.collect()` runs) cuts a frame into mor
 each expression over a whole morsel. The pricing kernel is some hundred elementwise passes over a dozen live
 columns: at 100 000 rows (800 kB a column) every pass streams its inputs from the last-level cache; at 32 768
 they stay in each core's 2 MB L2 while the per-morsel overhead is still small. Measured on 10M rows of the
-benchmark (2 cores, docs/EDGE_VALIDATION.md §8): 16 384 rows 18.8M, 32 768 19.9M, 65 536 19.0M, the default
-18.0M rows/s (medians of 5); a day's replay is unchanged. `pl.Config.set_streaming_chunk_size` is process-wide
-(an environment variable Polars re-reads), so it is applied once at import, before any thread runs a query, and
-never when `POLARS_IDEAL_MORSEL_SIZE` is already set: an operator's own choice wins.
+benchmark (2 cores, medians of 5, docs/EDGE_VALIDATION.md §8): 24 576 rows 20.6M, 32 768 21.3M, 40 960 21.4M,
+49 152 21.3M, Polars' 100 000 20.2M rows/s; a 3M-update replay is unchanged.
+`pl.Config.set_streaming_chunk_size` is process-wide (an environment variable Polars re-reads), so it is
+applied once at import, before any thread runs a query, and never when `POLARS_IDEAL_MORSEL_SIZE` is already
+set: an operator's own choice wins.
 """
 
 from __future__ import annotations
