@@ -195,12 +195,12 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
     )
     if mode == "average":
         m = pl.col("prints_left")
-        # δ + Δ(m−1)(2m−1)/(6m) with δ = T − (m−1)Δ the time to the first future print, as T − Δ(m−1)(4m+1)/(6m):
-        # fewer passes, and exactly T at m = 1. Null m (a NaN or infinite horizon) gives 0 here, its variance is
-        # null through `_scale`; a null σ gives null.
+        # δ + Δ(m−1)(2m−1)/(6m) with δ = T − (m−1)Δ the time to the first future print, as
+        # T − Δ(m−1)(2/3 + 1/(6m)): fewer passes, and exactly T at m = 1. Null m (a NaN or infinite horizon) gives
+        # 0 here, its variance is null through `_scale`; a null σ gives null.
         diffusion = (
             pl.when(m > 0)
-            .then(var_per_s * (t - _times((m - 1.0) * (4.0 * m + 1.0) / (6.0 * m), dt)))
+            .then(var_per_s * (t - _times((m - 1.0) * (2.0 / 3.0 + (1.0 / 6.0) / m), dt)))
             .otherwise(0.0)
         )
         stages.append((future_prints(t, window_prints, print_interval_s).alias("prints_left"),))
