@@ -123,14 +123,14 @@ def _indicator(mask: pl.Expr, value: float = 1.0) -> pl.Expr:
     return pl.when(mask).then(pl.lit(value, pl.Float64)).otherwise(pl.lit(0.0, pl.Float64))
 
 
-# The strike a type does not use (a `greater`'s cap, a `less`'s floor) is never read, but its logarithm is
-# computed: the other strike stands in for it, because libm's log1p at +∞ (a null strike clamped to 0) costs
-# mispredicted branches where it alternates with finite arguments (5.2 against 3.2 ns a row for a third of ∞).
-_floor_or_cap = pl.coalesce(pl.col("floor_strike"), pl.col("cap_strike"))
-_cap_or_floor = pl.coalesce(pl.col("cap_strike"), pl.col("floor_strike"))
-
 # Strike-type masks are computed once per row as booleans (string equality is cheap; mapping strings is not).
 _GT, _LT, _BT, _INCL = pl.col("_gt"), pl.col("_lt"), pl.col("_bt"), pl.col("_incl")
+
+# `_k_lo` is the strike of the tail every type reads (the floor; a `less`'s cap), `_k_hi` a `between`'s cap. A
+# `greater`'s `_k_hi` is its floor: computed, never read — libm's log1p at +∞ (a null strike clamped to 0) costs
+# mispredicted branches where it alternates with finite arguments (5.2 against 3.2 ns a row for a third of ∞).
+_primary_strike = pl.when(_LT).then(pl.col("cap_strike")).otherwise(pl.col("floor_strike"))
+_cap_strike = pl.when(_GT).then(pl.col("floor_strike")).otherwise(pl.col("cap_strike"))
 # The temporary columns of `probability_stages` (dropped by `with_probability` and by kbtc.edge.pricing.price).
 PROBABILITY_TEMPORARIES = (
     "_gt",
@@ -219,11 +219,11 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
                 diffusion.alias("_vdiff"),
             )
         )
-        # A strike the type does not use is computed but never read (see `_floor_or_cap`).
+        # A strike the type does not use is computed but never read (see `_primary_strike`).
         stages.append(
             (
-                _at_least_zero(pl.col("_scale") * _floor_or_cap - pl.col("_shift")).alias("_k_lo"),
-                _at_least_zero(pl.col("_scale") * _cap_or_floor - pl.col("_shift")).alias("_k_hi"),
+                _at_least_zero(pl.col("_scale") * _primary_strike - pl.col("_shift")).alias("_k_lo"),
+                _at_least_zero(pl.col("_scale") * _cap_strike - pl.col("_shift")).alias("_k_hi"),
                 (pl.col("_vdiff") + (basis_std * pl.col("_scale") / pl.col("_x")) ** 2).alias("model_var"),
             )
         )
@@ -239,8 +239,8 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
             (
                 pl.lit(None, pl.Float64).alias("prints_left"),
                 pl.col("model_spot_usd").alias("_x"),
-                _at_least_zero(_floor_or_cap).alias("_k_lo"),
-                _at_least_zero(_cap_or_floor).alias("_k_hi"),
+                _at_least_zero(_primary_strike).alias("_k_lo"),
+                _at_least_zero(_cap_strike).alias("_k_hi"),
                 (point_diffusion + (basis_std / pl.col("model_spot_usd")) ** 2).alias("model_var"),
             )
         )
@@ -260,39 +260,35 @@ def probability_stages(mode: SettlementMode, window_prints: int, print_interval_
         (
             # −z < 0, not z > 0: Polars orders NaN above every number, and a tie at the cap (z = NaN) is not
             # "below the centre".
-            pl.when(_BT & (-pl.col("_z_hi") < 0)).then(1.0).otherwise(-1.0).alias("_sgn"),
+            pl.when(less | (_BT & (-pl.col("_z_hi") < 0))).then(1.0).otherwise(-1.0).alias("_sgn"),
         )
     )
     sgn = pl.col("_sgn")
     # With v = 0 (outcome decided) z = ±∞ and Φ gives the indicator; at a tie x = K, z = 0·∞ = NaN and the
-    # strike type's own inequality decides. `a` is twice the tail every type reads: P(above floor) (below, when
-    # sgn = +1) for `greater` and `between`, P(below cap) for `less`; `b` is twice a `between`'s tail at the cap,
-    # P(above cap) (below, when sgn = +1), and exactly 0 for the other types. A tie counts for `a` when its
-    # bound is inclusive, for `b` never (a range's "above cap" is strict).
+    # strike type's own inequality decides. `a` is twice the tail every type reads, at `_k_lo`: P(above floor)
+    # for `greater` and `between` (below, when sgn = +1), P(below cap) for `less` (sgn = +1); `b` is twice a
+    # `between`'s tail at the cap, P(above cap) (below, when sgn = +1), and exactly 0 for the other types. A tie
+    # counts for `a` when its bound is inclusive, for `b` never (a range's "above cap" is strict).
     tie_a: pl.Expr | float
     if mode == "average":
         tie_a = _indicator(_INCL | _BT, 2.0)  # ≥ floor, ≤ cap: greater_or_equal, less_or_equal and between
     else:  # the original's step at T ≤ 0: ≥ lower, ≤ upper, [lower, upper)
         tie_a = tie_b = 2.0  # (average mode: no tie value for `b`, see `b_tail`)
     # erfc is the costliest step (~14 ns a row, ~1.5 at ±∞, and a branch mispredicted where finite and infinite
-    # arguments alternate): `a`'s arguments are all finite, and only a `between` gives `b` a finite one, so
-    # `½·sgn·(b − a)` is P for every type (greater and less: sgn = −1, b = 0). The ½ of Φ = ½·erfc is applied
-    # once, to the difference (exact: a power of 2).
+    # arguments alternate): `a`'s arguments are all finite, and only a `between` gives `b` a finite one. A
+    # `between`'s `b` argument sgn·z_hi is |z_hi|.
     # A strike ≤ 0 was clamped to 0: z = +∞ and the tail is the limit (model_math.md §1.1: always exceeded).
     if mode == "average":
         # A tie at the cap counts for nothing: its argument becomes +∞ (erfc = 0) before erfc, not after.
-        b_tail = pl.when(_BT & ~pl.col("_z_hi").is_nan()).then(sgn * pl.col("_z_hi")).otherwise(math.inf).erfc()
+        b_tail = pl.when(_BT & ~pl.col("_z_hi").is_nan()).then(pl.col("_z_hi").abs()).otherwise(math.inf).erfc()
     else:
-        b_tail = fill_nan(pl.when(_BT).then(sgn * pl.col("_z_hi")).otherwise(math.inf).erfc(), tie_b)
-    stages.append(
-        (
-            fill_nan(pl.when(less).then(pl.col("_z_hi")).otherwise(sgn * z_lo).erfc(), tie_a).alias("_a"),
-            b_tail.alias("_b"),
-        )
-    )
+        b_tail = fill_nan(pl.when(_BT).then(pl.col("_z_hi").abs()).otherwise(math.inf).erfc(), tie_b)
+    stages.append((fill_nan((sgn * z_lo).erfc(), tie_a).alias("_a"), b_tail.alias("_b")))
     a, b = pl.col("_a"), pl.col("_b")
-    # a, b ∈ [0, 2], so ½·sgn·(b − a) ≤ 1; a range's difference of two close tails can round below 0.
-    smooth = at_least(0.5 * (sgn * (b - a)), 0.0)
+    # P = ½·sgn·(b − a) for a `between` and ½·a for the other types (b = 0): ½·|b − a| in both, since the
+    # difference of a range's tails has the sign of sgn (a rounding below 0 comes out as its magnitude, ~10⁻¹⁷,
+    # where a clamp gave 0). The ½ of Φ = ½·erfc is applied once, to the difference (exact: a power of 2).
+    smooth = 0.5 * (b - a).abs()
     floor, cap = pl.col("floor_strike"), pl.col("cap_strike")
     # Boolean algebra, not a when-chain: bitmap operations instead of a select per branch.
     bounds_ok = (
