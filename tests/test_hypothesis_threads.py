@@ -38,4 +38,5 @@ def background_random_draws() -> Iterator[None]:
 def test_draws_survive_a_thread_using_global_random(
     background_random_draws: None, values: dict[str, int], drop: set[int]
 ) -> None:
-    assert set(values) - set(map(str, drop)) <= set(values)
+    """The draws are what is tested (they failed as flaky before the filter); the body checks what they gave."""
+    assert all(isinstance(key, str) and len(key) <= 5 for key in values) and len(values) <= 6 and len(drop) <= 4
