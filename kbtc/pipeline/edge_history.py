@@ -52,7 +52,7 @@ from kbtc.pipeline.catalog_history import (
     change_times,
     read_catalog_changes,
 )
-from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS, compiled_sql, typed_frame
+from kbtc.pipeline.edge_inputs import KNOWN_EXPIRATION_SQL, MARKET_COLUMNS, driver_cursor, typed_frame
 from kbtc.pipeline.edges import EdgeSettings, tick_state
 from kbtc.pipeline.vol_spot import CANDLE_MS, CANDLE_SCHEMA, CANDLE_SQL, candle_params, complete_with_candles
 
@@ -112,14 +112,9 @@ def read_large(engine: Engine, sql: str, params: dict[str, object], schema: Sche
     parts = [pl.DataFrame(schema=schema)]
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            statement, order = compiled_sql(conn.dialect, sql)
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(statement, tuple(params[name] for name in order) if order is not None else params)
+            with driver_cursor(conn, sql, params) as cursor:
                 while rows := cursor.fetchmany(_READ_CHUNK_ROWS):
                     parts.append(typed_frame(rows, schema))
-            finally:
-                cursor.close()
         else:
             result = conn.execution_options(stream_results=True).execute(text(sql), params)
             for chunk in result.partitions(_READ_CHUNK_ROWS):
